@@ -1,0 +1,110 @@
+"""Image folders: a sorted, verified list of lazily opened images (ids = relative paths)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image
+
+
+class ImageItem(NamedTuple):
+    """An image id and a zero-argument loader returning the decoded RGB image (opened lazily)."""
+
+    image_id: str
+    load: Callable[[], Image.Image]
+
+
+@dataclass(frozen=True)
+class FileImageLoader:
+    """Opens one image file on demand, decodes it fully and returns an RGB copy (file closed)."""
+
+    path: Path
+
+    def __call__(self) -> Image.Image:
+        return open_rgb(self.path)
+
+
+@dataclass
+class ImageScan:
+    """Result of scanning a folder: readable images plus (relative path, reason) of skipped files."""
+
+    items: list[ImageItem] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file into an RGB PIL image; a clear ValueError if it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read image {os.fspath(path)!r}: {exc}") from exc
+
+
+def verify_image(path: str | os.PathLike[str]) -> str | None:
+    """Return None if PIL recognises and verifies the file as an image, else the reason why not."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, struct.error ...)
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
+
+
+def _walk_files(root: Path) -> list[Path]:
+    """All regular files under root (recursive), hidden files and folders excluded, sorted by path."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def scan_images(directory: str | os.PathLike[str], *, strict: bool = False) -> ImageScan:
+    """Scan a folder recursively; verify each file with PIL; skip (or, strict, reject) bad ones."""
+    root = Path(directory)
+    if not root.exists():
+        raise ValueError(f"image folder {os.fspath(root)!r} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"image folder {os.fspath(root)!r} is not a directory")
+    scan = ImageScan()
+    for path in _walk_files(root):
+        rel = path.relative_to(root).as_posix()
+        reason = verify_image(path)
+        if reason is not None:
+            if strict:
+                raise ValueError(
+                    f"not a readable image (strict mode): {os.fspath(path)!r}: {reason}"
+                )
+            scan.skipped.append((rel, reason))
+            continue
+        scan.items.append(ImageItem(rel, FileImageLoader(path)))
+    return scan
+
+
+def skipped_message(
+    where: str, skipped: list[tuple[str, str]], total: int, what: str = "files"
+) -> str:
+    """One warning line: how many entries were skipped, and the first few names with reasons."""
+    shown = "; ".join(f"{name} ({reason})" for name, reason in skipped[:5])
+    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"skipped {len(skipped)} of {total} {what} in {where}: {shown}{more}"
+
+
+def load_images(directory: str | os.PathLike[str], strict: bool = False) -> list[ImageItem]:
+    """List the images of a folder (recursive, sorted) as (relative path, lazy RGB loader)."""
+    scan = scan_images(directory, strict=strict)
+    total = len(scan.items) + len(scan.skipped)
+    if scan.skipped:
+        message = skipped_message(os.fspath(directory), scan.skipped, total, "files (not images)")
+        warnings.warn(message, stacklevel=2)
+    if not scan.items:
+        detail = f" ({total} files, none a readable image)" if total else " (no files found)"
+        raise ValueError(f"image folder {os.fspath(directory)!r} contains no images{detail}")
+    return scan.items

@@ -1,0 +1,137 @@
+"""Seeded, reproducible selection of N image/text pairs (prefix-stable across N for one seed)."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+from PIL import Image
+
+from modalign.data.images import ImageItem
+from modalign.data.pairs import Pair
+from modalign.data.refs import PairRef
+from modalign.data.texts import TextItem
+
+ImageLike = ImageItem | tuple[str, Callable[[], Image.Image]]
+TextLike = TextItem | tuple[int | str, str] | str
+
+
+def seeded_order(n: int, seed: int, stream: str) -> Iterator[int]:
+    """Yield a seeded random permutation of range(n) lazily (sparse Fisher-Yates, O(k) for k draws).
+
+    Only `random.Random.random()` is used, whose sequence Python guarantees across versions, so a
+    (seed, stream) pair selects the same items everywhere; drawing k items costs O(k).
+    """
+    rng = random.Random(f"modalign:{seed}:{stream}")
+    moved: dict[int, int] = {}  # position -> value, only for positions touched so far
+    for i in range(n):
+        j = i + int(rng.random() * (n - i))  # uniform position in [i, n)
+        value_i = moved.pop(i, i)
+        if j == i:
+            yield value_i
+            continue
+        value_j = moved.get(j, j)
+        moved[j] = value_i  # the swap; position i is never read again
+        yield value_j
+
+
+def _check_n(n: int | None, available: int, what: str, strict: bool) -> int:
+    """Validate N; if fewer than N are available, warn and use all (or raise in strict mode)."""
+    if n is None:
+        return available
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of samples must be a positive integer, got {n!r}")
+    if available < n:
+        message = f"asked for {n} samples but only {available} {what} are available"
+        if strict:
+            raise ValueError(message + " (strict mode)")
+        warnings.warn(message + f"; using all {available}", stacklevel=3)
+        return available
+    return n
+
+
+def _as_text(item: TextLike, index: int) -> TextItem:
+    """Normalise a passage given as TextItem, (id, text) tuple, or bare string (id = position)."""
+    if isinstance(item, str):
+        return TextItem(index, item)
+    text_id, text = item
+    return TextItem(text_id, text)
+
+
+def _draw(
+    order: Iterator[int],
+    load: Callable[[int], Pair],
+    describe: Callable[[int], str],
+    n: int,
+    strict: bool,
+) -> list[Pair]:
+    """Load items in draw order until n succeed; unreadable ones are skipped with a warning."""
+    pairs: list[Pair] = []
+    skipped: list[str] = []
+    for index in order:
+        if len(pairs) == n:
+            break
+        try:
+            pairs.append(load(index))
+        except ValueError as exc:
+            if strict:
+                raise ValueError(f"{describe(index)}: {exc} (strict mode)") from exc
+            skipped.append(f"{describe(index)} ({exc})")
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (
+            f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        warnings.warn(f"skipped {len(skipped)} unreadable images: {shown}", stacklevel=3)
+    if len(pairs) < n:
+        warnings.warn(f"only {len(pairs)} of {n} requested samples could be loaded", stacklevel=3)
+    if not pairs:
+        raise ValueError("no sample could be loaded (every selected image was unreadable)")
+    return pairs
+
+
+def sample_pairs(
+    images: Sequence[ImageLike],
+    texts: Sequence[TextLike],
+    n: int | None = 100,
+    seed: int = 0,
+    *,
+    strict: bool = False,
+) -> list[Pair]:
+    """Pick N images and N passages independently at random (seeded, no replacement) and pair them.
+
+    Relevance between image and text is not required. The images and the passages are drawn from
+    separate seeded streams, so the first k pairs for a seed are the same whatever N >= k is.
+    """
+    if not images:
+        raise ValueError("no images to sample from")
+    if not texts:
+        raise ValueError("no text passages to sample from")
+    n = _check_n(n, min(len(images), len(texts)), "image/text pairs", strict)
+    text_order = seeded_order(len(texts), seed, "texts")
+    image_order = seeded_order(len(images), seed, "images")
+    chosen_texts = [_as_text(texts[i], i) for i, _ in zip(text_order, range(n), strict=False)]
+    slot = iter(range(len(chosen_texts)))
+
+    def load(i: int) -> Pair:
+        image_id, loader = images[i]
+        image = loader()  # may raise ValueError for unreadable files; then the next image is drawn
+        if isinstance(image, Image.Image) and image.mode != "RGB":
+            image = image.convert("RGB")
+        text = chosen_texts[next(slot)]
+        return Pair(image=image, image_id=image_id, text=text.text, text_id=text.text_id)
+
+    return _draw(image_order, load, lambda i: f"image {images[i][0]!r}", n, strict)
+
+
+def sample_refs(
+    refs: Sequence[PairRef], n: int | None = 100, seed: int = 0, *, strict: bool = False
+) -> list[Pair]:
+    """Pick N pairs that belong together (pairs file, HF dataset) at random, seeded, no replacement."""
+    if not refs:
+        raise ValueError("no pairs to sample from")
+    n = _check_n(n, len(refs), "pairs", strict)
+    order = seeded_order(len(refs), seed, "pairs")
+    return _draw(
+        order, lambda i: refs[i].load(), lambda i: f"image {refs[i].image.image_id!r}", n, strict
+    )

@@ -1,0 +1,51 @@
+"""SampleSource: the three input kinds -> seeded Pairs with recorded ids; bad combinations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modalign.data import SampleSource, sample_ids
+
+
+def test_folder_source(image_dir: Path, tmp_path: Path) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"passage {i}" for i in range(10)))
+    source = SampleSource.from_args(images=image_dir, texts=texts, strict=True)
+    assert len(source) == 6 and source.description["kind"] == "folder"
+    pairs = source.sample(n=4, seed=1)
+    assert sample_ids(pairs) == sample_ids(source.sample(n=4, seed=1))
+    recorded = sample_ids(pairs)
+    assert all(set(r) == {"image", "text"} for r in recorded)
+    assert all((image_dir / r["image"]).is_file() for r in recorded)
+    assert all(p.text == f"passage {p.text_id}" for p in pairs)
+    json.dumps(recorded)  # JSON-serialisable as-is
+
+
+def test_pairs_source(tmp_path: Path, make_image) -> None:
+    make_image(tmp_path / "a.png", (1, 1, 1))
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "text": "t"}) + "\n")
+    source = SampleSource.from_args(pairs=path)
+    assert sample_ids(source.sample(n=1)) == [{"image": "a.png", "text": 0}]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"images": "x", "pairs": "y"}, {"pairs": "y", "hf_dataset": "z"}],
+)
+def test_exactly_one_input(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="give exactly one input"):
+        SampleSource.from_args(**kwargs)
+
+
+def test_images_without_texts(image_dir: Path) -> None:
+    with pytest.raises(ValueError, match="--images and --texts must be given together"):
+        SampleSource.from_args(images=image_dir)
+
+
+def test_direct_construction_is_checked() -> None:
+    with pytest.raises(ValueError, match="either images and texts"):
+        SampleSource()
