@@ -1,0 +1,46 @@
+"""Pure MIR math on tensors: moments, Fréchet distance backends, MIR, baselines. No models, no I/O
+beyond the result's JSON."""
+
+from modalign.metrics.accumulator import MIRAccumulator, compute_mir
+from modalign.metrics.baselines import (
+    centroid_gap,
+    kid,
+    layerwise,
+    mmd2_unbiased,
+    polynomial_kernel,
+)
+from modalign.metrics.frechet import (
+    SQRT_BACKENDS,
+    frechet_distance,
+    frechet_distance_tokens,
+    newton_schulz_sqrt,
+    trace_sqrt_product,
+    trace_sqrt_product_tokens,
+)
+from modalign.metrics.moments import Moments, merge_moments, moments_from_tokens, subtract_moments
+from modalign.metrics.outliers import OUTLIER_MODES, NormBounds, norm_bounds
+from modalign.metrics.result import MIRResult
+
+__all__ = [
+    "OUTLIER_MODES",
+    "SQRT_BACKENDS",
+    "MIRAccumulator",
+    "MIRResult",
+    "Moments",
+    "NormBounds",
+    "centroid_gap",
+    "compute_mir",
+    "frechet_distance",
+    "frechet_distance_tokens",
+    "kid",
+    "layerwise",
+    "merge_moments",
+    "mmd2_unbiased",
+    "moments_from_tokens",
+    "newton_schulz_sqrt",
+    "norm_bounds",
+    "polynomial_kernel",
+    "subtract_moments",
+    "trace_sqrt_product",
+    "trace_sqrt_product_tokens",
+]
