@@ -1,0 +1,42 @@
+"""`modalign mir compare a.json b.json ...`: overlay several MIR runs in one table and plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `modalign mir compare` (standalone; dispatched by `mir`)."""
+    parser = argparse.ArgumentParser(
+        prog="modalign mir compare",
+        description="Compare MIR results (JSON files written by `modalign mir --json`).",
+    )
+    parser.add_argument("results", nargs="+", metavar="RESULT.json", help="result files")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per result file")
+    parser.add_argument("--plot", metavar="OUT.png", help="write the per-layer gap plot here")
+    parser.add_argument("--log", action="store_true", help="log-scale y axis in the plot")
+    parser.add_argument("--title", help="plot title")
+    return parser
+
+
+def run_compare(argv: Sequence[str]) -> int:
+    """Parse argv, print the comparison table, optionally write the plot; 0 ok, 2 on bad input."""
+    from modalign.report import as_run, compare_table, plot_layers  # lazy: matplotlib on use
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return int(exc.code or 0)
+    try:
+        runs = [as_run(path) for path in args.results]
+        print(compare_table(runs, args.labels))
+        if args.plot:
+            path = plot_layers(runs, args.labels, args.plot, log_scale=args.log, title=args.title)
+            print(f"\nplot written to {path}")
+    except (ValueError, OSError) as exc:
+        print(f"modalign mir compare: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,34 @@
+"""Side-by-side text table of several MIR results: headline numbers, then per-layer FD."""
+
+from __future__ import annotations
+
+from modalign.report.runs import RunView, as_run, check_labels
+from modalign.report.summary import render_table
+
+
+def compare_table(results: list[object], labels: list[str] | None = None) -> str:
+    """MIR per run (with the difference to the first run), then FD per layer, one column per run."""
+    runs: list[RunView] = [as_run(r) for r in results]
+    names = check_labels(runs, labels)
+    base = runs[0].mir
+    head_rows = [
+        [
+            name,
+            f"{run.mir:.4f}",
+            f"{run.mir - base:+.4f}",
+            str(len(run.layers)),
+            str(run.n_samples) if run.n_samples is not None else "-",
+            run.model or "-",
+        ]
+        for name, run in zip(names, runs, strict=True)
+    ]
+    lines = render_table(["run", "MIR", "dMIR", "layers", "N", "model"], head_rows, left=(0, 5))
+    all_layers = sorted({layer for run in runs for layer in run.layers})
+    by_layer = [dict(zip(run.layers, run.per_layer, strict=True)) for run in runs]
+    layer_rows = [
+        [str(layer), *(f"{fd[layer]:.4g}" if layer in fd else "-" for fd in by_layer)]
+        for layer in all_layers
+    ]
+    lines += ["", "per-layer FD (after text-centric scaling); dMIR = MIR - MIR of the first run"]
+    lines += render_table(["layer", *names], layer_rows)
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Per-layer modality gap plot (FD after scaling vs layer), like the MIR paper's Figure 2 right."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from modalign.report.atomic import atomic_write
+from modalign.report.runs import RunView, as_run, check_labels
+
+
+def plot_layers(
+    results: list[object],
+    labels: list[str] | None,
+    out_png: str | os.PathLike[str],
+    *,
+    log_scale: bool = False,
+    title: str | None = None,
+    dpi: int = 150,
+) -> Path:
+    """Draw one line per run (FD_k vs layer k) and write the image atomically; returns the path.
+
+    Uses matplotlib's object API with an Agg canvas, so no global backend or pyplot state is
+    touched; the output format follows the file suffix (PNG unless .svg/.pdf is given).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: import on use only
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    runs: list[RunView] = [as_run(r) for r in results]
+    names = check_labels(runs, labels)
+    if log_scale and any(v <= 0 for run in runs for v in run.per_layer):
+        raise ValueError("log scale needs positive per-layer distances (some are <= 0)")
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, run in zip(names, runs, strict=True):
+        ax.plot(
+            run.layers, run.per_layer, marker="o", markersize=3, label=f"{name} (MIR {run.mir:.3f})"
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("modality gap: FD after text-centric scaling")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3, which="both" if log_scale else "major")
+    ax.set_title(title if title is not None else "Per-layer modality gap")
+    ax.legend(fontsize="small")
+    target = Path(out_png)
+    fmt = target.suffix.lower().lstrip(".") or "png"
+    if fmt not in ("png", "svg", "pdf"):
+        raise ValueError(f"plot file {os.fspath(target)!r}: use a .png, .svg or .pdf suffix")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi)  # render fully before touching the target
+    if buffer.tell() == 0:
+        raise ValueError("matplotlib produced an empty image")
+    return atomic_write(target, lambda fh: fh.write(buffer.getvalue()))

@@ -1,0 +1,74 @@
+"""A one-screen text summary of one MIR result: headline, settings, per-layer table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modalign.report.runs import RunView, as_run
+
+
+def fmt_value(value: Any) -> str:
+    """Compact rendering of a settings/metadata value for one line of text."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple) and len(value) > 8:
+        return f"[{', '.join(map(str, value[:3]))}, ... {len(value)} items]"
+    return str(value)
+
+
+def _cell(values: list[Any], i: int, fmt: str = "{}") -> str:
+    """values[i] formatted, or '-' when the list is absent."""
+    return fmt.format(values[i]) if i < len(values) else "-"
+
+
+def layer_rows(run: RunView) -> list[list[str]]:
+    """Per-layer rows: layer, FD, share of the total, n_vision, n_text, outliers v/t."""
+    total = sum(run.per_layer)
+    rows = []
+    for i, (layer, fd) in enumerate(zip(run.layers, run.per_layer, strict=True)):
+        share = f"{100 * fd / total:.1f}" if total > 0 else "-"
+        outliers = f"{_cell(run.outliers_vision, i)}/{_cell(run.outliers_text, i)}"
+        rows.append(
+            [
+                str(layer),
+                f"{fd:.4g}",
+                share,
+                _cell(run.n_vision, i),
+                _cell(run.n_text, i),
+                outliers,
+            ]
+        )
+    return rows
+
+
+def render_table(
+    header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)
+) -> list[str]:
+    """Fixed-width columns, right-aligned except the column indices in `left`."""
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (
+            cell.ljust(w) if c in left else cell.rjust(w)
+            for c, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def summary_table(result: object) -> str:
+    """MIR, model, N and settings, then one row per layer (FD, share, token and outlier counts)."""
+    run = as_run(result)
+    n = run.n_samples
+    lines = [
+        f"MIR       {run.mir:.4f}   (log10 of the summed per-layer FD over {len(run.layers)} layers)",
+        f"model     {run.model or '(not recorded)'}",
+        f"samples   {n if n is not None else '(not recorded)'}",
+    ]
+    if run.settings:
+        settings = ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(run.settings.items()))
+        lines.append(f"settings  {settings}")
+    header = ["layer", "FD", "share%", "n_vision", "n_text", "outliers v/t"]
+    lines += ["", *render_table(header, layer_rows(run))]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Text reports: the one-screen summary and the comparison table."""
+
+from __future__ import annotations
+
+from modalign.report import compare_table, summary_table
+
+
+def test_summary_table_contents(result_factory) -> None:
+    data = result_factory(k=4)
+    text = summary_table(data)
+    lines = text.splitlines()
+    assert lines[0].startswith(f"MIR       {data['mir']:.4f}")
+    assert "tiny-llava" in lines[1] and lines[2].split() == ["samples", "20"]
+    assert "outliers=drop" in text and "sqrt=exact" in text
+    header = next(i for i, line in enumerate(lines) if line.startswith("layer"))
+    assert lines[header].split() == [
+        "layer",
+        "FD",
+        "share%",
+        "n_vision",
+        "n_text",
+        "outliers",
+        "v/t",
+    ]
+    rows = [line.split() for line in lines[header + 2 :]]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    assert [float(r[1]) for r in rows] == data["per_layer"]
+    assert (
+        sum(float(r[2]) for r in rows) == 100.0 or abs(sum(float(r[2]) for r in rows) - 100) < 0.3
+    )
+    assert rows[2][3:] == ["640", "298", "2/1"]
+    assert len(lines) < 40  # one screen for a small model
+
+
+def test_summary_without_optional_fields(result_factory) -> None:
+    data = {key: result_factory(k=2)[key] for key in ("mir", "per_layer", "layers")}
+    text = summary_table(data)
+    assert "(not recorded)" in text
+    assert text.splitlines()[-1].split() == ["2", "1.5", "60.0", "-", "-", "-/-"]
+
+
+def test_compare_table(result_factory) -> None:
+    a, b = result_factory(1.0, k=3, model="A"), result_factory(0.1, k=4, model="B")
+    text = compare_table([a, b], ["base", "better"])
+    lines = text.splitlines()
+    assert lines[2].split()[:3] == ["base", f"{a['mir']:.4f}", "+0.0000"]
+    assert lines[3].split()[:3] == ["better", f"{b['mir']:.4f}", f"{b['mir'] - a['mir']:+.4f}"]
+    assert lines[3].split()[-1] == "B"
+    assert lines[-1].split() == ["4", "-", "0.25"]  # layer 4 exists only in the second run
+    assert lines[-4].split() == ["1", "1", "0.1"]
