@@ -38,13 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 usage / input error, 1 unexpected)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["mir", "compare"]:  # `modalign mir compare A.json B.json ...`
+        from modalign.cli.mir_compare import run_compare
+
+        return _guarded(run_compare, argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return _guarded(args.func, args)
+
+
+def _guarded(func, arg) -> int:
+    """Run a command; user-facing errors become one line on stderr and exit status 2."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(arg) or 0)
     except (CLIError, ValueError, FileNotFoundError) as exc:
         print(f"modalign: error: {exc}", file=sys.stderr)
         return 2

@@ -82,7 +82,7 @@ def newton_schulz_sqrt(
     """
     d = a.shape[0]
     norm = torch.linalg.matrix_norm(a)
-    if float(norm) == 0.0:
+    if float(norm.detach()) == 0.0:
         return torch.zeros_like(a), 0
     eye = torch.eye(d, dtype=a.dtype, device=a.device)
     y, z = a / norm, eye.clone()
@@ -91,7 +91,7 @@ def newton_schulz_sqrt(
         t = 0.5 * (3.0 * eye - z @ y)
         y, z = y @ t, t @ z
         cur = torch.trace(y)
-        if abs(float(cur - prev)) <= tol * abs(float(cur)):
+        if abs(float((cur - prev).detach())) <= tol * abs(float(cur.detach())):
             return y * norm.sqrt(), it
         prev = cur
     return y * norm.sqrt(), max_iter
@@ -124,7 +124,9 @@ def _trace_sqrt_scipy(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
 def _trace_sqrt_official(cov_a: torch.Tensor, cov_b: torch.Tensor, iters: int = 5) -> torch.Tensor:
     """The official code's iteration: Y0 = A, Z0 = I, Y <- (Y + Z^-1 A)/2, Z <- (Z + Y^-1 A)/2.
 
-    Y = A is a fixed point, so this returns (up to float32 rounding) tr(S_a S_b).
+    Y = A is a fixed point, so this returns tr(S_a S_b) when A is well conditioned; like the
+    official float32 code, it drifts from A when A is ill conditioned (the fixed point is
+    unstable under rounding), so its numbers then depend on rounding, as the original's did.
     """
     a = (cov_a.to(torch.float32) @ cov_b.to(torch.float32)).to(cov_a.device)
     y, z = a.clone(), torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
