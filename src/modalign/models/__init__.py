@@ -1,0 +1,47 @@
+"""Model adapters: (model, processor, image/text pairs) -> per-layer hidden states and masks.
+
+adapter = load_adapter("llava-hf/llava-1.5-7b-hf")       # or a local path
+batch = adapter.prepare(pairs, template="chat")
+states = adapter.forward(batch)                           # LayerStates
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from modalign.models.base import VLMAdapter
+from modalign.models.registry import ADAPTERS, REFUSED, adapter_class_for, register_adapter
+from modalign.models.states import LayerStates, ModelBatch
+
+__all__ = [
+    "ADAPTERS",
+    "REFUSED",
+    "LayerStates",
+    "ModelBatch",
+    "VLMAdapter",
+    "adapter_class_for",
+    "get_adapter",
+    "load_adapter",
+    "register_adapter",
+]
+
+
+def get_adapter(model: Any, processor: Any) -> VLMAdapter:
+    """The adapter for an already-loaded model and its processor (chosen by config.model_type)."""
+    return adapter_class_for(model.config)(model, processor)
+
+
+def load_adapter(
+    path_or_id: str,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> VLMAdapter:
+    """Load model + processor with `from_pretrained` (auto: CUDA bf16, else CPU float32)."""
+    from modalign.models.loading import load_model, load_processor, resolve_device_dtype
+
+    dev, dt = resolve_device_dtype(device, dtype)
+    model = load_model(str(path_or_id), dev, dt)
+    processor = load_processor(str(path_or_id))
+    return get_adapter(model, processor)

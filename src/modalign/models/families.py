@@ -1,0 +1,88 @@
+"""Per-family adapters: only what differs from `VLMAdapter` (placeholders, framing, templates)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from modalign.models.base import VLMAdapter
+from modalign.models.registry import register_adapter
+from modalign.models.sequence import RowSpec
+
+
+@register_adapter("llava", "llava_next", "llava_onevision")
+class LlavaAdapter(VLMAdapter):
+    """LLaVA-1.5 / NeXT / OneVision: `<image>` expands to the projected patch tokens."""
+
+    family = "llava"
+
+
+@register_adapter("qwen2_vl", "qwen2_5_vl")
+class QwenVLAdapter(VLMAdapter):
+    """Qwen2-VL / Qwen2.5-VL: `<|image_pad|>` framed by vision start/end markers.
+
+    The processor also returns `mm_token_type_ids` (needed for M-RoPE in transformers 5.x);
+    tokens appended after the processor's output get type 0 (text).
+    """
+
+    family = "qwen_vl"
+
+    def placeholder(self) -> str:
+        return f"<|vision_start|>{self.processor.image_token}<|vision_end|>"
+
+
+@register_adapter("idefics3", "smolvlm")
+class Idefics3Adapter(VLMAdapter):
+    """Idefics3 / SmolVLM: `<image>` expands to `<fake_token_around_image><global-img><image>...`."""
+
+    family = "idefics3"
+
+
+@register_adapter("gemma3")
+class Gemma3Adapter(VLMAdapter):
+    """Gemma3: `<start_of_image>` expands to boi + soft image tokens + eoi; the vision positions
+    are the soft tokens (`config.image_token_id`), not `<start_of_image>`."""
+
+    family = "gemma3"
+
+    def placeholder(self) -> str:
+        return self.processor.boi_token
+
+
+@register_adapter("internvl")
+class InternVLAdapter(VLMAdapter):
+    """InternVL: `<IMG_CONTEXT>` expands to `<img>` + context tokens per tile + `</img>`."""
+
+    family = "internvl"
+
+
+@register_adapter("paligemma")
+class PaliGemmaAdapter(VLMAdapter):
+    """PaliGemma: image tokens, BOS, prompt and "\\n" form a bidirectional prefix; the answer is a
+    causal suffix (token_type_ids = 1). PaliGemma has no chat template: `chat` uses this native
+    prefix/suffix format with an empty prompt and the passage as the answer (+ EOS)."""
+
+    family = "paligemma"
+    TEMPLATES: ClassVar[dict[str, str]] = {**VLMAdapter.TEMPLATES, "chat": "_native_rows"}
+    tail_token_type = 1
+
+    def _native_rows(self, passage: str, max_tokens: int | None) -> RowSpec:
+        """`<image>... <bos> \\n` prefix from the processor + passage ids + EOS as the suffix."""
+        ids, truncated = self._passage_ids(passage, max_tokens)
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        return RowSpec(
+            head=self.placeholder(),
+            tail_ids=ids + eos,
+            tail_type=1,
+            text_len=len(ids),
+            text_end_offset=len(eos),
+            truncated=truncated,
+        )
+
+    def _encode_heads(self, pairs: Any, specs: list[RowSpec], template: str) -> Any:
+        # The processor inserts BOS itself after the image tokens.
+        return self.processor(
+            images=self.processor_images(pairs),
+            text=[s.head for s in specs],
+            padding=True,
+            return_tensors="pt",
+        )

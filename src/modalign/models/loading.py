@@ -1,0 +1,73 @@
+"""Load an HF vision-language model and its processor from a local path or a hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modalign.models.processor_compat import processor_class_for
+
+
+def resolve_device_dtype(
+    device: str | torch.device | None, dtype: str | torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """`auto`/None -> CUDA bf16 when available, else CPU float32; strings like 'float16' accepted."""
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dtype is None or dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dev, dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float64": torch.float64}  # fmt: skip
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(names)}")
+    return dev, names[dtype]
+
+
+def _processor_class_name(path_or_id: str) -> str | None:
+    """The `processor_class` recorded in a checkpoint's processor/tokenizer configs, if any."""
+    from transformers.utils import cached_file
+
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        try:
+            file = cached_file(path_or_id, name, _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            file = None
+        if file and Path(file).is_file():
+            cls_name = json.loads(Path(file).read_text()).get("processor_class")
+            if cls_name:
+                return cls_name
+    return None
+
+
+def load_processor(path_or_id: str) -> Any:
+    """AutoProcessor, or the same processor class without its video part when torchvision is absent."""
+    import transformers
+
+    cls_name = _processor_class_name(path_or_id)
+    cls = getattr(transformers, cls_name, None) if cls_name else None
+    if cls is not None:
+        chosen = processor_class_for(cls)
+        if chosen is not cls:  # image-only variant: the (required) video argument is None
+            return chosen.from_pretrained(path_or_id, video_processor=None)
+        return cls.from_pretrained(path_or_id)
+    return transformers.AutoProcessor.from_pretrained(path_or_id)
+
+
+def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype`."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(path_or_id)
+    # Refuse before loading weights: cross-attention families cannot be scored (see registry).
+    from modalign.models.registry import adapter_class_for
+
+    adapter_class_for(config)
+    model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=dtype)
+    return model.to(device).eval()
