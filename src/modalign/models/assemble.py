@@ -1,0 +1,467 @@
+"""Assemble an HF LLaVA model from the parts of an original LLaVA-style pre-training run.
+
+Parts: a base LLM folder (HF format, with its tokenizer), a CLIP vision tower folder (a full
+`CLIPModel` or a `CLIPVisionModel` checkpoint) and the connector weights saved by the run
+(`mm_projector.bin` or `.safetensors`, keys like `model.mm_projector.0.weight`). The result is
+a `LlavaForConditionalGeneration` + `LlavaProcessor` that the MIR adapters load like any hub
+LLaVA model; optionally saved with `save_pretrained` (written to a temporary folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PROJECTOR_FILES = ("mm_projector.bin", "mm_projector.safetensors")
+PROJECTOR_TYPES = ("mlp2x_gelu", "linear")
+# LLaVA's `mm_vision_select_feature` -> transformers' `vision_feature_select_strategy`.
+SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+# LLaVA-1.5's conversation format (conv_vicuna_v1): "SYSTEM USER: <image>\n... ASSISTANT: ...</s>".
+VICUNA_V1_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
+    "else messages[0]['content'][0]['text'] -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    '{%- else -%}{%- set system = "' + VICUNA_SYSTEM + '" -%}'
+    "{%- set loop_messages = messages -%}{%- endif -%}"
+    "{{- system -}}"
+    "{%- for message in loop_messages -%}"
+    "{{- ' ' + message['role'].upper() + ': ' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<IMAGE>\n' -}}{%- endif -%}{%- endfor -%}"
+    "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- part['text'] -}}{%- endgeneration -%}"
+    "{%- else -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{{- eos_token -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- ' ASSISTANT:' -}}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class ProjectorWeights:
+    """Connector weights normalised to `multi_modal_projector` names, plus what they imply."""
+
+    state: dict[str, torch.Tensor]  # keys: linear_1.weight/bias, linear_2.weight/bias
+    projector_type: str  # mlp2x_gelu | linear
+    bias: bool
+
+
+def _projector_file(path: Path) -> Path:
+    """The weights file: `path` itself, or mm_projector.bin/.safetensors inside a run folder."""
+    if path.is_dir():
+        for name in PROJECTOR_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise ValueError(f"no {' or '.join(PROJECTOR_FILES)} in folder {os.fspath(path)!r}")
+    if not path.is_file():
+        raise ValueError(f"projector weights {os.fspath(path)!r} do not exist")
+    return path
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load tensors safely: safetensors, or `torch.load(weights_only=True)` (no arbitrary pickles)."""
+    file = Path(path)
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(os.fspath(file), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"cannot read safetensors file {os.fspath(file)!r}: {exc}") from exc
+    if file.suffix not in (".bin", ".pt", ".pth"):
+        raise ValueError(f"{os.fspath(file)!r}: expected a .bin, .pt, .pth or .safetensors file")
+    try:
+        state = torch.load(os.fspath(file), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for non-tensor pickles, RuntimeError for garbage
+        raise ValueError(
+            f"cannot read {os.fspath(file)!r} as a tensor state dict (loaded with "
+            f"weights_only=True; arbitrary pickles are refused): {exc}"
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{os.fspath(file)!r} does not hold a dict of tensors")
+    return state
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop everything up to `mm_projector.` (e.g. `model.`, `base_model.model.model.`)."""
+    if not any("mm_projector." in k for k in state):
+        return dict(state)
+    return {k.split("mm_projector.", 1)[1]: v for k, v in state.items() if "mm_projector." in k}
+
+
+def parse_projector(state: dict[str, torch.Tensor], projector_type: str | None) -> ProjectorWeights:
+    """Map LLaVA connector keys to `linear_1`/`linear_2`, checking type and completeness."""
+    weights = _strip_prefix(state)
+    keys = sorted(weights)
+    indices = sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(r"(\d+)\.weight", k))})
+    inferred = "linear" if "weight" in weights else "mlp2x_gelu" if indices == [0, 2] else None
+    if indices and indices != [0, 2]:
+        depth = len(indices)
+        raise ValueError(
+            f"projector has {depth} linear layers (keys: {', '.join(keys)}); HF LLaVA supports "
+            "mlp2x_gelu (2 layers) and linear connectors only"
+        )
+    if projector_type is not None and projector_type not in PROJECTOR_TYPES:
+        raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}")
+    kind = projector_type or inferred
+    if kind is None or (projector_type and inferred and projector_type != inferred):
+        raise ValueError(
+            f"projector keys ({', '.join(keys) or 'none'}) do not match "
+            f"{projector_type or 'a known connector'} (mlp2x_gelu expects 0.weight, 0.bias, "
+            "2.weight, 2.bias; linear expects weight, bias)"
+        )
+    names = {"0": "linear_1", "2": "linear_2"} if kind == "mlp2x_gelu" else {"": "linear_1"}
+    bias = any(k.endswith("bias") for k in keys)
+    mapped: dict[str, torch.Tensor] = {}
+    for src, dst in names.items():
+        for part in ("weight", "bias") if bias else ("weight",):
+            key = f"{src}.{part}" if src else part
+            if key not in weights:
+                raise ValueError(
+                    f"projector weights are missing key {key!r} (have: {', '.join(keys)})"
+                )
+            mapped[f"{dst}.{part}"] = weights[key]
+    unused = set(keys) - {f"{s}.{p}" if s else p for s in names for p in ("weight", "bias")}
+    if unused:
+        raise ValueError(f"unexpected projector keys for {kind}: {', '.join(sorted(unused))}")
+    return ProjectorWeights(mapped, kind, bias)
+
+
+def expected_projector_shapes(
+    weights: ProjectorWeights, vision_dim: int, text_dim: int
+) -> dict[str, tuple[int, ...]]:
+    """Shapes the LLaVA checkpoint must have for a vision width and an LLM width."""
+    shapes: dict[str, tuple[int, ...]] = {"linear_1.weight": (text_dim, vision_dim)}
+    if weights.projector_type == "mlp2x_gelu":
+        shapes["linear_2.weight"] = (text_dim, text_dim)
+    if weights.bias:
+        shapes.update({k.replace("weight", "bias"): (text_dim,) for k in list(shapes)})
+    return shapes
+
+
+def check_projector_shapes(weights: ProjectorWeights, vision_dim: int, text_dim: int) -> None:
+    """Raise a ValueError naming every tensor whose shape does not fit the two towers."""
+    expected = expected_projector_shapes(weights, vision_dim, text_dim)
+    wrong = [
+        f"{k}: got {tuple(weights.state[k].shape)}, expected {shape}"
+        for k, shape in expected.items()
+        if tuple(weights.state[k].shape) != shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"projector shape mismatch (vision hidden {vision_dim}, LLM hidden {text_dim}): "
+            + "; ".join(wrong)
+        )
+
+
+def _projector_state(weights: ProjectorWeights, text_dim: int) -> dict[str, torch.Tensor]:
+    """State dict for HF's two-layer projector; a linear connector gets identity as linear_2."""
+    state = dict(weights.state)
+    if weights.projector_type == "linear":
+        # linear_2(act(linear_1 x)) with act = identity and linear_2 = I reproduces W x + b exactly.
+        state["linear_2.weight"] = torch.eye(text_dim, dtype=state["linear_1.weight"].dtype)
+        if weights.bias:
+            state["linear_2.bias"] = torch.zeros(text_dim, dtype=state["linear_1.weight"].dtype)
+    return state
+
+
+def _run_config(projector: Path) -> dict[str, Any]:
+    """The pre-training run's config.json next to the connector weights (mm_* keys), if any."""
+    folder = projector if projector.is_dir() else projector.parent
+    config = folder / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"run config {os.fspath(config)!r} is not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _vision_class(vision_config: Any) -> type:
+    """The transformers class that AutoModel would build for this vision config."""
+    from transformers import MODEL_MAPPING
+
+    try:
+        return MODEL_MAPPING[type(vision_config)]
+    except KeyError as exc:
+        raise ValueError(f"unsupported vision tower type {vision_config.model_type!r}") from exc
+
+
+def load_vision_tower(vision_tower: str | os.PathLike[str], dtype: torch.dtype) -> Any:
+    """Load the vision encoder from a CLIP (or SigLIP) model / vision-model folder."""
+    from transformers import AutoConfig
+
+    folder = Path(vision_tower)
+    if not folder.is_dir():
+        raise ValueError(f"vision tower folder {os.fspath(folder)!r} does not exist")
+    config = AutoConfig.from_pretrained(folder)
+    vision_config = getattr(config, "vision_config", None) or config
+    if not hasattr(vision_config, "patch_size") or not hasattr(vision_config, "image_size"):
+        raise ValueError(
+            f"{os.fspath(folder)!r} is not a ViT-style vision tower ({config.model_type})"
+        )
+    composite = vision_config is not config  # e.g. a full CLIPModel: its text tower is skipped
+    with _quiet_transformers(composite):
+        model, info = _vision_class(vision_config).from_pretrained(
+            folder, config=vision_config, dtype=dtype, output_loading_info=True
+        )
+    _check_loaded(info, f"vision tower {os.fspath(folder)!r}")
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers(enabled: bool) -> Iterator[None]:
+    """Silence transformers' load report (the expected unused text-tower keys), then restore."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    if enabled:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def _check_loaded(info: dict[str, Any], what: str) -> None:
+    """Refuse a checkpoint that left weights randomly initialised (missing or mismatched keys)."""
+    missing = list(info.get("missing_keys") or [])
+    mismatched = [
+        str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys") or []
+    ]
+    if missing or mismatched:
+        names = ", ".join((missing + mismatched)[:5])
+        raise ValueError(f"{what}: checkpoint lacks or mismatches weights ({names} ...)")
+
+
+def _check_causal_lm(llm: Path) -> None:
+    """Refuse an LLM folder whose config is not a causal language model (clear message, early)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    config = AutoConfig.from_pretrained(llm)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ValueError(
+            f"LLM folder {os.fspath(llm)!r} holds a {config.model_type!r} model, not a causal LM"
+        )
+
+
+def _resolve_dtype(dtype: torch.dtype | str, llm: Path) -> torch.dtype:
+    """`auto` -> the LLM checkpoint's dtype (float32 if unrecorded); strings -> torch dtypes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        from transformers import AutoConfig
+
+        recorded = getattr(AutoConfig.from_pretrained(llm), "dtype", None)
+        if isinstance(recorded, torch.dtype):
+            return recorded
+        dtype = str(recorded or "float32").removeprefix("torch.")
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+    return resolved
+
+
+def _image_processor(vision_tower: Path, image_size: int, pad_to_square: bool) -> Any:
+    """The tower's own preprocessor if saved, else CLIP preprocessing at the tower's resolution."""
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available():
+        from transformers import CLIPImageProcessor as ClipProcessor
+        from transformers import LlavaImageProcessor as PadProcessor
+    else:
+        from transformers.models.clip.image_processing_pil_clip import (
+            CLIPImageProcessorPil as ClipProcessor,
+        )
+        from transformers.models.llava.image_processing_pil_llava import (
+            LlavaImageProcessorPil as PadProcessor,
+        )
+    kwargs: dict[str, Any] = {
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+    }
+    saved = vision_tower / "preprocessor_config.json"
+    if saved.is_file():
+        data = json.loads(saved.read_text())
+        for key in ("image_mean", "image_std", "resample", "size", "crop_size"):
+            if key in data:
+                kwargs[key] = data[key]
+    processor = PadProcessor(do_pad=True, **kwargs) if pad_to_square else ClipProcessor(**kwargs)
+    crop = processor.crop_size
+    crop_hw = (
+        (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
+    )
+    if crop_hw != (image_size, image_size):
+        raise ValueError(
+            f"image preprocessor crops to {crop_hw} but the vision tower expects "
+            f"{image_size}x{image_size}; the number of image tokens would not match"
+        )
+    return processor
+
+
+def _add_tokens(tokenizer: Any, image_token: str) -> int:
+    """Add the image token (and a pad token if missing) as special tokens; returns the image id."""
+    tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    ids = tokenizer.encode(image_token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"image token {image_token!r} does not encode to one token: {ids}")
+    return int(ids[0])
+
+
+def _atomic_save(model: Any, processor: Any, out_dir: Path) -> None:
+    """save_pretrained into a temp folder beside out_dir, then rename it into place."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"output folder {os.fspath(out_dir)!r} exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def assemble_llava(
+    llm: str | os.PathLike[str],
+    vision_tower: str | os.PathLike[str],
+    projector: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    projector_type: str | None = None,
+    vision_feature_layer: int | None = None,
+    vision_feature_select_strategy: str | None = None,
+    image_token: str = "<image>",
+    dtype: torch.dtype | str = "auto",
+    pad_to_square: bool = False,
+    chat_template: str | None = VICUNA_V1_TEMPLATE,
+) -> tuple[Any, Any]:
+    """Build (LlavaForConditionalGeneration, LlavaProcessor) from an LLM, a CLIP tower and a connector.
+
+    `projector` is the weights file or the run folder holding `mm_projector.bin` (its
+    config.json, if present, supplies mm_projector_type, mm_vision_select_layer and
+    mm_vision_select_feature). Arguments left as None fall back to that config, then to
+    LLaVA-1.5's choices: the type inferred from the keys, layer -2, patch tokens only ("default").
+    """
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    llm_dir, tower_dir, projector_path = Path(llm), Path(vision_tower), Path(projector)
+    if not llm_dir.is_dir():
+        raise ValueError(f"LLM folder {os.fspath(llm_dir)!r} does not exist")
+    _check_causal_lm(llm_dir)
+    run = _run_config(projector_path) if projector_path.exists() else {}
+    projector_type = projector_type or run.get("mm_projector_type")
+    layer = (
+        vision_feature_layer
+        if vision_feature_layer is not None
+        else run.get("mm_vision_select_layer", -2)
+    )
+    strategy = vision_feature_select_strategy or SELECT_FEATURE.get(
+        run.get("mm_vision_select_feature", "patch"), "default"
+    )
+    if strategy not in ("default", "full"):
+        raise ValueError(
+            f"vision_feature_select_strategy must be 'default' or 'full', got {strategy!r}"
+        )
+    weights = parse_projector(read_state_dict(_projector_file(projector_path)), projector_type)
+    torch_dtype = _resolve_dtype(dtype, llm_dir)
+
+    vision = load_vision_tower(tower_dir, torch_dtype)
+    vcfg = vision.config
+    if not -vcfg.num_hidden_layers - 1 <= int(layer) <= vcfg.num_hidden_layers:
+        raise ValueError(
+            f"vision_feature_layer {layer} is out of range for a {vcfg.num_hidden_layers}-layer tower"
+        )
+    has_cls = (
+        getattr(getattr(vision, "vision_model", vision).embeddings, "class_embedding", None)
+        is not None
+    )
+    if strategy == "default" and not has_cls:
+        raise ValueError(
+            "the vision tower has no CLS token; use vision_feature_select_strategy='full'"
+        )
+    causal_lm, info = AutoModelForCausalLM.from_pretrained(
+        llm_dir, dtype=torch_dtype, output_loading_info=True
+    )
+    _check_loaded(info, f"LLM {os.fspath(llm_dir)!r}")
+    text_dim = causal_lm.config.hidden_size
+    check_projector_shapes(weights, vcfg.hidden_size, text_dim)
+
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    image_token_id = _add_tokens(tokenizer, image_token)
+    if len(tokenizer) > causal_lm.get_input_embeddings().weight.shape[0]:
+        causal_lm.resize_token_embeddings(len(tokenizer))
+    patches = (
+        vcfg.image_size // vcfg.patch_size
+    ) ** 2  # tokens per image after the select strategy
+    config = LlavaConfig(
+        vision_config=vcfg.to_dict(),
+        text_config=causal_lm.config.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=patches + (0 if strategy == "default" or not has_cls else 1),
+        projector_hidden_act="gelu" if weights.projector_type == "mlp2x_gelu" else "linear",
+        vision_feature_layer=int(layer),
+        vision_feature_select_strategy=strategy,
+        multimodal_projector_bias=weights.bias,
+        tie_word_embeddings=bool(getattr(causal_lm.config, "tie_word_embeddings", False)),
+    )
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)  # skeleton only; real parts swapped in below
+    model.model.vision_tower = vision
+    model.model.language_model = causal_lm.get_decoder()
+    model.lm_head = causal_lm.get_output_embeddings()
+    projector_module = type(model.model.multi_modal_projector)(config)  # real tensors on CPU
+    projector_module.load_state_dict(_projector_state(weights, text_dim), strict=True)
+    model.model.multi_modal_projector = projector_module.to(torch_dtype)
+    model.generation_config = causal_lm.generation_config
+    model.config.dtype = torch_dtype
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:
+        raise RuntimeError(f"assembly left tensors unset: {', '.join(still_meta[:5])}")
+    model.eval()
+
+    template = chat_template.replace("<IMAGE>", image_token) if chat_template else None
+    processor = LlavaProcessor(
+        image_processor=_image_processor(tower_dir, vcfg.image_size, pad_to_square),
+        tokenizer=tokenizer,
+        patch_size=vcfg.patch_size,
+        vision_feature_select_strategy=strategy,
+        chat_template=template,
+        image_token=image_token,
+        num_additional_image_tokens=1 if has_cls else 0,
+    )
+    if out_dir is not None:
+        _atomic_save(model, processor, Path(out_dir))
+    return model, processor
