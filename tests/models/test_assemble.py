@@ -330,3 +330,27 @@ def test_bad_folders(parts: dict[str, Path], tmp_path: Path) -> None:
         assemble_llava(parts["llm"], parts["clip"], tmp_path)
     with pytest.raises(ValueError, match="out of range"):
         assemble_llava(parts["llm"], parts["clip"], parts["projector"], vision_feature_layer=7)
+
+
+def test_assemble_cli(
+    parts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from modalign.cli import assemble_cmd
+
+    parser = argparse.ArgumentParser(prog="modalign")
+    assemble_cmd.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "cli_out"
+    argv = ["assemble", "--llm", str(parts["llm"]), "--vision-tower", str(parts["clip"])]
+    args = parser.parse_args([*argv, "--projector", str(parts["projector"]), "--out", str(out)])
+    assert args.func(args) == 0
+    stdout = capsys.readouterr().out
+    assert f"written to {out}" in stdout and f"{TOKENS_PER_IMAGE} image tokens" in stdout
+    assert (out / "config.json").is_file() and (out / "chat_template.jinja").is_file()
+    args = parser.parse_args(
+        [*argv, "--projector", str(tmp_path / "missing.bin"), "--out", str(tmp_path / "o2")]
+    )
+    with pytest.raises(ValueError, match="do not exist"):
+        args.func(args)
+    assert not (tmp_path / "o2").exists()
