@@ -32,6 +32,15 @@ def test_summary_table_contents(result_factory) -> None:
     assert len(lines) < 40  # one screen for a small model
 
 
+def test_long_settings_wrap(result_factory) -> None:
+    data = result_factory(k=2)
+    data["settings"] = {f"option_{i}": "a fairly long value " * 2 for i in range(6)}
+    lines = summary_table(data).splitlines()
+    settings = [line for line in lines[3:] if line.startswith(("settings", " " * 10))]
+    assert len(settings) > 1 and all(len(line) <= 100 for line in lines)
+    assert " ".join(line.strip() for line in settings).count("option_") == 6
+
+
 def test_summary_without_optional_fields(result_factory) -> None:
     data = {key: result_factory(k=2)[key] for key in ("mir", "per_layer", "layers")}
     text = summary_table(data)

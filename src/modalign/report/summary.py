@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from modalign.report.runs import RunView, as_run
@@ -68,7 +69,9 @@ def summary_table(result: object) -> str:
     ]
     if run.settings:
         settings = ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(run.settings.items()))
-        lines.append(f"settings  {settings}")
+        lines += textwrap.wrap(
+            settings, width=100, initial_indent="settings  ", subsequent_indent=" " * 10
+        )
     header = ["layer", "FD", "share%", "n_vision", "n_text", "outliers v/t"]
     lines += ["", *render_table(header, layer_rows(run))]
     return "\n".join(lines)
