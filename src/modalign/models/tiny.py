@@ -123,10 +123,13 @@ def _tokenizer(
     return wrapped
 
 
-def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:
-    """Decoder config numbers shared by all families."""
+def _text_config(tok: Any, **extra: Any) -> dict[str, Any]:
+    """Decoder config numbers shared by all families; vocabulary and special ids from `tok`."""
     cfg = {
-        "vocab_size": vocab_size,
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
         "hidden_size": HIDDEN,
         "intermediate_size": INTERMEDIATE,
         "num_hidden_layers": LAYERS,
@@ -237,7 +240,7 @@ def _build_llava(out: Path) -> None:
     )
     cfg = LlavaConfig(
         vision_config={"model_type": "clip_vision_model", **_clip_vision(16, 4)},
-        text_config={"model_type": "llama", **_text_config(len(tok))},
+        text_config={"model_type": "llama", **_text_config(tok)},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -273,7 +276,7 @@ def _build_llava_next(out: Path) -> None:
     )
     cfg = LlavaNextConfig(
         vision_config={"model_type": "clip_vision_model", **_clip_vision(16, 4)},
-        text_config={"model_type": "llama", **_text_config(len(tok))},
+        text_config={"model_type": "llama", **_text_config(tok)},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_layer=-2,
@@ -316,7 +319,7 @@ def _build_llava_onevision(out: Path) -> None:
     )
     cfg = LlavaOnevisionConfig(
         vision_config={"model_type": "siglip_vision_model", **_clip_vision(16, 4)},
-        text_config={"model_type": "qwen2", **_text_config(len(tok))},
+        text_config={"model_type": "qwen2", **_text_config(tok)},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints,
@@ -369,7 +372,7 @@ def _qwen_vl(out: Path, family: str) -> None:
     )
     head_dim = HIDDEN // HEADS
     text = _text_config(
-        len(tok),
+        tok,
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 10000.0,
@@ -433,7 +436,7 @@ def _idefics_like(out: Path, family: str) -> None:
     )
     cfg = Config(
         vision_config=_clip_vision(16, 4),
-        text_config={"model_type": "llama", **_text_config(len(tok))},
+        text_config={"model_type": "llama", **_text_config(tok)},
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         pad_token_id=tok.pad_token_id,
@@ -476,7 +479,7 @@ def _build_paligemma(out: Path) -> None:
     proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
     cfg = PaliGemmaConfig(
         vision_config={"model_type": "siglip_vision_model", **_clip_vision(16, 4)},
-        text_config={"model_type": "gemma", **_text_config(len(tok), head_dim=HIDDEN // HEADS)},
+        text_config={"model_type": "gemma", **_text_config(tok, head_dim=HIDDEN // HEADS)},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         projection_dim=HIDDEN,
         hidden_size=HIDDEN,
@@ -523,7 +526,7 @@ def _build_gemma3(out: Path) -> None:
         vision_config={"model_type": "siglip_vision_model", **_clip_vision(16, 4)},
         text_config={
             "model_type": "gemma3_text",
-            **_text_config(len(tok), head_dim=HIDDEN // HEADS, sliding_window=16),
+            **_text_config(tok, head_dim=HIDDEN // HEADS, sliding_window=16),
         },
         mm_tokens_per_image=4,
         image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
@@ -571,7 +574,7 @@ def _build_internvl(out: Path) -> None:
             "image_size": [16, 16],
             "patch_size": [4, 4],
         },
-        text_config={"model_type": "qwen2", **_text_config(len(tok))},
+        text_config={"model_type": "qwen2", **_text_config(tok)},
         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
         downsample_ratio=0.5,
     )
@@ -598,7 +601,15 @@ def _build_mllama(out: Path) -> None:
             "supported_aspect_ratios": [[1, 1]],
         },
         text_config={
-            **_text_config(BPE_VOCAB + 8, pad_token_id=0),
+            "vocab_size": BPE_VOCAB + 8,
+            "hidden_size": HIDDEN,
+            "intermediate_size": INTERMEDIATE,
+            "num_hidden_layers": LAYERS,
+            "num_attention_heads": HEADS,
+            "num_key_value_heads": KV_HEADS,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
             "cross_attention_layers": [1],
         },
     )

@@ -1,0 +1,214 @@
+"""Stream image/text pairs through a model adapter into the MIR accumulators.
+
+    result = run_mir(adapter, pairs, batch_size=8, template="chat")
+    summary = run_repeats(adapter, draw=source.sample, n=100, repeats=10, seed=0)
+
+Memory does not grow with the number of samples: each batch's hidden states are reduced to
+the accumulators' sums and dropped. Under torch.distributed each rank scores a strided shard
+(`pairs[rank::world]`, no duplicates, no padding) and the accumulator states are all-reduced.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from modalign.data.pairs import Pair
+from modalign.metrics import MIRAccumulator, MIRResult
+from modalign.models.base import VLMAdapter
+from modalign.models.states import LayerStates, ModelBatch
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to turn pairs into tokens and tokens into MIR (everything but the data and model)."""
+
+    batch_size: int = 8
+    template: str = "chat"
+    max_text_tokens: int | None = None
+    layers: Sequence[int] | None = None
+    sqrt: str = "exact"
+    outliers: str = "drop"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class RepeatSummary:
+    """MIR over R seeded subsets of N pairs (the paper's Table 6): mean, range, every run."""
+
+    n: int
+    seeds: list[int]
+    results: list[MIRResult] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[float]:
+        return [r.mir for r in self.results]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Mean, min, max, sample std and the per-repeat values (for JSON metadata)."""
+        v = self.values
+        mean = sum(v) / len(v)
+        std = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+        return {"n": self.n, "repeats": len(v), "seeds": self.seeds, "mir": v,
+                "mean": mean, "min": min(v), "max": max(v), "std": std}  # fmt: skip
+
+
+def distributed_context(group: Any = None) -> tuple[int, int]:
+    """(rank, world size) of the current torch.distributed group, or (0, 1) when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def shard(pairs: Sequence[Pair], rank: int, world: int) -> list[Pair]:
+    """This rank's strided share: every sample goes to exactly one rank."""
+    return list(pairs[rank::world])
+
+
+def check_finite(states: LayerStates, batch: ModelBatch) -> None:
+    """Raise a ValueError naming layer, modality and sample on NaN/inf at selected positions."""
+    for layer, h in zip(states.layer_ids, states.hidden, strict=True):
+        for mod, mask in (("vision", states.vision_mask), ("text", states.text_mask)):
+            bad = ~torch.isfinite(h).all(dim=-1) & mask  # (B, T)
+            if bad.any():
+                row = int(bad.any(dim=1).nonzero()[0])
+                ids = batch.sample_ids[row] if row < len(batch.sample_ids) else {}
+                raise ValueError(
+                    f"layer {layer}: NaN/inf activations at {int(bad.sum())} {mod} token(s) "
+                    f"(first in sample image={ids.get('image')!r} text={ids.get('text')!r}, "
+                    f"dtype {h.dtype}); in float16 this is usually an overflow: "
+                    "use --dtype bfloat16 or float32"
+                )
+
+
+def _batches(pairs: Sequence[Pair], size: int) -> Iterator[Sequence[Pair]]:
+    for i in range(0, len(pairs), size):
+        yield pairs[i : i + size]
+
+
+class _Feeder:
+    """Runs the adapter over a shard and feeds the accumulator; counts truncated passages."""
+
+    def __init__(self, adapter: VLMAdapter, opts: RunOptions, layer_ids: list[int]) -> None:
+        self.adapter, self.opts, self.layer_ids = adapter, opts, layer_ids
+        self.truncated = 0
+
+    def feed(self, acc: MIRAccumulator, pairs: Sequence[Pair], desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.truncated = 0
+        bar = tqdm(total=len(pairs), desc=desc, unit="sample", file=sys.stderr,
+                   disable=not self.opts.progress, leave=False)  # fmt: skip
+        with bar:
+            for chunk in _batches(pairs, self.opts.batch_size):
+                batch = self.adapter.prepare(
+                    chunk, template=self.opts.template, max_text_tokens=self.opts.max_text_tokens
+                )
+                states = self.adapter.forward(batch, layers=self.layer_ids)
+                check_finite(states, batch)
+                vision, text = states.tokens()
+                acc.update(vision=vision, text=text)
+                self.truncated += sum(batch.truncated)
+                bar.update(len(chunk))
+
+
+def _all_sum(value: int, group: Any, world: int) -> int:
+    """Sum an integer over ranks (identity when not distributed)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend(group) == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, group=group)
+    return int(t)
+
+
+def run_mir(
+    adapter: VLMAdapter,
+    pairs: Sequence[Pair],
+    options: RunOptions | None = None,
+    *,
+    group: Any = None,
+) -> MIRResult:
+    """MIR of `adapter`'s model over `pairs`; sharded across ranks when torch.distributed is up."""
+    opts = options or RunOptions()
+    if not pairs:
+        raise ValueError("no image/text pairs to score")
+    layer_ids = adapter.layer_ids(opts.layers)
+    rank, world = distributed_context(group)
+    mine = shard(pairs, rank, world)
+    acc = MIRAccumulator(len(layer_ids), layer_ids=layer_ids, outliers=opts.outliers)
+    feeder = _Feeder(adapter, opts, layer_ids)
+    feeder.feed(acc, mine, "MIR")
+    if world > 1:
+        acc.all_reduce(group)
+    if acc.needs_second_pass:  # identical on every rank after the all-reduce
+        acc.begin_second_pass()
+        feeder.feed(acc, mine, "MIR (outlier pass 2)")
+        if world > 1:
+            acc.all_reduce(group)
+    result = acc.compute(sqrt=opts.sqrt)
+    result.metadata.update(
+        {
+            "n_samples": len(pairs),
+            "truncated_passages": _all_sum(feeder.truncated, group, world),
+            "world_size": world,
+        }
+    )
+    result.settings.update(
+        {
+            "template": opts.template,
+            "batch_size": opts.batch_size,
+            "max_text_tokens": opts.max_text_tokens,
+        }
+    )
+    return result
+
+
+def run_repeats(
+    adapter: VLMAdapter,
+    draw: Callable[[int, int], list[Pair]],
+    n: int,
+    repeats: int,
+    seed: int = 0,
+    options: RunOptions | None = None,
+    *,
+    group: Any = None,
+) -> RepeatSummary:
+    """MIR on `repeats` subsets `draw(n, seed + r)`; every rank must draw the same subsets."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    summary = RepeatSummary(n=n, seeds=[seed + r for r in range(repeats)])
+    for s in summary.seeds:
+        subset = draw(n, s)
+        result = run_mir(adapter, subset, options, group=group)
+        result.metadata["seed"] = s
+        summary.results.append(result)
+    return summary
+
+
+def init_distributed_from_env() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); returns whether it did."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_available() and dist.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
