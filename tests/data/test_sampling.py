@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modalign.data import ImageItem, Pair, TextItem, sample_pairs, seeded_order
+from modalign.data import ImageItem, Pair, TextItem, sample_ids, sample_pairs, seeded_order
 
 
 def pool(n_images: int, n_texts: int) -> tuple[list[ImageItem], list[TextItem]]:
@@ -107,3 +107,42 @@ def test_plain_strings_and_tuples_accepted() -> None:
         warnings.simplefilter("error")
         pairs = sample_pairs(images, ["only passage"], n=1)
     assert ids(pairs) == [("x.png", 0)] and pairs[0].image.mode == "RGB"
+
+
+def test_lazy_selection_decodes_on_access() -> None:
+    calls: list[int] = []
+
+    def loader(i: int) -> Image.Image:
+        calls.append(i)
+        return Image.new("RGB", (4, 4), (i, 0, 0))
+
+    images = [ImageItem(f"{i}.png", lambda i=i: loader(i)) for i in range(20)]
+    texts = [TextItem(i, f"passage {i}") for i in range(20)]
+    eager = sample_pairs(images, texts, n=6, seed=9)
+    calls.clear()
+    lazy = sample_pairs(images, texts, n=6, seed=9, lazy=True)
+    assert len(calls) == 6  # each selected image decoded once to check it, then dropped
+    assert len(lazy) == 6 and ids(list(lazy)) == ids(eager)
+    calls.clear()
+    second = lazy[1]
+    assert (
+        calls == [int(eager[1].image_id.split(".")[0])]
+        and second.image.getpixel((0, 0))[0] == calls[0]
+    )
+    assert ids(list(lazy[2:4])) == ids(eager[2:4])
+    assert sample_ids(lazy) == sample_ids(eager) and len(calls) == 3  # ids need no decoding
+
+
+def test_lazy_skips_unreadable_like_eager(tmp_path: Path) -> None:
+    images, texts = pool(6, 6)
+    first = next(seeded_order(6, 0, "images"))
+
+    def broken() -> Image.Image:
+        raise ValueError("cannot read image 'x': truncated")
+
+    images[first] = ImageItem("x.png", broken)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        lazy = sample_pairs(images, texts, n=3, seed=0, lazy=True)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        eager = sample_pairs(images, texts, n=3, seed=0)
+    assert ids(list(lazy)) == ids(eager) and "x.png" not in {p.image_id for p in eager}

@@ -49,3 +49,12 @@ def test_images_without_texts(image_dir: Path) -> None:
 def test_direct_construction_is_checked() -> None:
     with pytest.raises(ValueError, match="either images and texts"):
         SampleSource()
+
+
+def test_lazy_sample_matches_eager(image_dir: Path, tmp_path: Path) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"passage {i}" for i in range(10)))
+    source = SampleSource.from_folder(image_dir, texts)
+    lazy, eager = source.sample(n=5, seed=3, lazy=True), source.sample(n=5, seed=3)
+    assert sample_ids(lazy) == sample_ids(eager)
+    assert [p.image.tobytes() for p in lazy] == [p.image.tobytes() for p in eager]

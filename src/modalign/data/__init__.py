@@ -4,13 +4,14 @@ from modalign.data.hf import load_hf_dataset
 from modalign.data.images import ImageItem, load_images, open_rgb, scan_images
 from modalign.data.pairs import Pair
 from modalign.data.pairs_file import load_pairs
-from modalign.data.refs import PairRef
+from modalign.data.refs import LazyPairs, PairRef
 from modalign.data.sampling import sample_pairs, sample_refs, seeded_order
 from modalign.data.source import SampleSource, sample_ids
 from modalign.data.texts import TextItem, load_texts
 
 __all__ = [
     "ImageItem",
+    "LazyPairs",
     "Pair",
     "PairRef",
     "SampleSource",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, overload
 
 from PIL import Image
 
 from modalign.data.images import ImageItem
 from modalign.data.pairs import Pair
-from modalign.data.refs import PairRef
+from modalign.data.refs import LazyPairs, PairRef
 from modalign.data.texts import TextItem
 
 ImageLike = ImageItem | tuple[str, Callable[[], Image.Image]]
@@ -61,35 +62,66 @@ def _as_text(item: TextLike, index: int) -> TextItem:
 
 def _draw(
     order: Iterator[int],
-    load: Callable[[int], Pair],
-    describe: Callable[[int], str],
+    make_ref: Callable[[int, int], PairRef],
     n: int,
     strict: bool,
-) -> list[Pair]:
-    """Load items in draw order until n succeed; unreadable ones are skipped with a warning."""
-    pairs: list[Pair] = []
+    lazy: bool,
+) -> list[Pair] | LazyPairs:
+    """Decode candidates in draw order until n succeed; unreadable images are skipped (warned).
+
+    `make_ref(index, slot)` builds the candidate for draw `index` filling output position `slot`.
+    Eager: the decoded Pairs are kept. Lazy: each image is decoded once to prove it readable,
+    then dropped; only references are kept and images are decoded again on access.
+    """
+    kept: list[Pair] = []
+    refs: list[PairRef] = []
     skipped: list[str] = []
     for index in order:
-        if len(pairs) == n:
+        if len(refs) == n:
             break
+        ref = make_ref(index, len(refs))
         try:
-            pairs.append(load(index))
+            pair = ref.load()
         except ValueError as exc:
             if strict:
-                raise ValueError(f"{describe(index)}: {exc} (strict mode)") from exc
-            skipped.append(f"{describe(index)} ({exc})")
+                raise ValueError(f"image {ref.image.image_id!r}: {exc} (strict mode)") from exc
+            skipped.append(f"image {ref.image.image_id!r} ({exc})")
+            continue
+        refs.append(ref)
+        if not lazy:
+            kept.append(pair)
     if skipped:
         shown = "; ".join(skipped[:5]) + (
             f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         )
         warnings.warn(f"skipped {len(skipped)} unreadable images: {shown}", stacklevel=3)
-    if len(pairs) < n:
-        warnings.warn(f"only {len(pairs)} of {n} requested samples could be loaded", stacklevel=3)
-    if not pairs:
+    if len(refs) < n:
+        warnings.warn(f"only {len(refs)} of {n} requested samples could be loaded", stacklevel=3)
+    if not refs:
         raise ValueError("no sample could be loaded (every selected image was unreadable)")
-    return pairs
+    return LazyPairs(refs) if lazy else kept
 
 
+@overload
+def sample_pairs(
+    images: Sequence[ImageLike],
+    texts: Sequence[TextLike],
+    n: int | None = ...,
+    seed: int = ...,
+    *,
+    strict: bool = ...,
+    lazy: Literal[False] = ...,
+) -> list[Pair]: ...
+@overload
+def sample_pairs(
+    images: Sequence[ImageLike],
+    texts: Sequence[TextLike],
+    n: int | None = ...,
+    seed: int = ...,
+    *,
+    strict: bool = ...,
+    lazy: Literal[True],
+) -> LazyPairs: ...
 def sample_pairs(
     images: Sequence[ImageLike],
     texts: Sequence[TextLike],
@@ -97,11 +129,13 @@ def sample_pairs(
     seed: int = 0,
     *,
     strict: bool = False,
-) -> list[Pair]:
+    lazy: bool = False,
+) -> list[Pair] | LazyPairs:
     """Pick N images and N passages independently at random (seeded, no replacement) and pair them.
 
     Relevance between image and text is not required. The images and the passages are drawn from
     separate seeded streams, so the first k pairs for a seed are the same whatever N >= k is.
+    `lazy=True` returns a sequence that decodes each image on access (memory independent of N).
     """
     if not images:
         raise ValueError("no images to sample from")
@@ -109,29 +143,26 @@ def sample_pairs(
         raise ValueError("no text passages to sample from")
     n = _check_n(n, min(len(images), len(texts)), "image/text pairs", strict)
     text_order = seeded_order(len(texts), seed, "texts")
-    image_order = seeded_order(len(images), seed, "images")
-    chosen_texts = [_as_text(texts[i], i) for i, _ in zip(text_order, range(n), strict=False)]
-    slot = iter(range(len(chosen_texts)))
+    chosen = [_as_text(texts[i], i) for i, _ in zip(text_order, range(n), strict=False)]
 
-    def load(i: int) -> Pair:
+    def make_ref(i: int, slot: int) -> PairRef:
         image_id, loader = images[i]
-        image = loader()  # may raise ValueError for unreadable files; then the next image is drawn
-        if isinstance(image, Image.Image) and image.mode != "RGB":
-            image = image.convert("RGB")
-        text = chosen_texts[next(slot)]
-        return Pair(image=image, image_id=image_id, text=text.text, text_id=text.text_id)
+        return PairRef(ImageItem(image_id, loader), chosen[slot])
 
-    return _draw(image_order, load, lambda i: f"image {images[i][0]!r}", n, strict)
+    return _draw(seeded_order(len(images), seed, "images"), make_ref, n, strict, lazy)
 
 
 def sample_refs(
-    refs: Sequence[PairRef], n: int | None = 100, seed: int = 0, *, strict: bool = False
-) -> list[Pair]:
+    refs: Sequence[PairRef],
+    n: int | None = 100,
+    seed: int = 0,
+    *,
+    strict: bool = False,
+    lazy: bool = False,
+) -> list[Pair] | LazyPairs:
     """Pick N pairs that belong together (pairs file, HF dataset) at random, seeded, no replacement."""
     if not refs:
         raise ValueError("no pairs to sample from")
     n = _check_n(n, len(refs), "pairs", strict)
     order = seeded_order(len(refs), seed, "pairs")
-    return _draw(
-        order, lambda i: refs[i].load(), lambda i: f"image {refs[i].image.image_id!r}", n, strict
-    )
+    return _draw(order, lambda i, _slot: refs[i], n, strict, lazy)

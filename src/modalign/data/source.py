@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ from modalign.data.hf import load_hf_dataset
 from modalign.data.images import ImageItem, load_images
 from modalign.data.pairs import Pair
 from modalign.data.pairs_file import load_pairs
-from modalign.data.refs import PairRef
+from modalign.data.refs import LazyPairs, PairRef
 from modalign.data.sampling import sample_pairs, sample_refs
 from modalign.data.texts import TextItem, load_texts
 
@@ -117,14 +118,18 @@ class SampleSource:
             return len(self.refs)
         return min(len(self.images or ()), len(self.texts or ()))
 
-    def sample(self, n: int | None = 100, seed: int = 0) -> list[Pair]:
-        """The seeded selection of N pairs (reproducible; see `sample_pairs`)."""
+    def sample(
+        self, n: int | None = 100, seed: int = 0, *, lazy: bool = False
+    ) -> list[Pair] | LazyPairs:
+        """The seeded selection of N pairs (reproducible; see `sample_pairs`); lazy: decode on use."""
         if self.refs is not None:
-            return sample_refs(self.refs, n, seed, strict=self.strict)
+            return sample_refs(self.refs, n, seed, strict=self.strict, lazy=lazy)
         assert self.images is not None and self.texts is not None  # guaranteed by __post_init__
-        return sample_pairs(self.images, self.texts, n, seed, strict=self.strict)
+        return sample_pairs(self.images, self.texts, n, seed, strict=self.strict, lazy=lazy)
 
 
-def sample_ids(pairs: list[Pair]) -> list[dict[str, int | str]]:
-    """The ids of the pairs used, in order, for the result JSON's `samples` key."""
+def sample_ids(pairs: Sequence[Pair]) -> list[dict[str, int | str]]:
+    """The ids of the pairs used, in order, for the result JSON's `samples` key (no decoding)."""
+    if isinstance(pairs, LazyPairs):
+        return [{"image": r.image.image_id, "text": r.text.text_id} for r in pairs.refs]
     return [{"image": p.image_id, "text": p.text_id} for p in pairs]
