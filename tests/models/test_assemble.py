@@ -354,3 +354,23 @@ def test_assemble_cli(
     with pytest.raises(ValueError, match="do not exist"):
         args.func(args)
     assert not (tmp_path / "o2").exists()
+
+
+def test_tied_embeddings_survive_resize_and_reload(parts: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    config = LlamaConfig.from_pretrained(parts["llm"])
+    config.tie_word_embeddings = True
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tied")
+    _tokenizer().save_pretrained(tmp_path / "tied")
+    out = tmp_path / "out"
+    model, processor = assemble_llava(tmp_path / "tied", parts["clip"], parts["projector"], out)
+    assert model.config.tie_word_embeddings
+    embed = model.model.language_model.embed_tokens.weight
+    assert model.lm_head.weight.data_ptr() == embed.data_ptr()
+    assert embed.shape[0] == len(processor.tokenizer) == len(WORDS) + 2  # <image> and <pad>
+    reloaded = AutoModelForImageTextToText.from_pretrained(out)
+    inputs = processor(images=_image(), text=PROMPT, return_tensors="pt")
+    with torch.inference_mode():
+        torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits)
