@@ -51,3 +51,8 @@ def test_saved_single_dataset_and_errors(tmp_path: Path) -> None:
     dict_path = save_tiny(tmp_path / "dict")
     with pytest.raises(ValueError, match=r"no split 'validation' \(splits: test\)"):
         load_hf_dataset(dict_path, split="validation", text_column="captions")
+
+
+def test_not_a_dataset(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot load dataset"):
+        load_hf_dataset(tmp_path)

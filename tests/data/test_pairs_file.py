@@ -46,6 +46,16 @@ def test_csv_with_aliases(tmp_path: Path, make_image) -> None:
     assert [r.image.image_id for r in refs] == ["x.jpg", "y.jpg"]
 
 
+def test_tsv(tmp_path: Path, make_image) -> None:
+    make_image(tmp_path / "a b.png", (9, 9, 9))
+    path = tmp_path / "pairs.tsv"
+    path.write_text("image\ttext\na b.png\ta caption, with a comma\n")
+    refs = load_pairs(path)
+    assert [(r.image.image_id, r.text.text) for r in refs] == [
+        ("a b.png", "a caption, with a comma")
+    ]
+
+
 def test_explicit_keys_and_missing_column(tmp_path: Path, make_image) -> None:
     make_image(tmp_path / "a.png", (1, 1, 1))
     path = write_jsonl(tmp_path / "p.jsonl", [{"img": "a.png", "desc": "hello"}])

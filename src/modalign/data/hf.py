@@ -62,7 +62,7 @@ def _open_dataset(name_or_path: str | os.PathLike[str], split: str) -> tuple[Any
     else:
         try:
             loaded = datasets.load_dataset(os.fspath(name_or_path), split=split)
-        except (FileNotFoundError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # includes datasets' not-found and connection errors
             raise ValueError(f"cannot load dataset {os.fspath(name_or_path)!r}: {exc}") from exc
         return loaded, split
     if isinstance(loaded, datasets.DatasetDict):

@@ -49,9 +49,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """Yield (data row index, row) for each row of a CSV file with a header line."""
+    """Yield (data row index, row) for each row of a CSV (or .tsv) file with a header line."""
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise ValueError(f"pairs file {os.fspath(path)!r} is empty (no CSV header)")
         for index, row in enumerate(reader):
@@ -75,7 +75,7 @@ def load_pairs(
     elif suffix in (".csv", ".tsv"):
         rows = _csv_rows(src)
     else:
-        raise ValueError(f"pairs file {os.fspath(src)!r}: expected .jsonl, .ndjson or .csv")
+        raise ValueError(f"pairs file {os.fspath(src)!r}: expected .jsonl, .ndjson, .csv or .tsv")
     base = src.parent
     refs: list[PairRef] = []
     skipped: list[tuple[str, str]] = []
