@@ -1,0 +1,163 @@
+"""Batch builders for the four training stages (CLIP, LM, LLaVA pre-training, LLaVA SFT).
+
+LLaVA batches are built token by token the way LlavaProcessor builds them (<image> expanded to
+one id per patch); tests check they match the processor exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from modalign.lab.samples import ImageQA, ImageText
+
+IGNORE = -100
+
+
+def _pad(rows: Sequence[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    """(B, T) tensor of rows padded with value (on the right, or left for generation)."""
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if left:
+            out[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        else:
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def _text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of text without special tokens."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class ClipCollator:
+    """pixel_values + <s> caption </s> ids (truncated, eos kept) for CLIPModel(return_loss=True)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: object
+    max_tokens: int
+
+    def __call__(self, items: list[ImageText]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        rows = [
+            [tok.bos_token_id, *_text_ids(tok, it.text)[: self.max_tokens - 2], tok.eos_token_id]
+            for it in items
+        ]
+        ids = _pad(rows, tok.pad_token_id)
+        pixels = self.image_processor([it.image for it in items], return_tensors="pt")[
+            "pixel_values"
+        ]
+        return {
+            "input_ids": ids,
+            "attention_mask": (ids != tok.pad_token_id).long(),
+            "pixel_values": pixels,
+            "return_loss": True,
+        }
+
+
+@dataclass
+class LMCollator:
+    """Causal-LM batches from packed blocks (tensors) or from lines (padded, pad ignored)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_tokens: int
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        if all(isinstance(x, torch.Tensor) for x in items):
+            ids = torch.stack(items)  # (B, L)
+            return {"input_ids": ids, "labels": ids.clone()}
+        tok = self.tokenizer
+        rows = [
+            [tok.bos_token_id, *_text_ids(tok, s)[: self.max_tokens - 2], tok.eos_token_id]
+            for s in items
+        ]
+        ids = _pad(rows, tok.pad_token_id)
+        mask = _pad([[1] * len(r) for r in rows], 0)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": ids.masked_fill(mask == 0, IGNORE),
+        }
+
+
+@dataclass
+class LlavaCollator:
+    """Shared LLaVA logic: image prefix ids, pixel values, padding and label masking."""
+
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: object
+    num_image_tokens: int
+    max_text_tokens: int = 160
+
+    def image_prefix(self, prompt: str) -> list[int]:
+        """Ids of `prompt` (which contains one <image>) with <image> expanded, bos first."""
+        tok = self.tokenizer
+        ids = tok(prompt)["input_ids"]
+        img = tok.image_token_id
+        if ids.count(img) != 1:
+            raise ValueError(f"prompt must contain exactly one {tok.image_token}: {prompt!r}")
+        k = ids.index(img)
+        return ids[:k] + [img] * self.num_image_tokens + ids[k + 1 :]
+
+    def batch(
+        self, prompts: list[list[int]], targets: list[list[int]], images: list
+    ) -> dict[str, torch.Tensor]:
+        """input_ids = prompt + target, labels only on target; right padding."""
+        tok = self.tokenizer
+        rows = [p + t[: self.max_text_tokens] for p, t in zip(prompts, targets, strict=True)]
+        labels = [
+            [IGNORE] * len(p) + t[: self.max_text_tokens]
+            for p, t in zip(prompts, targets, strict=True)
+        ]
+        ids = _pad(rows, tok.pad_token_id)
+        return {
+            "input_ids": ids,
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0),
+            "pixel_values": self.image_processor(images, return_tensors="pt")["pixel_values"],
+            "labels": _pad(labels, IGNORE),
+        }
+
+
+class CaptionCollator(LlavaCollator):
+    """Pre-training ('plain' template): <s><image>... caption </s>, loss on the caption."""
+
+    def __call__(self, items: list[ImageText]) -> dict[str, torch.Tensor]:
+        prefix = self.image_prefix(self.tokenizer.image_token)
+        tok = self.tokenizer
+        targets = [_text_ids(tok, it.text) + [tok.eos_token_id] for it in items]
+        return self.batch([prefix] * len(items), targets, [it.image for it in items])
+
+
+class SFTCollator(LlavaCollator):
+    """SFT in the chat template: loss on the answer tokens and the closing </s> only."""
+
+    def prompt(self, question: str) -> str:
+        """USER turn with the image and question, then the generation prompt."""
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+        ]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def __call__(self, items: list[ImageQA]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        prompts = [self.image_prefix(self.prompt(it.question)) for it in items]
+        targets = [_text_ids(tok, it.answer) + [tok.eos_token_id] for it in items]
+        return self.batch(prompts, targets, [it.image for it in items])
+
+    def generation_batch(self, items: list[ImageQA]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts for batched greedy decoding."""
+        rows = [self.image_prefix(self.prompt(it.question)) for it in items]
+        return {
+            "input_ids": _pad(rows, self.tokenizer.pad_token_id, left=True),
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=True),
+            "pixel_values": self.image_processor([it.image for it in items], return_tensors="pt")[
+                "pixel_values"
+            ],
+        }

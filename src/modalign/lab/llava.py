@@ -1,0 +1,95 @@
+"""Assemble trained CLIP vision tower + Llama LM + fresh 2-layer MLP into a real LLaVA model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPModel,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerBase,
+)
+
+# "default" drops CLS, as LLaVA-1.5 does; the processor then expands <image> to num_patches.
+FEATURE_STRATEGY = "default"
+FEATURE_LAYER = -1  # the tiny tower's last layer (a 3-layer tower has little to spare)
+
+
+def build_image_processor(image_size: int):
+    """CLIP-style preprocessing built offline: resize + centre crop to image_size, scale to [-1, 1]."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        do_resize=True,
+        size={"shortest_edge": image_size},
+        do_center_crop=True,
+        crop_size={"height": image_size, "width": image_size},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        do_convert_rgb=True,
+    )
+
+
+def build_processor(
+    tokenizer: PreTrainedTokenizerBase, image_size: int, patch_size: int
+) -> LlavaProcessor:
+    """LlavaProcessor whose <image> expansion matches the model's image-token count."""
+    return LlavaProcessor(
+        image_processor=build_image_processor(image_size),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=FEATURE_STRATEGY,
+        chat_template=tokenizer.chat_template,
+        image_token=tokenizer.image_token,
+        num_additional_image_tokens=1,  # CLS
+    )
+
+
+def assemble_llava(
+    clip: CLIPModel, lm: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> LlavaForConditionalGeneration:
+    """LLaVA with the given towers' weights and a connector initialised from `seed`."""
+    config = LlavaConfig(
+        vision_config=clip.config.vision_config.to_dict(),
+        text_config=lm.config.to_dict(),
+        image_token_id=tokenizer.image_token_id,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=FEATURE_STRATEGY,
+        vision_feature_layer=FEATURE_LAYER,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=False,
+    )
+    config.vision_config.model_type = "clip_vision_model"
+    model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    reset_connector(model, seed)
+    return model
+
+
+def reset_connector(model: LlavaForConditionalGeneration, seed: int) -> None:
+    """Re-initialise the connector from `seed` (the fresh-connector baseline uses this too)."""
+    gen = torch.Generator().manual_seed(seed)
+    proj = model.model.multi_modal_projector
+    for lin in (proj.linear_1, proj.linear_2):
+        bound = 1 / lin.in_features**0.5  # nn.Linear's default (kaiming-uniform a=sqrt(5)) range
+        with torch.no_grad():
+            lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=gen))
+            lin.bias.copy_(torch.empty_like(lin.bias).uniform_(-bound, bound, generator=gen))
+
+
+def save_llava(model: LlavaForConditionalGeneration, processor: LlavaProcessor, out: Path) -> Path:
+    """save_pretrained (safetensors) for both, so Auto* classes load the directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,110 @@
+"""Index-based datasets over lab records: every item is a pure function of its index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from modalign.lab.world.captions import LEVELS
+from modalign.lab.world.dataset import Record
+
+MIXED = -1  # caption level meaning "every level, one item each"
+
+
+def check_level(level: int) -> int:
+    """Validate a caption level (0..3, or MIXED)."""
+    if level != MIXED and not 0 <= level < LEVELS:
+        raise ValueError(
+            f"caption level must be in 0..{LEVELS - 1} or {MIXED} (mixed), got {level}"
+        )
+    return level
+
+
+@dataclass(frozen=True)
+class ImageText:
+    """An image with one caption (CLIP and pre-training items)."""
+
+    image: Image.Image
+    text: str
+
+
+@dataclass(frozen=True)
+class ImageQA:
+    """An image with a question, its answer and the question type (SFT / eval items)."""
+
+    image: Image.Image
+    question: str
+    answer: str
+    qtype: str
+
+
+class CaptionDataset(Dataset):
+    """(image, caption) items; with MIXED each image appears once per level."""
+
+    def __init__(self, records: list[Record], level: int):
+        if not records:
+            raise ValueError("no records: the split is empty")
+        self.records = records
+        self.level = check_level(level)
+
+    def __len__(self) -> int:
+        return len(self.records) * (LEVELS if self.level == MIXED else 1)
+
+    def __getitem__(self, idx: int) -> ImageText:
+        if self.level == MIXED:
+            rec, level = self.records[idx // LEVELS], idx % LEVELS
+        else:
+            rec, level = self.records[idx], self.level
+        return ImageText(rec.load_image(), rec.captions[level])
+
+
+class VQADataset(Dataset):
+    """One item per question of every record (optionally only some question types)."""
+
+    def __init__(self, records: list[Record], qtypes: tuple[str, ...] | None = None):
+        self.records = records
+        self.index = [
+            (i, j)
+            for i, rec in enumerate(records)
+            for j, qa in enumerate(rec.vqa)
+            if qtypes is None or qa.qtype in qtypes
+        ]
+        if not self.index:
+            raise ValueError("no questions selected")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, idx: int) -> ImageQA:
+        i, j = self.index[idx]
+        rec = self.records[i]
+        qa = rec.vqa[j]
+        return ImageQA(rec.load_image(), qa.question, qa.answer, qa.qtype)
+
+
+class PackedTextDataset(Dataset):
+    """The corpus as <s> line </s> <s> line </s> ... cut into equal blocks (no padding waste)."""
+
+    def __init__(self, lines: list[str], tokenizer, block_size: int):
+        if not lines:
+            raise ValueError("empty text corpus")
+        if block_size < 2:
+            raise ValueError(f"block_size must be >= 2, got {block_size}")
+        ids: list[int] = []
+        for row in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+            ids.extend([tokenizer.bos_token_id, *row, tokenizer.eos_token_id])
+        n_blocks = len(ids) // block_size
+        if n_blocks == 0:
+            raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block_size}")
+        self.blocks = torch.tensor(ids[: n_blocks * block_size]).view(
+            n_blocks, block_size
+        )  # (N, L)
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return self.blocks[idx]

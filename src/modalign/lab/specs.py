@@ -1,0 +1,42 @@
+"""Sizes of the tiny models; frozen dataclasses so experiments pass them explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Tiny CLIP: ViT over patch x patch tiles plus a small text transformer."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 3
+    text_hidden: int = 64
+    text_layers: int = 2
+    heads: int = 4
+    projection_dim: int = 64
+    max_text_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} not a multiple of patch_size {self.patch_size}"
+            )
+
+    @property
+    def num_patches(self) -> int:
+        """Image tokens per image after dropping CLS."""
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    """Tiny Llama decoder."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 344
+    max_positions: int = 512

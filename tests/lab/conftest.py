@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny generated dataset and tiny model specs (seconds, not minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from modalign.lab.specs import ClipSpec, LMSpec
+
+TINY_SIZES = {"train": 24, "val": 8, "test": 8}
+TINY_CLIP = ClipSpec(
+    image_size=64,
+    patch_size=16,
+    vision_hidden=16,
+    vision_layers=1,
+    text_hidden=16,
+    text_layers=1,
+    heads=2,
+    projection_dim=16,
+)
+TINY_LM = LMSpec(hidden=32, layers=1, heads=2, intermediate=64, max_positions=256)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    """One thread: deterministic and polite on a shared CPU."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A generated dataset with a handful of images per split and its tokenizer."""
+    from modalign.lab.stages import make_data
+
+    out = tmp_path_factory.mktemp("labdata")
+    return make_data(out, seed=3, sizes=TINY_SIZES, image_size=64, corpus_scenes=40)
+
+
+@pytest.fixture(scope="session")
+def tiny_towers(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
+    """CLIP and LM trained for two steps (weights only matter for shapes here)."""
+    from modalign.lab.stages import train_clip, train_lm
+    from modalign.lab.trainer import TrainConfig
+
+    root = tmp_path_factory.mktemp("towers")
+    cfg = TrainConfig(steps=2, batch_size=8, lr=1e-3, log_steps=1, progress=False)
+    train_clip(tiny_data, root / "clip", TINY_CLIP, cfg)
+    train_lm(tiny_data, root / "lm", TINY_LM, cfg, block_size=32)
+    return root / "clip", root / "lm"

@@ -1,0 +1,100 @@
+"""Assembly into a real LLaVA: Auto* loading, image-token expansion, collators == processor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel, LlamaForCausalLM
+
+from modalign.lab.collators import IGNORE, CaptionCollator, SFTCollator
+from modalign.lab.io import load_llava, num_image_tokens
+from modalign.lab.llava import assemble_llava, build_processor, reset_connector, save_llava
+from modalign.lab.samples import CaptionDataset, VQADataset
+from modalign.lab.stages import load_tokenizer
+from modalign.lab.world.dataset import load_split
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_data, tiny_towers, tmp_path_factory):
+    clip_dir, lm_dir = tiny_towers
+    tok = load_tokenizer(tiny_data)
+    clip = CLIPModel.from_pretrained(clip_dir / "model")
+    lm = LlamaForCausalLM.from_pretrained(lm_dir / "model")
+    model = assemble_llava(clip, lm, tok, seed=0)
+    proc = build_processor(
+        tok, clip.config.vision_config.image_size, clip.config.vision_config.patch_size
+    )
+    out = save_llava(model, proc, tmp_path_factory.mktemp("llava"))
+    return out, model, clip, lm
+
+
+def test_auto_classes_load_the_saved_model(saved):
+    out, model, clip, lm = saved
+    assert (out / "model.safetensors").is_file()
+    loaded = AutoModelForImageTextToText.from_pretrained(out)
+    proc = AutoProcessor.from_pretrained(out)
+    assert type(loaded).__name__ == "LlavaForConditionalGeneration"
+    ref = model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.state_dict().items())
+    # The towers are the trained ones, untouched.
+    vt = loaded.model.vision_tower.state_dict()
+    assert all(torch.equal(v, vt[k]) for k, v in clip.vision_model.state_dict().items())
+    assert torch.equal(loaded.lm_head.weight, lm.lm_head.weight)
+    assert num_image_tokens(proc) == (64 // 16) ** 2
+
+
+def test_processor_expansion_matches_vision_features(saved, tiny_data):
+    out = saved[0]
+    model, proc = load_llava(out)
+    rec = load_split(tiny_data, "test", 1)[0]
+    batch = proc(
+        images=[rec.load_image()],
+        text=[proc.tokenizer.image_token + " " + rec.captions[0]],
+        return_tensors="pt",
+    )
+    n_img = int((batch["input_ids"] == model.config.image_token_id).sum())
+    with torch.no_grad():
+        feats = model.model.get_image_features(batch["pixel_values"]).pooler_output
+        logits = model(**batch).logits
+    assert n_img == feats[0].shape[0] == num_image_tokens(proc)
+    assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_collators_build_what_the_processor_builds(saved, tiny_data):
+    _, proc = load_llava(saved[0])
+    recs = load_split(tiny_data, "test", 2)
+    n = num_image_tokens(proc)
+    sft = SFTCollator(proc.tokenizer, proc.image_processor, n)
+    item = VQADataset(recs)[0]
+    ref = proc(images=[item.image], text=[sft.prompt(item.question)], return_tensors="pt")
+    mine = sft([item])
+    k = ref["input_ids"].shape[1]
+    assert torch.equal(mine["input_ids"][0, :k], ref["input_ids"][0])
+    assert torch.equal(mine["pixel_values"], ref["pixel_values"])
+    answer = proc.tokenizer.decode(
+        mine["labels"][0][mine["labels"][0] != IGNORE], skip_special_tokens=True
+    )
+    assert answer == item.answer and (mine["labels"][0, :k] == IGNORE).all()
+    cap = CaptionCollator(proc.tokenizer, proc.image_processor, n)
+    it = CaptionDataset(recs, 2)[0]
+    ref = proc(images=[it.image], text=[proc.tokenizer.image_token + it.text], return_tensors="pt")
+    mine = cap([it])
+    assert torch.equal(mine["input_ids"][0, :-1], ref["input_ids"][0])
+    assert mine["input_ids"][0, -1] == proc.tokenizer.eos_token_id
+
+
+def test_reset_connector_is_seeded(saved):
+    model = saved[1]
+    reset_connector(model, 11)
+    a = model.model.multi_modal_projector.linear_1.weight.clone()
+    reset_connector(model, 12)
+    b = model.model.multi_modal_projector.linear_1.weight.clone()
+    reset_connector(model, 11)
+    assert torch.equal(a, model.model.multi_modal_projector.linear_1.weight) and not torch.equal(
+        a, b
+    )
+
+
+def test_load_llava_rejects_non_model_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a saved model"):
+        load_llava(tmp_path)
