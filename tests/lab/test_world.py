@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 
 import pytest
@@ -57,7 +58,7 @@ def test_caption_levels_are_sentence_prefixes_and_grow():
     for s in _scenes(100):
         caps = captions(s)
         assert len(caps) == LEVELS
-        for short, long in zip(caps, caps[1:], strict=False):
+        for short, long in itertools.pairwise(caps):
             assert long.startswith(short) and len(long) > len(short)
         full = caps[-1]
         for o in s.objects:

@@ -129,7 +129,7 @@ class CaptionCollator(LlavaCollator):
     def __call__(self, items: list[ImageText]) -> dict[str, torch.Tensor]:
         prefix = self.image_prefix(self.tokenizer.image_token)
         tok = self.tokenizer
-        targets = [_text_ids(tok, it.text) + [tok.eos_token_id] for it in items]
+        targets = [[*_text_ids(tok, it.text), tok.eos_token_id] for it in items]
         return self.batch([prefix] * len(items), targets, [it.image for it in items])
 
 
@@ -148,7 +148,7 @@ class SFTCollator(LlavaCollator):
     def __call__(self, items: list[ImageQA]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer
         prompts = [self.image_prefix(self.prompt(it.question)) for it in items]
-        targets = [_text_ids(tok, it.answer) + [tok.eos_token_id] for it in items]
+        targets = [[*_text_ids(tok, it.answer), tok.eos_token_id] for it in items]
         return self.batch(prompts, targets, [it.image for it in items])
 
     def generation_batch(self, items: list[ImageQA]) -> dict[str, torch.Tensor]:
