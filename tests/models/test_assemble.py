@@ -374,3 +374,38 @@ def test_tied_embeddings_survive_resize_and_reload(parts: dict[str, Path], tmp_p
     inputs = processor(images=_image(), text=PROMPT, return_tensors="pt")
     with torch.inference_mode():
         torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits)
+
+
+def test_siglip_tower_needs_full_strategy(parts: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(4)
+    tower = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=VISION_HIDDEN,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE,
+            patch_size=PATCH,
+        )
+    )
+    tower.save_pretrained(tmp_path / "siglip")
+    with pytest.raises(ValueError, match=r"no CLS token.*'full'"):
+        assemble_llava(parts["llm"], tmp_path / "siglip", parts["projector"])
+    model, processor = assemble_llava(
+        parts["llm"], tmp_path / "siglip", parts["projector"], vision_feature_select_strategy="full"
+    )
+    inputs = processor(images=_image(), text=PROMPT, return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == TOKENS_PER_IMAGE
+    with torch.inference_mode():
+        assert torch.isfinite(model(**inputs).logits).all()
+
+
+def test_bad_select_feature_in_run_config(parts: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(_projector_state(), run / "mm_projector.bin")
+    (run / "config.json").write_text(json.dumps({"mm_vision_select_feature": "cls"}))
+    with pytest.raises(ValueError, match="mm_vision_select_feature"):
+        assemble_llava(parts["llm"], parts["clip"], run)

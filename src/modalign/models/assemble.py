@@ -320,7 +320,11 @@ def _image_processor(vision_tower: Path, image_size: int, pad_to_square: bool) -
 
 def _add_tokens(tokenizer: Any, image_token: str) -> int:
     """Add the image token (and a pad token if missing) as special tokens; returns the image id."""
-    tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
+    from tokenizers import AddedToken
+
+    tokenizer.add_tokens(
+        [AddedToken(image_token, special=True, normalized=False)], special_tokens=True
+    )
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
     ids = tokenizer.encode(image_token, add_special_tokens=False)
@@ -346,6 +350,96 @@ def _atomic_save(model: Any, processor: Any, out_dir: Path) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class _Options:
+    """Connector type, vision layer and token selection after applying the run's config.json."""
+
+    projector_type: str | None
+    layer: int
+    strategy: str
+
+
+def _resolve_options(
+    projector: Path, projector_type: str | None, layer: int | None, strategy: str | None
+) -> _Options:
+    """Explicit arguments win; then the run's mm_* config; then LLaVA-1.5 defaults (-2, patch)."""
+    run = _run_config(projector) if projector.exists() else {}
+    chosen = strategy or SELECT_FEATURE.get(run.get("mm_vision_select_feature", "patch"), "")
+    if chosen not in ("default", "full"):
+        raise ValueError(
+            f"vision_feature_select_strategy must be 'default' or 'full' (or the run's "
+            f"mm_vision_select_feature 'patch' / 'cls_patch'), got {strategy or chosen!r}"
+        )
+    layer = layer if layer is not None else run.get("mm_vision_select_layer", -2)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"vision_feature_layer must be an integer, got {layer!r}")
+    return _Options(projector_type or run.get("mm_projector_type"), layer, chosen)
+
+
+def _has_cls(vision: Any) -> bool:
+    """Whether the vision tower prepends a CLS token (CLIP does, SigLIP does not)."""
+    base = getattr(vision, "vision_model", vision)  # older transformers nest the transformer
+    return getattr(getattr(base, "embeddings", None), "class_embedding", None) is not None
+
+
+def _check_vision(vision: Any, options: _Options) -> None:
+    """The vision layer must exist and the 'default' strategy needs a CLS token to drop."""
+    n_layers = vision.config.num_hidden_layers
+    if not -n_layers - 1 <= options.layer <= n_layers:
+        raise ValueError(
+            f"vision_feature_layer {options.layer} is out of range for a {n_layers}-layer tower"
+        )
+    if options.strategy == "default" and not _has_cls(vision):
+        raise ValueError(
+            "the vision tower has no CLS token; use vision_feature_select_strategy='full'"
+        )
+
+
+def _llava_model(
+    vision: Any,
+    causal_lm: Any,
+    weights: ProjectorWeights,
+    options: _Options,
+    image_token_id: int,
+    pad_token_id: int,
+) -> Any:
+    """Put the loaded towers and the connector into a LlavaForConditionalGeneration (no copies)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    vcfg = vision.config
+    patches = (vcfg.image_size // vcfg.patch_size) ** 2
+    keeps_cls = options.strategy == "full" and _has_cls(vision)
+    config = LlavaConfig(
+        vision_config=vcfg.to_dict(),
+        text_config=causal_lm.config.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=patches + int(keeps_cls),
+        projector_hidden_act="gelu" if weights.projector_type == "mlp2x_gelu" else "linear",
+        vision_feature_layer=options.layer,
+        vision_feature_select_strategy=options.strategy,
+        multimodal_projector_bias=weights.bias,
+        tie_word_embeddings=bool(getattr(causal_lm.config, "tie_word_embeddings", False)),
+    )
+    config.text_config.pad_token_id = config.pad_token_id = pad_token_id
+    dtype = causal_lm.dtype
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)  # skeleton only; real parts swapped in below
+    model.model.vision_tower = vision
+    model.model.language_model = causal_lm.get_decoder()
+    model.lm_head = causal_lm.get_output_embeddings()
+    projector = type(model.model.multi_modal_projector)(config)  # real tensors on CPU
+    projector.load_state_dict(
+        _projector_state(weights, config.text_config.hidden_size), strict=True
+    )
+    model.model.multi_modal_projector = projector.to(dtype)
+    model.generation_config = causal_lm.generation_config
+    model.config.dtype = dtype
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:
+        raise RuntimeError(f"assembly left tensors unset: {', '.join(still_meta[:5])}")
+    return model.eval()
+
+
 def assemble_llava(
     llm: str | os.PathLike[str],
     vision_tower: str | os.PathLike[str],
@@ -366,101 +460,44 @@ def assemble_llava(
     config.json, if present, supplies mm_projector_type, mm_vision_select_layer and
     mm_vision_select_feature). Arguments left as None fall back to that config, then to
     LLaVA-1.5's choices: the type inferred from the keys, layer -2, patch tokens only ("default").
+    Cheap checks (folders, connector keys and shapes) run before the LLM is loaded.
     """
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaProcessor
 
     llm_dir, tower_dir, projector_path = Path(llm), Path(vision_tower), Path(projector)
     if not llm_dir.is_dir():
         raise ValueError(f"LLM folder {os.fspath(llm_dir)!r} does not exist")
     _check_causal_lm(llm_dir)
-    run = _run_config(projector_path) if projector_path.exists() else {}
-    projector_type = projector_type or run.get("mm_projector_type")
-    layer = (
-        vision_feature_layer
-        if vision_feature_layer is not None
-        else run.get("mm_vision_select_layer", -2)
+    options = _resolve_options(
+        projector_path, projector_type, vision_feature_layer, vision_feature_select_strategy
     )
-    strategy = vision_feature_select_strategy or SELECT_FEATURE.get(
-        run.get("mm_vision_select_feature", "patch"), "default"
+    weights = parse_projector(
+        read_state_dict(_projector_file(projector_path)), options.projector_type
     )
-    if strategy not in ("default", "full"):
-        raise ValueError(
-            f"vision_feature_select_strategy must be 'default' or 'full', got {strategy!r}"
-        )
-    weights = parse_projector(read_state_dict(_projector_file(projector_path)), projector_type)
     torch_dtype = _resolve_dtype(dtype, llm_dir)
-
     vision = load_vision_tower(tower_dir, torch_dtype)
-    vcfg = vision.config
-    if not -vcfg.num_hidden_layers - 1 <= int(layer) <= vcfg.num_hidden_layers:
-        raise ValueError(
-            f"vision_feature_layer {layer} is out of range for a {vcfg.num_hidden_layers}-layer tower"
-        )
-    has_cls = (
-        getattr(getattr(vision, "vision_model", vision).embeddings, "class_embedding", None)
-        is not None
-    )
-    if strategy == "default" and not has_cls:
-        raise ValueError(
-            "the vision tower has no CLS token; use vision_feature_select_strategy='full'"
-        )
+    _check_vision(vision, options)
     causal_lm, info = AutoModelForCausalLM.from_pretrained(
         llm_dir, dtype=torch_dtype, output_loading_info=True
     )
     _check_loaded(info, f"LLM {os.fspath(llm_dir)!r}")
-    text_dim = causal_lm.config.hidden_size
-    check_projector_shapes(weights, vcfg.hidden_size, text_dim)
+    check_projector_shapes(weights, vision.config.hidden_size, causal_lm.config.hidden_size)
 
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     image_token_id = _add_tokens(tokenizer, image_token)
     if len(tokenizer) > causal_lm.get_input_embeddings().weight.shape[0]:
-        causal_lm.resize_token_embeddings(len(tokenizer))
-    patches = (
-        vcfg.image_size // vcfg.patch_size
-    ) ** 2  # tokens per image after the select strategy
-    config = LlavaConfig(
-        vision_config=vcfg.to_dict(),
-        text_config=causal_lm.config.to_dict(),
-        image_token_id=image_token_id,
-        image_seq_length=patches + (0 if strategy == "default" or not has_cls else 1),
-        projector_hidden_act="gelu" if weights.projector_type == "mlp2x_gelu" else "linear",
-        vision_feature_layer=int(layer),
-        vision_feature_select_strategy=strategy,
-        multimodal_projector_bias=weights.bias,
-        tie_word_embeddings=bool(getattr(causal_lm.config, "tie_word_embeddings", False)),
+        causal_lm.resize_token_embeddings(len(tokenizer))  # new rows: mean-initialised
+    model = _llava_model(
+        vision, causal_lm, weights, options, image_token_id, tokenizer.pad_token_id
     )
-    config.text_config.pad_token_id = tokenizer.pad_token_id
-    config.pad_token_id = tokenizer.pad_token_id
-    with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)  # skeleton only; real parts swapped in below
-    model.model.vision_tower = vision
-    model.model.language_model = causal_lm.get_decoder()
-    model.lm_head = causal_lm.get_output_embeddings()
-    projector_module = type(model.model.multi_modal_projector)(config)  # real tensors on CPU
-    projector_module.load_state_dict(_projector_state(weights, text_dim), strict=True)
-    model.model.multi_modal_projector = projector_module.to(torch_dtype)
-    model.generation_config = causal_lm.generation_config
-    model.config.dtype = torch_dtype
-    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if still_meta:
-        raise RuntimeError(f"assembly left tensors unset: {', '.join(still_meta[:5])}")
-    model.eval()
-
-    template = chat_template.replace("<IMAGE>", image_token) if chat_template else None
     processor = LlavaProcessor(
-        image_processor=_image_processor(tower_dir, vcfg.image_size, pad_to_square),
+        image_processor=_image_processor(tower_dir, vision.config.image_size, pad_to_square),
         tokenizer=tokenizer,
-        patch_size=vcfg.patch_size,
-        vision_feature_select_strategy=strategy,
-        chat_template=template,
+        patch_size=vision.config.patch_size,
+        vision_feature_select_strategy=options.strategy,
+        chat_template=chat_template.replace("<IMAGE>", image_token) if chat_template else None,
         image_token=image_token,
-        num_additional_image_tokens=1 if has_cls else 0,
+        num_additional_image_tokens=int(_has_cls(vision)),
     )
     if out_dir is not None:
         _atomic_save(model, processor, Path(out_dir))
