@@ -72,9 +72,9 @@ def distributed_context(group: Any = None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def shard(pairs: Sequence[Pair], rank: int, world: int) -> list[Pair]:
-    """This rank's strided share: every sample goes to exactly one rank."""
-    return list(pairs[rank::world])
+def shard(pairs: Sequence[Pair], rank: int, world: int) -> Sequence[Pair]:
+    """This rank's strided share: every sample goes to exactly one rank (lazy stays lazy)."""
+    return pairs[rank::world]
 
 
 def check_finite(states: LayerStates, batch: ModelBatch) -> None:
@@ -112,7 +112,8 @@ class _Feeder:
         bar = tqdm(total=len(pairs), desc=desc, unit="sample", file=sys.stderr,
                    disable=not self.opts.progress, leave=False)  # fmt: skip
         with bar:
-            for chunk in _batches(pairs, self.opts.batch_size):
+            for lazy_chunk in _batches(pairs, self.opts.batch_size):
+                chunk = list(lazy_chunk)  # decode this batch's images only
                 batch = self.adapter.prepare(
                     chunk, template=self.opts.template, max_text_tokens=self.opts.max_text_tokens
                 )
@@ -202,11 +203,13 @@ def run_repeats(
 
 
 def init_distributed_from_env() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); returns whether it did."""
+    """Join the process group torchrun describes (WORLD_SIZE > 1); True if this call started it."""
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.is_available() and dist.is_initialized()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if dist.is_initialized():  # someone else owns the group
+        return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

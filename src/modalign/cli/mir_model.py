@@ -1,15 +1,218 @@
-"""`modalign mir --model ...` glue (adapters + runner). Owned by the model-adapter work."""
+"""`modalign mir --model ...`: load an LVLM, draw seeded image/text pairs, stream them into MIR.
+
+    modalign mir --model PATH_OR_ID --images DIR --texts FILE [--n 100] [--seed 0]
+                 [--batch-size 8] [--template chat|plain|official] [--json OUT.json] [--plot OUT.png]
+
+Under `torchrun` every rank scores a strided shard and the sums are all-reduced; rank 0 prints
+and writes. Outputs are written only after the whole computation succeeded (atomically).
+"""
 
 from __future__ import annotations
 
 import argparse
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from modalign.cli import CLIError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="Hugging Face model id or local path")
+    """Add the model/data/run options of `modalign mir --model` to `parser`."""
+    g = parser.add_argument_group("model run")
+    g.add_argument("--model", help="Hugging Face model id or local checkpoint directory")
+    g.add_argument("--images", type=Path, help="folder of images (paired at random with --texts)")
+    g.add_argument("--texts", type=Path, help="text file (one passage per line) or JSONL")
+    g.add_argument("--pairs", type=Path, help="JSONL/CSV of (image, text) pairs")
+    g.add_argument("--dataset", help="Hugging Face dataset name or saved dataset folder")
+    g.add_argument("--dataset-split", default="train", help="dataset split (default: train)")
+    g.add_argument("--image-column", default="image", help="dataset image column")
+    g.add_argument("--text-column", default="text", help="dataset text column")
+    g.add_argument("--n", type=int, default=100, help="number of pairs (default: 100)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the pair selection (default: 0)")
+    g.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
+    g.add_argument(
+        "--template",
+        choices=["chat", "plain", "official"],
+        default=None,
+        help="sequence layout: the model's chat template with the passage as the assistant turn "
+        "(default), plain = BOS + image tokens + passage tokens, official = the official MIR "
+        "protocol (default with --compat official)",
+    )
+    g.add_argument("--max-text-tokens", type=int, default=None, help="truncate longer passages")
+    g.add_argument("--layers", default=None, help="decoder layers, e.g. '1-8,12' (default: all)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    g.add_argument(
+        "--dtype", default="auto", help="auto|float32|bfloat16|float16 (auto: CUDA bf16)"
+    )
+    g.add_argument(
+        "--repeats", type=int, default=1, help="MIR on R seeded subsets of N: mean, range"
+    )
+    g.add_argument("--dry-run", action="store_true", help="print one tokenized sample and stop")
+    g.add_argument("--strict", action="store_true", help="fail on unreadable images/rows")
+    g.add_argument("--plot", type=Path, help="write the per-layer gap plot (PNG)")
+
+
+def parse_layers(spec: str | None) -> list[int] | None:
+    """'1-4,8' -> [1, 2, 3, 4, 8]; None/'all' -> None (every decoder layer)."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"--layers: cannot parse {part!r} (use e.g. 1-8,12)") from None
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from modalign import __version__
+
+    return {"modalign": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}  # fmt: skip
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.model:
+        raise CLIError("give --model PATH_OR_ID (or --tokens FILE)")
+    for name in ("n", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_text_tokens is not None and args.max_text_tokens < 1:
+        raise CLIError("--max-text-tokens must be >= 1")
+
+
+def _source(args: argparse.Namespace) -> Any:
+    from modalign.data import SampleSource
+
+    return SampleSource.from_args(
+        images=args.images,
+        texts=args.texts,
+        pairs=args.pairs,
+        hf_dataset=args.dataset,
+        split=args.dataset_split,
+        image_column=args.image_column,
+        text_column=args.text_column,
+        strict=args.strict,
+    )
+
+
+def _metadata(args: argparse.Namespace, adapter: Any, source: Any, pairs: Sequence[Any]) -> dict:
+    from modalign.data import sample_ids
+
+    return {
+        "model": args.model,
+        "model_type": adapter.model.config.model_type,
+        "samples": sample_ids(pairs),
+        "seed": args.seed,
+        "n_requested": args.n,
+        "data": dict(source.description),
+        "device": str(adapter.device),
+        "dtype": str(adapter.dtype).replace("torch.", ""),
+        "versions": _versions(),
+    }
 
 
 def run_model(args: argparse.Namespace) -> int:
-    raise CLIError("give --tokens FILE (the --model path is not available in this build yet)")
+    """Run `modalign mir --model ...`; returns the exit status (errors raise ValueError/CLIError)."""
+    from modalign.cli.mir_cmd import print_summary, resolve_settings
+    from modalign.data import sample_ids
+    from modalign.models import load_adapter
+    from modalign.runner import (
+        RunOptions,
+        distributed_context,
+        init_distributed_from_env,
+        run_mir,
+        run_repeats,
+    )
+
+    _check_args(args)
+    sqrt, outliers = resolve_settings(args)
+    template = args.template or ("official" if args.compat == "official" else "chat")
+    layers = parse_layers(args.layers)
+    started_group = init_distributed_from_env()
+    try:
+        rank, world = distributed_context()
+        source = _source(args)
+        device = args.device
+        if device is None and world > 1:
+            import torch
+
+            device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+        adapter = load_adapter(args.model, device=device, dtype=args.dtype)
+        quiet = getattr(args, "quiet", False)
+        opts = RunOptions(
+            batch_size=args.batch_size,
+            template=template,
+            max_text_tokens=args.max_text_tokens,
+            layers=layers,
+            sqrt=sqrt,
+            outliers=outliers,
+            progress=rank == 0 and not quiet,
+        )
+        if args.dry_run:
+            pairs = source.sample(args.n, args.seed, lazy=True)
+            batch = adapter.prepare(
+                [pairs[0]], template=template, max_text_tokens=args.max_text_tokens
+            )
+            if rank == 0:
+                print(adapter.describe(batch, 0))
+                print(f"(dry run: {len(pairs)} pairs selected, layers {adapter.layer_ids(layers)}, "
+                      f"sqrt={sqrt}, outliers={outliers}; nothing computed or written)")  # fmt: skip
+            return 0
+        if args.repeats > 1:
+            summary = run_repeats(
+                adapter, lambda n, s: source.sample(n, s, lazy=True), args.n, args.repeats,
+                args.seed, opts,
+            )  # fmt: skip
+            result = summary.results[0]
+            pairs = source.sample(args.n, args.seed, lazy=True)
+            info = summary.as_dict()
+            info["samples"] = [
+                sample_ids(source.sample(args.n, s, lazy=True)) for s in summary.seeds
+            ]
+            result.metadata["repeats"] = info
+        else:
+            pairs = source.sample(args.n, args.seed, lazy=True)
+            result = run_mir(adapter, pairs, opts)
+        result.settings["compat"] = args.compat
+        result.metadata.update(_metadata(args, adapter, source, pairs))
+        if rank != 0:
+            return 0
+        if args.plot:
+            from modalign.report import plot_layers
+
+            plot_layers([result], [Path(str(args.model)).name or str(args.model)], args.plot)
+        if args.json:
+            result.to_json(args.json)
+        print_summary(result, quiet)
+        if args.repeats > 1:
+            r = result.metadata["repeats"]
+            print(f"MIR over {r['repeats']} subsets of {r['n']}: mean {r['mean']:.4f} "
+                  f"(range {r['min']:.4f} .. {r['max']:.4f}, std {r['std']:.4f})")  # fmt: skip
+        if result.metadata.get("truncated_passages"):
+            print(f"note: {result.metadata['truncated_passages']} passage(s) truncated to "
+                  f"{args.max_text_tokens} tokens", file=sys.stderr)  # fmt: skip
+        for path in (args.plot, args.json):
+            if path and not quiet:
+                print(f"wrote {path}", file=sys.stderr)
+        return 0
+    finally:
+        if started_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

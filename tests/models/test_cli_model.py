@@ -1,0 +1,136 @@
+"""`modalign mir --model <tiny dir> --images DIR --texts FILE`: end to end, and its failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from modalign.cli import main
+from modalign.models.tiny import build_tiny
+from tests.models.conftest import PASSAGES
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_data")
+    images = root / "images"
+    images.mkdir()
+    for i in range(6):
+        g = torch.Generator().manual_seed(i)
+        arr = (torch.rand(12 + i, 20, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr, "RGB").save(images / f"im{i}.png")
+    texts = root / "texts.txt"
+    texts.write_text("\n".join(PASSAGES) + "\n")
+    return images, texts
+
+
+def _run(capsys, *argv):
+    rc = main(["mir", *map(str, argv)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_end_to_end_json_and_plot(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    out, png = tmp_path / "out.json", tmp_path / "gap.png"
+    rc, stdout, stderr = _run(capsys, "--model", tiny_dir("llava"), "--images", images,
+                              "--texts", texts, "--n", 5, "--batch-size", 2,
+                              "--json", out, "--plot", png)  # fmt: skip
+    assert rc == 0, stderr
+    res = json.loads(out.read_text())
+    assert res["layers"] == [1, 2] and len(res["per_layer"]) == 2
+    assert res["metadata"]["model"] == str(tiny_dir("llava"))
+    samples = res["metadata"]["samples"]
+    assert len(samples) == 5 and all(set(s) == {"image", "text"} for s in samples)
+    assert len({s["image"] for s in samples}) == 5
+    assert res["metadata"]["seed"] == 0
+    assert set(res["metadata"]["versions"]) >= {"modalign", "torch", "transformers"}
+    assert res["settings"]["template"] == "chat" and res["settings"]["batch_size"] == 2
+    assert png.stat().st_size > 0
+    assert f"{res['mir']:.4f}"[:4] in stdout
+
+
+def test_same_seed_same_result_other_seed_other_samples(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    outs = []
+    for seed, batch in ((3, 1), (3, 4), (4, 4)):
+        out = tmp_path / f"s{seed}_{batch}.json"
+        rc, _, err = _run(capsys, "--model", tiny_dir("qwen2_vl"), "--images", images,
+                          "--texts", texts, "--n", 4, "--seed", seed, "--batch-size", batch,
+                          "--template", "plain", "--json", out)  # fmt: skip
+        assert rc == 0, err
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["metadata"]["samples"] == outs[1]["metadata"]["samples"]
+    assert abs(outs[0]["mir"] - outs[1]["mir"]) < 1e-6
+    assert outs[0]["metadata"]["samples"] != outs[2]["metadata"]["samples"]
+
+
+def test_dry_run_prints_marked_sample_and_writes_nothing(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    out = tmp_path / "never.json"
+    rc, stdout, _ = _run(capsys, "--model", tiny_dir("gemma3"), "--images", images, "--texts",
+                         texts, "--dry-run", "--json", out)  # fmt: skip
+    assert rc == 0
+    assert "[VISION x4: <image_soft_token>]" in stdout and "[TEXT " in stdout
+    assert not out.exists()
+
+
+def test_repeats_and_layers(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    out = tmp_path / "rep.json"
+    rc, stdout, err = _run(capsys, "--model", tiny_dir("llava"), "--images", images, "--texts",
+                           texts, "--n", 3, "--repeats", 3, "--layers", "2", "--json", out)  # fmt: skip
+    assert rc == 0, err
+    res = json.loads(out.read_text())
+    rep = res["metadata"]["repeats"]
+    assert (
+        rep["repeats"] == 3 and len(rep["samples"]) == 3 and rep["min"] <= rep["mean"] <= rep["max"]
+    )
+    assert res["layers"] == [2]
+    assert "mean" in stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("empty_images", "image"),
+        ("corrupt_strict", "not a readable image"),
+        ("empty_texts", "text"),
+        ("zero_tokens", "tokenizes to zero tokens"),
+        ("cross_attention", "cross-attention"),
+        ("bad_layers", "--layers"),
+    ],
+)
+def test_bad_inputs_exit_2_and_write_nothing(setup, message, tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    model = tiny_dir("llava")
+    extra: list[str] = []
+    if setup == "empty_images":
+        images = tmp_path / "none"
+        images.mkdir()
+    elif setup == "corrupt_strict":
+        images = tmp_path / "imgs"
+        images.mkdir()
+        Image.new("RGB", (8, 8)).save(images / "ok.png")
+        (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        extra = ["--strict"]
+    elif setup == "empty_texts":
+        texts = tmp_path / "empty.txt"
+        texts.write_text("")
+    elif setup == "zero_tokens":
+        texts = tmp_path / "ctrl.txt"
+        texts.write_text("\x01\x02\n")
+        extra = ["--n", "1"]
+    elif setup == "cross_attention":
+        model = build_tiny("mllama", tmp_path / "mllama")
+    elif setup == "bad_layers":
+        extra = ["--layers", "1-x"]
+    out = tmp_path / "out.json"
+    rc, _, stderr = _run(capsys, "--model", model, "--images", images, "--texts", texts,
+                         "--json", out, *extra)  # fmt: skip
+    assert rc == 2
+    assert message in stderr.lower() or message in stderr
+    assert not out.exists()
