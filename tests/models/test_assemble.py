@@ -409,3 +409,14 @@ def test_bad_select_feature_in_run_config(parts: dict[str, Path], tmp_path: Path
     (run / "config.json").write_text(json.dumps({"mm_vision_select_feature": "cls"}))
     with pytest.raises(ValueError, match="mm_vision_select_feature"):
         assemble_llava(parts["llm"], parts["clip"], run)
+
+
+def test_pad_to_square_uses_the_mean_colour(parts: dict[str, Path]) -> None:
+    _, padded = assemble_llava(parts["llm"], parts["clip"], parts["projector"], pad_to_square=True)
+    _, cropped = assemble_llava(parts["llm"], parts["clip"], parts["projector"])
+    wide = Image.new("RGB", (32, 16), (200, 30, 0))  # padded to 32x32: 8 mean-colour rows on top
+    pad_pixels = padded.image_processor(wide, return_tensors="pt")["pixel_values"]
+    crop_pixels = cropped.image_processor(wide, return_tensors="pt")["pixel_values"]
+    assert pad_pixels.shape == crop_pixels.shape == (1, 3, IMAGE, IMAGE)
+    assert pad_pixels[0, :, 0].abs().max() < 0.05  # mean colour normalises to ~0
+    assert crop_pixels[0, :, 0].abs().max() > 1.0  # centre crop: the red image itself
