@@ -58,3 +58,28 @@ def test_lazy_sample_matches_eager(image_dir: Path, tmp_path: Path) -> None:
     lazy, eager = source.sample(n=5, seed=3, lazy=True), source.sample(n=5, seed=3)
     assert sample_ids(lazy) == sample_ids(eager)
     assert [p.image.tobytes() for p in lazy] == [p.image.tobytes() for p in eager]
+
+
+def test_repeated_lazy_draws_decode_each_image_once(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from modalign.data import ImageItem, TextItem
+
+    calls: list[str] = []
+
+    def loader(name: str) -> Image.Image:
+        calls.append(name)
+        return Image.new("RGB", (2, 2))
+
+    images = [ImageItem(f"{i}", lambda i=i: loader(f"{i}")) for i in range(8)]
+    texts = [TextItem(i, f"t{i}") for i in range(8)]
+    source = SampleSource(images=images, texts=texts)
+    first = source.sample(n=4, seed=0, lazy=True)
+    assert len(calls) == 4
+    assert sample_ids(source.sample(n=4, seed=0, lazy=True)) == sample_ids(first)
+    assert len(calls) == 4  # already verified: no decoding to select again
+    source.sample(n=4, seed=1, lazy=True)
+    assert len(calls) == 4 + len(
+        {r["image"] for r in sample_ids(source.sample(4, 1, lazy=True))}
+        - {r["image"] for r in sample_ids(first)}
+    )

@@ -66,12 +66,14 @@ def _draw(
     n: int,
     strict: bool,
     lazy: bool,
+    verified: set[str] | None = None,
 ) -> list[Pair] | LazyPairs:
     """Decode candidates in draw order until n succeed; unreadable images are skipped (warned).
 
     `make_ref(index, slot)` builds the candidate for draw `index` filling output position `slot`.
     Eager: the decoded Pairs are kept. Lazy: each image is decoded once to prove it readable,
-    then dropped; only references are kept and images are decoded again on access.
+    then dropped; only references are kept and images are decoded again on access. Image ids in
+    `verified` are trusted without decoding in lazy mode; ids that decode are added to it.
     """
     kept: list[Pair] = []
     refs: list[PairRef] = []
@@ -80,6 +82,9 @@ def _draw(
         if len(refs) == n:
             break
         ref = make_ref(index, len(refs))
+        if lazy and verified is not None and ref.image.image_id in verified:
+            refs.append(ref)
+            continue
         try:
             pair = ref.load()
         except ValueError as exc:
@@ -88,6 +93,8 @@ def _draw(
             skipped.append(f"image {ref.image.image_id!r} ({exc})")
             continue
         refs.append(ref)
+        if verified is not None:
+            verified.add(ref.image.image_id)
         if not lazy:
             kept.append(pair)
     if skipped:
@@ -111,6 +118,7 @@ def sample_pairs(
     *,
     strict: bool = ...,
     lazy: Literal[False] = ...,
+    verified: set[str] | None = ...,
 ) -> list[Pair]: ...
 @overload
 def sample_pairs(
@@ -121,6 +129,7 @@ def sample_pairs(
     *,
     strict: bool = ...,
     lazy: Literal[True],
+    verified: set[str] | None = ...,
 ) -> LazyPairs: ...
 def sample_pairs(
     images: Sequence[ImageLike],
@@ -130,12 +139,14 @@ def sample_pairs(
     *,
     strict: bool = False,
     lazy: bool = False,
+    verified: set[str] | None = None,
 ) -> list[Pair] | LazyPairs:
     """Pick N images and N passages independently at random (seeded, no replacement) and pair them.
 
     Relevance between image and text is not required. The images and the passages are drawn from
     separate seeded streams, so the first k pairs for a seed are the same whatever N >= k is.
-    `lazy=True` returns a sequence that decodes each image on access (memory independent of N).
+    `lazy=True` returns a sequence that decodes each image on access (memory independent of N);
+    pass the same `verified` set to repeated lazy calls to decode each image only once to check it.
     """
     if not images:
         raise ValueError("no images to sample from")
@@ -149,7 +160,8 @@ def sample_pairs(
         image_id, loader = images[i]
         return PairRef(ImageItem(image_id, loader), chosen[slot])
 
-    return _draw(seeded_order(len(images), seed, "images"), make_ref, n, strict, lazy)
+    order = seeded_order(len(images), seed, "images")
+    return _draw(order, make_ref, n, strict, lazy, verified)
 
 
 def sample_refs(
@@ -159,10 +171,11 @@ def sample_refs(
     *,
     strict: bool = False,
     lazy: bool = False,
+    verified: set[str] | None = None,
 ) -> list[Pair] | LazyPairs:
     """Pick N pairs that belong together (pairs file, HF dataset) at random, seeded, no replacement."""
     if not refs:
         raise ValueError("no pairs to sample from")
     n = _check_n(n, len(refs), "pairs", strict)
     order = seeded_order(len(refs), seed, "pairs")
-    return _draw(order, lambda i, _slot: refs[i], n, strict, lazy)
+    return _draw(order, lambda i, _slot: refs[i], n, strict, lazy, verified)

@@ -29,6 +29,7 @@ class SampleSource:
     refs: list[PairRef] | None = None
     description: dict[str, Any] = field(default_factory=dict)
     strict: bool = False
+    verified: set[str] = field(default_factory=set, repr=False)  # image ids known to decode
 
     def __post_init__(self) -> None:
         pools = self.images is not None or self.texts is not None
@@ -123,9 +124,13 @@ class SampleSource:
     ) -> list[Pair] | LazyPairs:
         """The seeded selection of N pairs (reproducible; see `sample_pairs`); lazy: decode on use."""
         if self.refs is not None:
-            return sample_refs(self.refs, n, seed, strict=self.strict, lazy=lazy)
+            return sample_refs(
+                self.refs, n, seed, strict=self.strict, lazy=lazy, verified=self.verified
+            )
         assert self.images is not None and self.texts is not None  # guaranteed by __post_init__
-        return sample_pairs(self.images, self.texts, n, seed, strict=self.strict, lazy=lazy)
+        return sample_pairs(
+            self.images, self.texts, n, seed, strict=self.strict, lazy=lazy, verified=self.verified
+        )
 
 
 def sample_ids(pairs: Sequence[Pair]) -> list[dict[str, int | str]]:
