@@ -57,3 +57,18 @@ def test_compare_table(result_factory) -> None:
     assert lines[3].split()[-1] == "B"
     assert lines[-1].split() == ["4", "-", "0.25"]  # layer 4 exists only in the second run
     assert lines[-4].split() == ["1", "1", "0.1"]
+
+
+def test_repeats_shown_in_summary_and_compare(result_factory) -> None:
+    a, b = result_factory(k=2, model="A"), result_factory(0.5, k=2, model="B")
+    a["metadata"]["repeats"] = {
+        "n": 20, "repeats": 5, "mean": 0.61, "std": 0.012, "min": 0.6, "max": 0.63, "mir": [0.6] * 5
+    }  # fmt: skip
+    text = summary_table(a)
+    assert "repeats   0.6100 +- 0.0120 (std; range 0.6000 .. 0.6300; 5 subsets of 20)" in text
+    lines = compare_table([a, b], ["a", "b"]).splitlines()
+    assert "mean +- std (R)" in lines[0]
+    assert "0.6100 +- 0.0120 (5)" in lines[2] and lines[3].split()[3] == "-"
+    assert "mean +- std" not in compare_table([b, b], ["x", "y"])
+    a["metadata"]["repeats"]["std"] = "bad"
+    assert "repeats" not in summary_table(a)

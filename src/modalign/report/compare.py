@@ -22,7 +22,14 @@ def compare_table(results: list[object], labels: list[str] | None = None) -> str
         ]
         for name, run in zip(names, runs, strict=True)
     ]
-    lines = render_table(["run", "MIR", "dMIR", "layers", "N", "model"], head_rows, left=(0, 5))
+    header = ["run", "MIR", "dMIR", "layers", "N", "model"]
+    if any(run.repeats for run in runs):  # uncertainty from seeded subsets, where recorded
+        header.insert(3, "mean +- std (R)")
+        for row, run in zip(head_rows, runs, strict=True):
+            rep = run.repeats
+            cell = f"{rep['mean']:.4f} +- {rep['std']:.4f} ({int(rep['repeats'])})" if rep else "-"
+            row.insert(3, cell)
+    lines = render_table(header, head_rows, left=(0, len(header) - 1))
     all_layers = sorted({layer for run in runs for layer in run.layers})
     by_layer = [dict(zip(run.layers, run.per_layer, strict=True)) for run in runs]
     layer_rows = [

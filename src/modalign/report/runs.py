@@ -38,6 +38,15 @@ class RunView:
         return str(model)
 
     @property
+    def repeats(self) -> dict[str, float] | None:
+        """MIR over seeded subsets (metadata 'repeats': mean, std, min, max, repeats, n), if any."""
+        info = self.metadata.get("repeats")
+        keys = ("mean", "std", "min", "max", "repeats")
+        if not isinstance(info, dict) or not all(_is_number(info.get(k)) for k in keys):
+            return None
+        return {k: float(info[k]) for k in (*keys, "n") if _is_number(info.get(k))}
+
+    @property
     def n_samples(self) -> int | None:
         """How many image/text pairs were used, from the metadata or settings, if recorded."""
         for value in (self.metadata.get("n_samples"), self.metadata.get("samples")):
@@ -47,6 +56,11 @@ class RunView:
                 return len(value)
         n = self.settings.get("n")
         return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float (bools excluded)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -65,9 +79,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _number_list(data: dict[str, Any], key: str, where: str, k: int | None) -> list[float]:
     """A list of finite numbers under `key` (length k when given)."""
     value = data[key]
-    if not isinstance(value, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    ):
+    if not isinstance(value, list) or not all(_is_number(v) for v in value):
         raise ValueError(f"{where}: {key!r} must be a list of finite numbers")
     if k is not None and len(value) != k:
         raise ValueError(f"{where}: {key!r} has {len(value)} entries but 'layers' has {k}")
@@ -91,7 +103,7 @@ def as_run(result: object) -> RunView:
     if missing:
         raise ValueError(f"{where}: not an MIR result (missing keys: {', '.join(missing)})")
     mir = data["mir"]
-    if not isinstance(mir, int | float) or isinstance(mir, bool) or not math.isfinite(mir):
+    if not _is_number(mir):
         raise ValueError(f"{where}: 'mir' must be a finite number, got {mir!r}")
     layers = data["layers"]
     if not isinstance(layers, list) or not layers or not all(type(v) is int for v in layers):

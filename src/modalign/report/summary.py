@@ -17,6 +17,15 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def repeats_text(rep: dict[str, float]) -> str:
+    """'3.3712 +- 0.0100 (std; range 3.35 .. 3.39; 10 subsets of 100)'."""
+    of = f" of {int(rep['n'])}" if "n" in rep else ""
+    return (
+        f"{rep['mean']:.4f} +- {rep['std']:.4f} (std; range {rep['min']:.4f} .. {rep['max']:.4f}; "
+        f"{int(rep['repeats'])} subsets{of})"
+    )
+
+
 def _cell(values: list[Any], i: int, fmt: str = "{}") -> str:
     """values[i] formatted, or '-' when the list is absent."""
     return fmt.format(values[i]) if i < len(values) else "-"
@@ -67,6 +76,8 @@ def summary_table(result: object) -> str:
         f"model     {run.model or '(not recorded)'}",
         f"samples   {n if n is not None else '(not recorded)'}",
     ]
+    if run.repeats:
+        lines.append(f"repeats   {repeats_text(run.repeats)}")
     if run.settings:
         settings = ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(run.settings.items()))
         lines += textwrap.wrap(
