@@ -16,6 +16,7 @@ from modalign import __version__
 # Command modules, imported lazily so `modalign --help` stays fast.
 COMMANDS: dict[str, str] = {
     "mir": "modalign.cli.mir_cmd",
+    "lab": "modalign.cli.lab_cmd",
 }
 
 

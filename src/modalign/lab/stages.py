@@ -16,7 +16,13 @@ from modalign.lab.clip_model import build_clip
 from modalign.lab.collators import CaptionCollator, ClipCollator, LMCollator, SFTCollator
 from modalign.lab.evaluate import caption_loss, vqa_accuracy
 from modalign.lab.io import load_llava, num_image_tokens
-from modalign.lab.llava import assemble_llava, build_image_processor, build_processor, save_llava
+from modalign.lab.llava import (
+    assemble_llava,
+    build_image_processor,
+    build_processor,
+    reset_connector,
+    save_llava,
+)
 from modalign.lab.lm_model import build_lm
 from modalign.lab.samples import MIXED, CaptionDataset, PackedTextDataset, VQADataset
 from modalign.lab.specs import ClipSpec, LMSpec
@@ -146,6 +152,12 @@ def _set_trainable(model, parts: tuple[str, ...]) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _model_dir(path: Path) -> Path:
+    """A stage directory's model/ subfolder, or the path itself if it is a model directory."""
+    path = Path(path)
+    return path / "model" if (path / "model").is_dir() else path
+
+
 def pretrain(
     data_dir: Path,
     clip_dir: Path,
@@ -156,18 +168,36 @@ def pretrain(
     level: int = 3,
     limit: int | None = None,
 ) -> dict:
-    """LLaVA stage 1: connector only, image -> caption (given detail level, or MIXED)."""
+    """LLaVA stage 1 from separately trained towers: connector only, image -> caption."""
     tok = load_tokenizer(data_dir)
-    clip = CLIPModel.from_pretrained(
-        clip_dir / "model" if (clip_dir / "model").is_dir() else clip_dir
-    )
-    lm = LlamaForCausalLM.from_pretrained(
-        lm_dir / "model" if (lm_dir / "model").is_dir() else lm_dir
-    )
+    clip = CLIPModel.from_pretrained(_model_dir(clip_dir))
+    lm = LlamaForCausalLM.from_pretrained(_model_dir(lm_dir))
     model = assemble_llava(clip, lm, tok, config.seed)
-    processor = build_processor(
-        tok, clip.config.vision_config.image_size, clip.config.vision_config.patch_size
-    )
+    vision = clip.config.vision_config
+    processor = build_processor(tok, vision.image_size, vision.patch_size)
+    return _pretrain(model, processor, data_dir, out, config, level, limit)
+
+
+def pretrain_from_llava(
+    data_dir: Path,
+    base: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    level: int = 3,
+    limit: int | None = None,
+) -> dict:
+    """LLaVA stage 1 on a saved LLaVA's towers with a fresh (seeded) connector."""
+    model, processor = load_llava(_model_dir(base))
+    reset_connector(model, config.seed)
+    return _pretrain(model, processor, data_dir, out, config, level, limit)
+
+
+def _pretrain(
+    model, processor, data_dir: Path, out: Path, config: TrainConfig, level: int, limit: int | None
+) -> dict:
+    """Shared body: freeze all but the connector, train on captions, compare with fresh loss."""
+    tok = processor.tokenizer
     n_train = _set_trainable(model, ("multi_modal_projector",))
     collate = CaptionCollator(tok, processor.image_processor, num_image_tokens(processor))
     test = load_split(data_dir, "test", limit)
@@ -192,10 +222,7 @@ def sft(
     data_dir: Path, model_dir: Path, out: Path, config: TrainConfig, limit: int | None = None
 ) -> dict:
     """LLaVA stage 2: connector + LLM on VQA in the chat template (vision tower frozen)."""
-    model_dir = Path(model_dir)
-    model, processor = load_llava(
-        model_dir / "model" if (model_dir / "model").is_dir() else model_dir
-    )
+    model, processor = load_llava(_model_dir(model_dir))
     n_train = _set_trainable(model, ("multi_modal_projector", "language_model", "lm_head"))
     collate = SFTCollator(
         processor.tokenizer, processor.image_processor, num_image_tokens(processor)
@@ -216,10 +243,7 @@ def evaluate(
     limit: int | None = None,
 ) -> dict:
     """Caption loss and per-type VQA accuracy of a saved LLaVA on a held-out split."""
-    model_dir = Path(model_dir)
-    model, processor = load_llava(
-        model_dir / "model" if (model_dir / "model").is_dir() else model_dir
-    )
+    model, processor = load_llava(_model_dir(model_dir))
     records = load_split(data_dir, split, limit)
     return {
         "split": split,
