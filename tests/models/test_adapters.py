@@ -172,3 +172,20 @@ def test_unknown_template_and_layers_are_rejected(tiny_adapter):
         adapter.layer_ids([3])
     with pytest.raises(ValueError, match="duplicate"):
         adapter.layer_ids([1, 1])
+
+
+@pytest.mark.parametrize(
+    ("family", "passage"), [("qwen2_vl", "im_end"), ("llava", "ASSISTANT"), ("gemma3", "model")]
+)
+def test_passage_that_also_occurs_in_the_template_is_located(family, passage, tiny_adapter):
+    adapter = tiny_adapter(family)
+    pair = make_pairs(1)[0]
+    pair = type(pair)(pair.image, "i.png", passage, 0)
+    batch = adapter.prepare([pair], template="chat")
+    text_ids = _text_tokens(adapter, batch, 0)
+    assert adapter.tokenizer.decode(text_ids).strip() == passage
+    # the passage is the assistant turn: nothing but template end markers follow it
+    keep = batch.inputs["attention_mask"][0].bool()
+    last = int(batch.text_mask[0][keep].nonzero().max())
+    tail = adapter.tokenizer.decode(batch.inputs["input_ids"][0][keep][last + 1 :].tolist())
+    assert passage not in tail

@@ -23,6 +23,9 @@ from modalign.data.pairs import Pair
 from modalign.models.sequence import VICUNA_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
 from modalign.models.states import LayerStates, ModelBatch
 
+# Stands in for the passage when locating the assistant turn in a chat template.
+_SENTINEL = "\ue000modalign-passage\ue001"
+
 # Keys the processor returns that must not reach the model's forward.
 _DROP_KEYS = ("labels", "offset_mapping")
 
@@ -85,6 +88,27 @@ class VLMAdapter:
             messages, tokenize=False, add_generation_prompt=False
         )
 
+    def _locate_in_chat(self, passage: str) -> tuple[str, int]:
+        """(rendered chat, character offset of the passage in it), found via a sentinel.
+
+        Rendering once with a sentinel in place of the passage tells where the template puts
+        the assistant content, so a passage that also occurs in the template text (e.g.
+        "assistant") cannot be mislocated.
+        """
+        with_sentinel = self.render_chat(_SENTINEL)
+        if with_sentinel.count(_SENTINEL) != 1:
+            raise ValueError(
+                f"{self.family}: the chat template does not show the assistant turn once"
+            )
+        start = with_sentinel.index(_SENTINEL)
+        rendered = with_sentinel[:start] + passage + with_sentinel[start + len(_SENTINEL) :]
+        if self.render_chat(passage) != rendered:
+            raise ValueError(
+                f"{self.family}: the chat template alters the passage {passage[:40]!r}; "
+                "use --template plain"
+            )
+        return rendered, start
+
     def _passage_ids(self, passage: str, max_tokens: int | None) -> tuple[list[int], bool]:
         """The passage's own tokens (no special tokens), cut to `max_tokens`."""
         ids = self.tokenizer(passage, add_special_tokens=False)["input_ids"]
@@ -101,12 +125,7 @@ class VLMAdapter:
         if max_tokens is not None:
             text, truncated = cut_text(self.tokenizer, passage, max_tokens)
         for _ in range(8):  # shrink until the passage has <= max_tokens tokens in context
-            rendered = self.render_chat(text)
-            start = rendered.rfind(text)
-            if start < 0:
-                raise ValueError(
-                    f"{self.family}: the chat template altered the passage {text[:40]!r}"
-                )
+            rendered, start = self._locate_in_chat(text)
             enc = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
             ids, offsets = enc["input_ids"], enc["offset_mapping"]
             s, e = overlapping_span(offsets, start, start + len(text))
@@ -341,7 +360,8 @@ class VLMAdapter:
         ids = batch.inputs["input_ids"][i]
         keep = batch.inputs["attention_mask"][i].bool()
         vis, txt = batch.vision_mask[i][keep], batch.text_mask[i][keep]
-        tokens = self.tokenizer.convert_ids_to_tokens(ids[keep].tolist())
+        row_ids = ids[keep].tolist()
+        tokens = self.tokenizer.convert_ids_to_tokens(row_ids)
         kinds = ["vision" if v else "text" if t else "other" for v, t in zip(vis, txt, strict=True)]
         parts: list[str] = []
         j = 0
@@ -353,9 +373,10 @@ class VLMAdapter:
             if kinds[j] == "vision":
                 parts.append(f"[VISION x{k - j}: {run[0]}]")
             elif kinds[j] == "text":
-                parts.append("[TEXT " + " | ".join(run) + " TEXT]")
+                pieces = [repr(self.tokenizer.decode([t]))[1:-1] for t in row_ids[j:k]]
+                parts.append("[TEXT " + "|".join(pieces) + " TEXT]")
             else:
-                parts.append(" ".join(run))
+                parts.append(repr(self.tokenizer.decode(row_ids[j:k]))[1:-1])
             j = k
         meta = batch.sample_ids[i] if i < len(batch.sample_ids) else {}
         head = (
@@ -364,4 +385,5 @@ class VLMAdapter:
             f"{int(txt.sum())} text"
             + (" (passage truncated)" if batch.truncated and batch.truncated[i] else "")
         )
-        return head + "\n" + " ".join(parts)
+        legend = "[VISION xN: token] = image positions; [TEXT a|b|c TEXT] = passage tokens"
+        return head + "\n" + "".join(parts) + "\n" + legend

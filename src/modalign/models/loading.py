@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -69,5 +70,8 @@ def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any
     from modalign.models.registry import adapter_class_for
 
     adapter_class_for(config)
-    model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
+        kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
+    model = AutoModelForImageTextToText.from_pretrained(path_or_id, **kwargs)
     return model.to(device).eval()
