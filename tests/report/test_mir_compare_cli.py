@@ -46,6 +46,8 @@ def test_usage_errors_return_2_and_help_0(capsys) -> None:
     assert "RESULT.json" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["x.json", "--plot"], ["--bogus", "x.json"]])
+@pytest.mark.parametrize(
+    "argv", [["x.json", "--plot"], ["--bogus", "x.json"], ["x.json", "--log", "--linear"]]
+)
 def test_bad_options(argv: list[str], capsys) -> None:
     assert run_compare(argv) == 2

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from modalign.report import atomic_write, atomic_write_text, plot_layers
+from modalign.report.plot import choose_log_scale
 
 
 def test_plot_writes_valid_png(result_factory, tmp_path: Path) -> None:
@@ -33,6 +34,16 @@ def test_log_scale_and_svg(result_factory, tmp_path: Path) -> None:
     bad["per_layer"][0] = 0.0
     with pytest.raises(ValueError, match="log scale needs positive"):
         plot_layers([bad], None, tmp_path / "x.png", log_scale=True)
+
+
+def test_automatic_log_scale() -> None:
+    assert choose_log_scale([1e-3, 1.0, 2.0], None) is True  # spans more than 100x
+    assert choose_log_scale([1.0, 50.0], None) is False
+    assert choose_log_scale([0.0, 500.0], None) is False  # cannot log a zero: stay linear
+    assert choose_log_scale([1e-3, 1.0], False) is False
+    assert choose_log_scale([1.0, 2.0], True) is True
+    with pytest.raises(ValueError, match="log scale needs positive"):
+        choose_log_scale([0.0, 1.0], True)
 
 
 def test_bad_suffix(result_factory, tmp_path: Path) -> None:

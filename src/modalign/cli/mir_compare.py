@@ -16,7 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("results", nargs="+", metavar="RESULT.json", help="result files")
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per result file")
     parser.add_argument("--plot", metavar="OUT.png", help="write the per-layer gap plot here")
-    parser.add_argument("--log", action="store_true", help="log-scale y axis in the plot")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--log", dest="log_scale", action="store_const", const=True, help="log-scale y axis"
+    )
+    scale.add_argument(
+        "--linear", dest="log_scale", action="store_const", const=False, help="linear y axis"
+    )
+    # default (neither): log when the per-layer distances span more than 100x
     parser.add_argument("--title", help="plot title")
     return parser
 
@@ -34,7 +41,9 @@ def run_compare(argv: Sequence[str]) -> int:
         runs = [as_run(path) for path in args.results]
         print(compare_table(runs, args.labels))
         if args.plot:
-            path = plot_layers(runs, args.labels, args.plot, log_scale=args.log, title=args.title)
+            path = plot_layers(
+                runs, args.labels, args.plot, log_scale=args.log_scale, title=args.title
+            )
             print(f"\nplot written to {path}")
     except (ValueError, OSError) as exc:
         print(f"modalign mir compare: error: {exc}", file=sys.stderr)

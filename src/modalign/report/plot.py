@@ -10,17 +10,28 @@ from modalign.report.atomic import atomic_write
 from modalign.report.runs import RunView, as_run, check_labels
 
 
+def choose_log_scale(values: list[float], log_scale: bool | None) -> bool:
+    """The y scale: as asked, or (None) log when all values are positive and span over 100x."""
+    positive = min(values) > 0
+    if log_scale is None:
+        return positive and max(values) > 100 * min(values)
+    if log_scale and not positive:
+        raise ValueError("log scale needs positive per-layer distances (some are <= 0)")
+    return log_scale
+
+
 def plot_layers(
     results: list[object],
     labels: list[str] | None,
     out_png: str | os.PathLike[str],
     *,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     title: str | None = None,
     dpi: int = 150,
 ) -> Path:
     """Draw one line per run (FD_k vs layer k) and write the image atomically; returns the path.
 
+    `log_scale=None` picks a log y axis when all values are positive and span more than 100x.
     Uses matplotlib's object API with an Agg canvas, so no global backend or pyplot state is
     touched; the output format follows the file suffix (PNG unless .svg/.pdf is given).
     """
@@ -30,8 +41,7 @@ def plot_layers(
 
     runs: list[RunView] = [as_run(r) for r in results]
     names = check_labels(runs, labels)
-    if log_scale and any(v <= 0 for run in runs for v in run.per_layer):
-        raise ValueError("log scale needs positive per-layer distances (some are <= 0)")
+    log_scale = choose_log_scale([v for run in runs for v in run.per_layer], log_scale)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
