@@ -27,7 +27,9 @@ def test_mir_from_token_file_writes_schema_json(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["mir", "--tokens", str(tmp_path / "s.safetensors"), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    ref = compute_mir([tensors[f"vision.{i}"] for i in range(3)], [tensors[f"text.{i}"] for i in range(3)])
+    ref = compute_mir(
+        [tensors[f"vision.{i}"] for i in range(3)], [tensors[f"text.{i}"] for i in range(3)]
+    )
     assert data["mir"] == pytest.approx(ref.mir, rel=1e-12)
     assert len(data["per_layer"]) == 3
     assert data["settings"]["sqrt"] == "exact" and data["settings"]["outliers"] == "drop"

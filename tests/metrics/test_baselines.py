@@ -12,8 +12,12 @@ def _np_poly(x, y):
 def _np_mmd2(x, y):
     """Textbook unbiased MMD^2 with explicit double loops over pairs (independent reference)."""
     m, n = len(x), len(y)
-    kxx = sum(_np_poly(x[i : i + 1], x[j : j + 1])[0, 0] for i in range(m) for j in range(m) if i != j)
-    kyy = sum(_np_poly(y[i : i + 1], y[j : j + 1])[0, 0] for i in range(n) for j in range(n) if i != j)
+    kxx = sum(
+        _np_poly(x[i : i + 1], x[j : j + 1])[0, 0] for i in range(m) for j in range(m) if i != j
+    )
+    kyy = sum(
+        _np_poly(y[i : i + 1], y[j : j + 1])[0, 0] for i in range(n) for j in range(n) if i != j
+    )
     kxy = _np_poly(x, y).sum()
     return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2 * kxy / (m * n)
 
@@ -25,7 +29,9 @@ def _sets(seed=0, m=30, n=25, d=6):
 
 def test_polynomial_kernel_matches_definition():
     x, y = _sets()
-    np.testing.assert_allclose(polynomial_kernel(torch.tensor(x), torch.tensor(y)).numpy(), _np_poly(x, y))
+    np.testing.assert_allclose(
+        polynomial_kernel(torch.tensor(x), torch.tensor(y)).numpy(), _np_poly(x, y)
+    )
     k = polynomial_kernel(torch.tensor(x), torch.tensor(y), degree=2, gamma=0.5, coef=0.0).numpy()
     np.testing.assert_allclose(k, (0.5 * x @ y.T) ** 2)
 

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,15 +38,25 @@ def _worker(rank: int, world: int, init: str, out: str, mode: str, tail: int, sp
             acc.all_reduce()
         res = acc.compute()
         with open(f"{out}.{rank}", "w") as fh:
-            json.dump({"mir": res.mir, "per_layer": res.per_layer, "second": second,
-                       "n_vision": res.n_vision}, fh)
+            json.dump(
+                {
+                    "mir": res.mir,
+                    "per_layer": res.per_layer,
+                    "second": second,
+                    "n_vision": res.n_vision,
+                },
+                fh,
+            )
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo file init on POSIX only")
-@pytest.mark.parametrize(("mode", "tail", "spikes"), [("drop", 512, 3), ("drop", 2, 12), ("median", 512, 3), ("none", 512, 3)])
+@pytest.mark.parametrize(
+    ("mode", "tail", "spikes"),
+    [("drop", 512, 3), ("drop", 2, 12), ("median", 512, 3), ("none", 512, 3)],
+)
 def test_two_process_reduction_equals_single_process(tmp_path, mode, tail, spikes):
     init = f"file://{tmp_path / 'rendezvous'}"
     out = str(tmp_path / "res")
@@ -53,7 +64,7 @@ def test_two_process_reduction_equals_single_process(tmp_path, mode, tail, spike
     mp.spawn(_worker, args=(2, init, out, mode, tail, spikes), nprocs=2, join=True)
     vision, text = _data(spikes)
     ref = compute_mir(vision, text, outliers=mode)
-    results = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    results = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
     for r in results:
         assert r["mir"] == pytest.approx(ref.mir, rel=1e-10)
         assert r["n_vision"] == ref.n_vision

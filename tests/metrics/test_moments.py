@@ -22,10 +22,12 @@ def test_moments_match_numpy():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(2, 60), split=st.floats(0, 1), d=st.integers(1, 6), seed=st.integers(0, 10_000))
+@given(
+    n=st.integers(2, 60), split=st.floats(0, 1), d=st.integers(1, 6), seed=st.integers(0, 10_000)
+)
 def test_merge_of_halves_equals_whole(n, split, d, seed):
     x = _tokens(n, d, seed, offset=3.0)
-    cut = int(round(split * n))
+    cut = round(split * n)
     whole = moments_from_tokens(x)
     merged = merge_moments(moments_from_tokens(x[:cut]), moments_from_tokens(x[cut:]))
     assert merged.n == whole.n
@@ -74,4 +76,6 @@ def test_errors():
     with pytest.raises(ValueError, match="dimension"):
         merge_moments(Moments.empty(3), moments_from_tokens(torch.ones(2, 4)))
     with pytest.raises(ValueError, match="cannot remove"):
-        subtract_moments(moments_from_tokens(torch.ones(2, 3)), moments_from_tokens(torch.ones(3, 3)))
+        subtract_moments(
+            moments_from_tokens(torch.ones(2, 3)), moments_from_tokens(torch.ones(3, 3))
+        )

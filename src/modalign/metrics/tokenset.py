@@ -25,24 +25,48 @@ __all__ = ["TokenSetAccumulator"]
 
 
 class _Tail:
-    """The `capacity` tokens with the largest (or smallest) norms seen so far, kept exactly."""
+    """The `capacity` tokens with the largest (or smallest) norms seen so far, kept exactly.
+
+    Buffers are allocated once and overwritten in place: long-lived allocations made batch
+    after batch fragment the heap and grow the process's memory with N.
+    """
 
     def __init__(self, capacity: int, largest: bool) -> None:
         self.capacity, self.largest = capacity, largest
-        self.x: torch.Tensor | None = None  # (m, d) input dtype
-        self.norm = torch.empty(0, dtype=torch.float64)  # (m,)
-        self.idx = torch.empty(0, dtype=torch.int64)  # (m,) global token index
+        self.size = 0
+        self._x: torch.Tensor | None = None  # (capacity, d) input dtype
+        self._norm = torch.empty(0, dtype=torch.float64)  # (capacity,)
+        self._idx = torch.empty(0, dtype=torch.int64)  # (capacity,) global token index
+
+    @property
+    def x(self) -> torch.Tensor | None:
+        return None if self._x is None else self._x[: self.size]
+
+    @property
+    def norm(self) -> torch.Tensor:
+        return self._norm[: self.size]
+
+    @property
+    def idx(self) -> torch.Tensor:
+        return self._idx[: self.size]
 
     def update(self, x: torch.Tensor, norm: torch.Tensor, idx: torch.Tensor) -> None:
         if self.capacity == 0 or x.shape[0] == 0:
             return
-        if self.x is not None:
-            x = torch.cat([self.x, x.to(self.x.device, self.x.dtype)])
-            norm = torch.cat([self.norm.to(norm.device), norm])
-            idx = torch.cat([self.idx.to(idx.device), idx])
-        keep = min(self.capacity, norm.shape[0])
-        order = torch.topk(norm, keep, largest=self.largest).indices
-        self.x, self.norm, self.idx = x[order], norm[order], idx[order]
+        if self._x is None:
+            self._x = torch.empty(self.capacity, x.shape[1], dtype=x.dtype, device=x.device)
+            self._norm = torch.empty(self.capacity, dtype=torch.float64, device=x.device)
+            self._idx = torch.empty(self.capacity, dtype=torch.int64, device=x.device)
+        pick = torch.topk(norm, min(self.capacity, norm.shape[0]), largest=self.largest).indices
+        cand_norm = torch.cat([self.norm, norm[pick].to(self._norm.device)])
+        keep = min(self.capacity, cand_norm.shape[0])
+        order = torch.topk(cand_norm, keep, largest=self.largest).indices
+        cand_x = torch.cat([self.x, x[pick].to(self._x.device, self._x.dtype)])
+        cand_idx = torch.cat([self.idx, idx[pick].to(self._idx.device)])
+        self._x[:keep].copy_(cand_x[order])
+        self._norm[:keep].copy_(cand_norm[order])
+        self._idx[:keep].copy_(cand_idx[order])
+        self.size = keep
 
 
 class TokenSetAccumulator:
