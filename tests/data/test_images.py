@@ -69,3 +69,9 @@ def test_truncated_image_fails_at_decode_with_clear_error(tmp_path: Path, make_i
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cannot read image .*big\.png"):
         open_rgb(path)
+
+
+def test_symlink_cycle_is_walked_once(image_dir: Path) -> None:
+    (image_dir / "sub" / "loop").symlink_to(image_dir, target_is_directory=True)
+    ids = [item.image_id for item in load_images(image_dir)]
+    assert ids == ["a.jpg", "b.png", "e.bmp", "f.webp", "sub/c.png", "sub/deeper/d.gif"]

@@ -58,9 +58,15 @@ def verify_image(path: str | os.PathLike[str]) -> str | None:
 
 
 def _walk_files(root: Path) -> list[Path]:
-    """All regular files under root (recursive), hidden files and folders excluded, sorted by path."""
+    """All files under root (recursive, symlinks followed once), hidden ones excluded, sorted."""
     found: list[Path] = []
+    seen: set[str] = set()  # real paths of visited folders: a symlink cycle is walked only once
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
