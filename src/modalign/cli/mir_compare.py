@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modalign mir compare",
         description="Compare MIR results (JSON files written by `modalign mir --json`).",
+        epilog="Put --labels after the result files: it takes every word that follows it.",
     )
     parser.add_argument("results", nargs="+", metavar="RESULT.json", help="result files")
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per result file")
