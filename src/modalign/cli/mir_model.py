@@ -4,7 +4,8 @@
                  [--batch-size 8] [--template chat|plain|official] [--json OUT.json] [--plot OUT.png]
 
 Under `torchrun` every rank scores a strided shard and the sums are all-reduced; rank 0 prints
-and writes. Outputs are written only after the whole computation succeeded (atomically).
+and writes (`torchrun --nproc_per_node 2 $(which modalign) mir --model ... --num-samples 100`;
+torchrun's own parser mistakes `--n` for an abbreviation of its flags). Outputs are written only after the whole computation succeeded (atomically).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset-split", default="train", help="dataset split (default: train)")
     g.add_argument("--image-column", default="image", help="dataset image column")
     g.add_argument("--text-column", default="text", help="dataset text column")
-    g.add_argument("--n", type=int, default=100, help="number of pairs (default: 100)")
+    # --num-samples: same option, for launchers such as torchrun whose parser takes --n as an
+    # ambiguous abbreviation of their own flags.
+    g.add_argument("--n", "--num-samples", dest="n", type=int, default=100,
+                   help="number of pairs (default: 100)")  # fmt: skip
     g.add_argument("--seed", type=int, default=0, help="seed of the pair selection (default: 0)")
     g.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
     g.add_argument(
