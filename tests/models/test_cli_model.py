@@ -134,3 +134,30 @@ def test_bad_inputs_exit_2_and_write_nothing(setup, message, tiny_dir, data, tmp
     assert rc == 2
     assert message in stderr.lower() or message in stderr
     assert not out.exists()
+
+
+def test_pairs_file_and_hf_dataset_inputs(tiny_dir, data, tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    images, _ = data
+    rows = [{"image": str(images / f"im{i}.png"), "text": PASSAGES[i]} for i in range(4)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "p.json"
+    rc, _, err = _run(capsys, "--model", tiny_dir("idefics3"), "--pairs", pairs, "--n", 4,
+                      "--json", out)  # fmt: skip
+    assert rc == 0, err
+    res = json.loads(out.read_text())
+    assert len(res["metadata"]["samples"]) == 4 and res["metadata"]["data"]["kind"] == "pairs"
+
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.open(r["image"]).convert("RGB") for r in rows], "text": PASSAGES[:4]},
+        features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}),
+    )
+    ds.save_to_disk(str(tmp_path / "ds"))
+    out2 = tmp_path / "d.json"
+    rc, _, err = _run(capsys, "--model", tiny_dir("idefics3"), "--dataset", tmp_path / "ds",
+                      "--n", 4, "--json", out2)  # fmt: skip
+    assert rc == 0, err
+    res2 = json.loads(out2.read_text())
+    assert res2["metadata"]["data"]["kind"] == "hf_dataset"
+    assert res2["n_text"] == res["n_text"]  # same images and passages, same tokens
