@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from modalign.data.pairs import Pair
+from modalign.models.describe import describe_sample
 from modalign.models.sequence import VICUNA_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
 from modalign.models.states import LayerStates, ModelBatch
 
@@ -357,33 +358,4 @@ class VLMAdapter:
 
     def describe(self, batch: ModelBatch, i: int) -> str:
         """Sample `i` as tokens, with the vision span and the text span marked (for --dry-run)."""
-        ids = batch.inputs["input_ids"][i]
-        keep = batch.inputs["attention_mask"][i].bool()
-        vis, txt = batch.vision_mask[i][keep], batch.text_mask[i][keep]
-        row_ids = ids[keep].tolist()
-        tokens = self.tokenizer.convert_ids_to_tokens(row_ids)
-        kinds = ["vision" if v else "text" if t else "other" for v, t in zip(vis, txt, strict=True)]
-        parts: list[str] = []
-        j = 0
-        while j < len(tokens):
-            k = j
-            while k < len(tokens) and kinds[k] == kinds[j]:
-                k += 1
-            run = tokens[j:k]
-            if kinds[j] == "vision":
-                parts.append(f"[VISION x{k - j}: {run[0]}]")
-            elif kinds[j] == "text":
-                pieces = [repr(self.tokenizer.decode([t]))[1:-1] for t in row_ids[j:k]]
-                parts.append("[TEXT " + "|".join(pieces) + " TEXT]")
-            else:
-                parts.append(repr(self.tokenizer.decode(row_ids[j:k]))[1:-1])
-            j = k
-        meta = batch.sample_ids[i] if i < len(batch.sample_ids) else {}
-        head = (
-            f"sample {i} ({self.family}, template={batch.template}, image={meta.get('image')!r}, "
-            f"text={meta.get('text')!r}): {len(tokens)} tokens, {int(vis.sum())} vision, "
-            f"{int(txt.sum())} text"
-            + (" (passage truncated)" if batch.truncated and batch.truncated[i] else "")
-        )
-        legend = "[VISION xN: token] = image positions; [TEXT a|b|c TEXT] = passage tokens"
-        return head + "\n" + "".join(parts) + "\n" + legend
+        return describe_sample(self.tokenizer, batch, i, self.family)
