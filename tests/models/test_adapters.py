@@ -190,3 +190,22 @@ def test_passage_that_also_occurs_in_the_template_is_located(family, passage, ti
     tail = adapter.tokenizer.decode(batch.inputs["input_ids"][0][keep][last + 1 :].tolist())
     marker = "QQQ"
     assert tail == adapter.render_chat(marker).split(marker)[1]
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "paligemma"])
+def test_batched_states_equal_an_unbatched_processor_forward(family, tiny_adapter):
+    """Per sample, independent of our padding: processor(chat string) -> model -> same states."""
+    adapter = tiny_adapter(family)
+    pairs = make_pairs(3)
+    batch = adapter.prepare(pairs, template="chat")
+    states = adapter.forward(batch)
+    for i, p in enumerate(pairs):
+        enc = adapter.processor(images=[[p.image]], text=[adapter.render_chat(p.text)],
+                                add_special_tokens=False, return_tensors="pt")  # fmt: skip
+        enc.pop("labels", None)
+        keep = batch.inputs["attention_mask"][i].bool()
+        assert enc["input_ids"][0].tolist() == batch.inputs["input_ids"][i][keep].tolist()
+        with torch.inference_mode():
+            ref = adapter.model(**enc, output_hidden_states=True).hidden_states
+        for k, h in zip(states.layer_ids, states.hidden, strict=True):
+            torch.testing.assert_close(h[i][keep], ref[k][0], rtol=1e-4, atol=1e-5)
