@@ -61,6 +61,14 @@ def load_processor(path_or_id: str) -> Any:
     return transformers.AutoProcessor.from_pretrained(path_or_id)
 
 
+def _dtype_kwarg() -> str:
+    """Name of from_pretrained's dtype argument in the installed transformers."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
 def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any:
     """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype`."""
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -70,7 +78,8 @@ def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any
     from modalign.models.registry import adapter_class_for
 
     adapter_class_for(config)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # transformers renamed torch_dtype to dtype in 4.56; keep older 4.x working.
+    kwargs: dict[str, Any] = {_dtype_kwarg(): dtype}
     if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
     model = AutoModelForImageTextToText.from_pretrained(path_or_id, **kwargs)
