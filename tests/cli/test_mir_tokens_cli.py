@@ -80,3 +80,14 @@ def test_unreadable_and_missing_files(tmp_path, capsys):
     save_file({"text.0": torch.ones(3, 2)}, str(tmp_path / "novision.safetensors"))
     assert main(["mir", "--tokens", str(tmp_path / "novision.safetensors")]) == 2
     assert "no vision" in capsys.readouterr().err
+
+
+def test_baselines_flag_adds_table1_measures(tmp_path, capsys):
+    _write(tmp_path / "s.safetensors")
+    out = tmp_path / "r.json"
+    args = ["mir", "--tokens", str(tmp_path / "s.safetensors"), "--baselines", "--json", str(out)]
+    assert main(args) == 0
+    b = json.loads(out.read_text())["metadata"]["baselines"]
+    assert {"mmd", "mmd_layerwise", "kid", "kid_layerwise", "cosine_gap"} <= set(b)
+    assert len(b["mmd_per_layer"]) == 3
+    assert "KID" in capsys.readouterr().out

@@ -98,3 +98,15 @@ def test_bad_inputs():
         layerwise(mmd2_unbiased, [x], [torch.zeros(4, 3)])
     with pytest.raises(ValueError, match="reduce"):
         layerwise(mmd2_unbiased, [x], [x], reduce="max")
+
+
+def test_baseline_report_combines_the_measures():
+    from modalign.metrics import baseline_report
+
+    x, y = (torch.tensor(s) for s in _sets(5, 40, 30))
+    rep = baseline_report([x, 2 * x], [y, 2 * y], kid_subsets=3, kid_subset_size=10, max_tokens=35)
+    assert rep["kid_subset_size"] == 10
+    # layer 2 is layer 1 doubled: text-centric scaling makes both layers equal
+    assert rep["mmd_per_layer"][0] == pytest.approx(rep["mmd_per_layer"][1], rel=1e-10)
+    assert rep["mmd_layerwise"] == pytest.approx(rep["mmd"], rel=1e-10)
+    assert rep["centroid_gap_raw"][1] == pytest.approx(2 * rep["centroid_gap_raw"][0])

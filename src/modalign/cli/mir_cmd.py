@@ -1,8 +1,8 @@
 """`modalign mir`: MIR from a model (see cli.mir_model), from saved token tensors, or compare runs.
 
-    modalign mir --tokens STATES.safetensors [--sqrt exact] [--outliers drop] [--json OUT.json]
-    modalign mir --model PATH_OR_ID --images DIR --texts FILE [...]
-    modalign mir compare a.json b.json [--plot out.png]
+modalign mir --tokens STATES.safetensors [--sqrt exact] [--outliers drop] [--json OUT.json]
+modalign mir --model PATH_OR_ID --images DIR --texts FILE [...]
+modalign mir compare a.json b.json [--plot out.png]
 """
 
 from __future__ import annotations
@@ -28,14 +28,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and text token distributions). `modalign mir compare A.json B.json` compares runs.",
     )
     p.add_argument("--tokens", type=Path, help="safetensors file with vision.<k> / text.<k> (n, d)")
-    p.add_argument("--sqrt", choices=sorted(SQRT_BACKENDS), default=None,
-                   help="trace-square-root backend (default: exact; official with --compat official)")
-    p.add_argument("--outliers", choices=OUTLIER_MODES, default=None,
-                   help="3-sigma norm outlier handling (default: drop; median with --compat official)")
-    p.add_argument("--compat", choices=["none", "official"], default="none",
-                   help="'official' reproduces the official MIR code (median outliers, tr(S_v S_t))")
+    p.add_argument(
+        "--sqrt",
+        choices=sorted(SQRT_BACKENDS),
+        default=None,
+        help="trace-square-root backend (default: exact; official with --compat official)",
+    )
+    p.add_argument(
+        "--outliers",
+        choices=OUTLIER_MODES,
+        default=None,
+        help="3-sigma norm outlier handling (default: drop; median with --compat official)",
+    )
+    p.add_argument(
+        "--compat",
+        choices=["none", "official"],
+        default="none",
+        help="'official' reproduces the official MIR code (median outliers, tr(S_v S_t))",
+    )
     p.add_argument("--json", type=Path, help="write the full result as JSON (atomic)")
     p.add_argument("--quiet", action="store_true", help="print only the MIR value")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="with --tokens: also MMD, KID (plain and layer-wise) and centroid gaps",
+    )
     from modalign.cli import mir_model
 
     mir_model.add_model_arguments(p)
@@ -74,9 +91,7 @@ def load_token_file(path: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]
         raise CLIError(f"{path}: no vision.<k> tensors (a model with no image tokens?)")
     for mod in ("vision", "text"):
         if sorted(layers[mod]) != list(range(k)):
-            raise CLIError(
-                f"{path}: {mod} layers {sorted(layers[mod])} do not match 0..{k - 1}"
-            )
+            raise CLIError(f"{path}: {mod} layers {sorted(layers[mod])} do not match 0..{k - 1}")
     return [layers["vision"][i] for i in range(k)], [layers["text"][i] for i in range(k)]
 
 
@@ -102,9 +117,19 @@ def run(args: argparse.Namespace) -> int:
     result = compute_mir(vision, text, sqrt=sqrt, outliers=outliers)
     result.settings["compat"] = args.compat
     result.metadata.update({"source": "tokens", "tokens": str(args.tokens)})
+    if args.baselines:
+        from modalign.metrics import baseline_report
+
+        result.metadata["baselines"] = baseline_report(vision, text)
     if args.json:
         result.to_json(args.json)
     print_summary(result, args.quiet)
+    if args.baselines and not args.quiet:
+        b = result.metadata["baselines"]
+        print(
+            f"baselines: MMD {b['mmd']:.4g} (layer-wise {b['mmd_layerwise']:.4g}), "
+            f"KID {b['kid']:.4g} (layer-wise {b['kid_layerwise']:.4g})"
+        )
     if args.json and not args.quiet:
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

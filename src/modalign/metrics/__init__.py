@@ -3,6 +3,7 @@ beyond the result's JSON."""
 
 from modalign.metrics.accumulator import MIRAccumulator, compute_mir
 from modalign.metrics.baselines import (
+    baseline_report,
     centroid_gap,
     kid,
     layerwise,
@@ -28,6 +29,7 @@ __all__ = [
     "MIRResult",
     "Moments",
     "NormBounds",
+    "baseline_report",
     "centroid_gap",
     "compute_mir",
     "frechet_distance",

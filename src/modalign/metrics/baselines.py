@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["centroid_gap", "kid", "layerwise", "mmd2_unbiased", "polynomial_kernel"]
+__all__ = [
+    "baseline_report",
+    "centroid_gap",
+    "kid",
+    "layerwise",
+    "mmd2_unbiased",
+    "polynomial_kernel",
+]
 
 
 def polynomial_kernel(
@@ -135,3 +142,52 @@ def layerwise(
         values.append(float(fn(v.to(torch.float64) * alpha, t.to(torch.float64) * alpha)))
     total = sum(values)
     return (total / len(values) if reduce == "mean" else total), values
+
+
+def baseline_report(
+    vision: Sequence[torch.Tensor],
+    text: Sequence[torch.Tensor],
+    *,
+    max_tokens: int = 2048,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float | list[float]]:
+    """The supplementary Table 1 baselines for per-layer token sets.
+
+    "Plain" values are taken at the first given layer (the LLM's input space when layer 0 is the
+    embedding output), "layerwise" ones averaged over all layers after text-centric scaling.
+    Each set is subsampled (seeded) to at most `max_tokens` tokens since MMD costs O(n^2 d).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    picks: dict[int, torch.Tensor] = {}  # same token positions at every layer
+
+    def sub(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= max_tokens:
+            return x
+        if x.shape[0] not in picks:
+            picks[x.shape[0]] = torch.randperm(x.shape[0], generator=gen)[:max_tokens]
+        return x[picks[x.shape[0]].to(x.device)]
+
+    vs = [sub(v) for v in vision]
+    picks.clear()
+    ts = [sub(t) for t in text]
+    size = min(kid_subset_size, *(x.shape[0] for x in vs + ts))
+
+    def kid_mean(a: torch.Tensor, b: torch.Tensor) -> float:
+        return kid(a, b, subsets=kid_subsets, subset_size=size, seed=seed)[0]
+
+    mmd_lw, mmd_layers = layerwise(mmd2_unbiased, vs, ts)
+    kid_lw, _ = layerwise(kid_mean, vs, ts)
+    gaps = [centroid_gap(v, t) for v, t in zip(vs, ts, strict=True)]
+    return {
+        "mmd": mmd_layers[0],
+        "mmd_layerwise": mmd_lw,
+        "kid": layerwise(kid_mean, vs[:1], ts[:1])[0],
+        "kid_layerwise": kid_lw,
+        "mmd_per_layer": mmd_layers,
+        "centroid_gap_raw": [g[0] for g in gaps],
+        "cosine_gap": [g[1] for g in gaps],
+        "tokens_per_set_max": max_tokens,
+        "kid_subset_size": size,
+    }
