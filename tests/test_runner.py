@@ -45,6 +45,7 @@ def test_shards_cover_every_sample_once():
     assert sorted(x for p in parts for x in p) == items
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo file init on POSIX only")
 def test_two_gloo_processes_equal_one_process(tmp_path, llava_dir):

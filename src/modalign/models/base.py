@@ -133,6 +133,10 @@ class VLMAdapter:
             if max_tokens is None or e - s <= max_tokens or not text:
                 break
             text, truncated = cut_text(self.tokenizer, text, max(1, e - s - 1))[0], True
+        if max_tokens is not None and e - s > max_tokens:
+            raise ValueError(
+                f"{self.family}: cannot fit the passage into {max_tokens} tokens in context"
+            )
         return RowSpec(
             head=rendered,
             text_len=e - s,

@@ -59,7 +59,8 @@ class InternVLAdapter(VLMAdapter):
 class PaliGemmaAdapter(VLMAdapter):
     """PaliGemma: image tokens, BOS, prompt and "\\n" form a bidirectional prefix; the answer is a
     causal suffix (token_type_ids = 1). PaliGemma has no chat template: `chat` uses this native
-    prefix/suffix format with an empty prompt and the passage as the answer (+ EOS)."""
+    prefix/suffix format with an empty prompt and the passage as the answer (+ EOS). `plain` is
+    the processor's framing of the image alone (`<image>... <bos> \\n`) + the passage's ids."""
 
     family = "paligemma"
     TEMPLATES: ClassVar[dict[str, str]] = {**VLMAdapter.TEMPLATES, "chat": "_native_rows"}
