@@ -161,3 +161,37 @@ def test_pairs_file_and_hf_dataset_inputs(tiny_dir, data, tmp_path, capsys):
     res2 = json.loads(out2.read_text())
     assert res2["metadata"]["data"]["kind"] == "hf_dataset"
     assert res2["n_text"] == res["n_text"]  # same images and passages, same tokens
+
+
+def _broken_copy(src, dst, *, nan_layer: bool = False, patch_size: int | None = None):
+    """A saved copy of a tiny model with NaN weights in decoder layer 2 or a wrong processor."""
+    from transformers import AutoModelForImageTextToText
+
+    from modalign.models.loading import load_processor
+
+    model = AutoModelForImageTextToText.from_pretrained(src)
+    processor = load_processor(str(src))
+    if nan_layer:
+        with torch.no_grad():
+            model.get_decoder().layers[1].mlp.down_proj.weight.fill_(float("nan"))
+    if patch_size:
+        processor.patch_size = patch_size
+    model.save_pretrained(dst)
+    processor.save_pretrained(dst)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("nan", "layer 2: NaN/inf activations"), ("mismatch", "image token count mismatch")],
+)
+def test_model_failures_exit_2_and_write_nothing(kind, message, tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    model = _broken_copy(tiny_dir("llava"), tmp_path / "broken", nan_layer=kind == "nan",
+                         patch_size=8 if kind == "mismatch" else None)  # fmt: skip
+    out, png = tmp_path / "out.json", tmp_path / "out.png"
+    rc, _, stderr = _run(capsys, "--model", model, "--images", images, "--texts", texts,
+                         "--n", 3, "--json", out, "--plot", png)  # fmt: skip
+    assert rc == 2
+    assert message in stderr
+    assert not out.exists() and not png.exists()
