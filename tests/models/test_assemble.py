@@ -160,9 +160,14 @@ def test_towers_are_the_saved_ones(assembled: tuple[Any, Any], parts: dict[str, 
     for k, v in llm.model.state_dict().items():
         if k == "embed_tokens.weight":  # grown by the added tokens; the old rows are unchanged
             assert torch.equal(lm[k][: v.shape[0]], v)
+            new_rows = lm[k][v.shape[0] :]  # <image>, <pad>: deterministic mean initialisation
+            assert new_rows.shape[0] == 2
+            torch.testing.assert_close(new_rows, v.mean(0).expand_as(new_rows))
         else:
             assert torch.equal(lm[k], v), k
     assert torch.equal(model.lm_head.weight[: len(WORDS)], llm.lm_head.weight)
+    head_new = model.lm_head.weight[len(WORDS) :]
+    torch.testing.assert_close(head_new, llm.lm_head.weight.mean(0).expand_as(head_new))
 
 
 def test_forward_image_tokens_and_features(assembled: tuple[Any, Any]) -> None:

@@ -333,6 +333,30 @@ def _add_tokens(tokenizer: Any, image_token: str) -> int:
     return int(ids[0])
 
 
+def _grow_vocab(causal_lm: Any, size: int) -> None:
+    """Resize embeddings (and an untied head) to `size`; new rows = mean of the old ones.
+
+    Deterministic and cheap, unlike transformers' default of sampling from the embeddings'
+    covariance (a d x d Cholesky, ~40 s for d=4096 on a small CPU, and random per assembly).
+    """
+    old = causal_lm.get_input_embeddings().weight.shape[0]
+    if size <= old:
+        return
+    causal_lm.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        layers = {
+            id(m): m
+            for m in (causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings())
+            if m is not None
+        }
+        for module in layers.values():
+            weight = module.weight
+            weight[old:] = weight[:old].mean(dim=0, keepdim=True)
+            bias = getattr(module, "bias", None)
+            if bias is not None:
+                bias[old:] = bias[:old].mean()
+
+
 def _atomic_save(model: Any, processor: Any, out_dir: Path) -> None:
     """save_pretrained into a temp folder beside out_dir, then rename it into place."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -485,8 +509,7 @@ def assemble_llava(
 
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     image_token_id = _add_tokens(tokenizer, image_token)
-    if len(tokenizer) > causal_lm.get_input_embeddings().weight.shape[0]:
-        causal_lm.resize_token_embeddings(len(tokenizer))  # new rows: mean-initialised
+    _grow_vocab(causal_lm, len(tokenizer))
     model = _llava_model(
         vision, causal_lm, weights, options, image_token_id, tokenizer.pad_token_id
     )
