@@ -33,6 +33,12 @@ def _threads():
 
 
 @pytest.fixture(scope="session")
+def tiny_specs() -> tuple[dict[str, int], ClipSpec, LMSpec]:
+    """Split sizes and model specs small enough for tests."""
+    return TINY_SIZES, TINY_CLIP, TINY_LM
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A generated dataset with a handful of images per split and its tokenizer."""
     from modalign.lab.stages import make_data

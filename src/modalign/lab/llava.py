@@ -56,9 +56,12 @@ def assemble_llava(
     clip: CLIPModel, lm: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> LlavaForConditionalGeneration:
     """LLaVA with the given towers' weights and a connector initialised from `seed`."""
+    # Drop "_name_or_path" (where the towers were loaded from) so saved bytes do not depend on it.
+    vision = {k: v for k, v in clip.config.vision_config.to_dict().items() if k != "_name_or_path"}
+    text = {k: v for k, v in lm.config.to_dict().items() if k != "_name_or_path"}
     config = LlavaConfig(
-        vision_config=clip.config.vision_config.to_dict(),
-        text_config=lm.config.to_dict(),
+        vision_config=vision,
+        text_config=text,
         image_token_id=tokenizer.image_token_id,
         projector_hidden_act="gelu",
         vision_feature_select_strategy=FEATURE_STRATEGY,
