@@ -46,7 +46,10 @@ def test_end_to_end_json_and_plot(tiny_dir, data, tmp_path, capsys):
     samples = res["metadata"]["samples"]
     assert len(samples) == 5 and all(set(s) == {"image", "text"} for s in samples)
     assert len({s["image"] for s in samples}) == 5
-    assert res["metadata"]["seed"] == 0
+    assert res["metadata"]["seed"] == 0 and res["metadata"]["layers"] == [1, 2]
+    assert (
+        res["metadata"]["settings"]["n"] == 5 and res["metadata"]["settings"]["dtype"] == "float32"
+    )
     assert set(res["metadata"]["versions"]) >= {"modalign", "torch", "transformers"}
     assert res["settings"]["template"] == "chat" and res["settings"]["batch_size"] == 2
     assert png.stat().st_size > 0

@@ -115,18 +115,32 @@ def _source(args: argparse.Namespace) -> Any:
     )
 
 
-def _metadata(args: argparse.Namespace, adapter: Any, source: Any, pairs: Sequence[Any]) -> dict:
+def _metadata(
+    args: argparse.Namespace, adapter: Any, source: Any, pairs: Sequence[Any], opts: Any
+) -> dict:
+    """What a reader needs to reproduce the run: model, data ids, layers, settings, versions."""
     from modalign.data import sample_ids
 
     return {
         "model": args.model,
         "model_type": adapter.model.config.model_type,
         "samples": sample_ids(pairs),
+        "layers": adapter.layer_ids(opts.layers),
         "seed": args.seed,
-        "n_requested": args.n,
         "data": dict(source.description),
-        "device": str(adapter.device),
-        "dtype": str(adapter.dtype).replace("torch.", ""),
+        "settings": {
+            "n": args.n,
+            "seed": args.seed,
+            "batch_size": opts.batch_size,
+            "template": opts.template,
+            "max_text_tokens": opts.max_text_tokens,
+            "repeats": args.repeats,
+            "compat": args.compat,
+            "sqrt": opts.sqrt,
+            "outliers": opts.outliers,
+            "device": str(adapter.device),
+            "dtype": str(adapter.dtype).replace("torch.", ""),
+        },
         "versions": _versions(),
     }
 
@@ -194,7 +208,7 @@ def run_model(args: argparse.Namespace) -> int:
             pairs = source.sample(args.n, args.seed, lazy=True)
             result = run_mir(adapter, pairs, opts)
         result.settings["compat"] = args.compat
-        result.metadata.update(_metadata(args, adapter, source, pairs))
+        result.metadata.update(_metadata(args, adapter, source, pairs, opts))
         if rank != 0:
             return 0
         if args.plot:
