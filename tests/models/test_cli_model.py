@@ -41,6 +41,11 @@ def test_end_to_end_json_and_plot(tiny_dir, data, tmp_path, capsys):
                               "--json", out, "--plot", png)  # fmt: skip
     assert rc == 0, stderr
     res = json.loads(out.read_text())
+    from modalign.metrics import MIRResult
+    from modalign.report import as_run
+
+    assert MIRResult.from_json(out).mir == res["mir"]  # validates the result schema
+    assert as_run(out).mir == res["mir"]  # readable by `modalign mir compare`
     assert res["layers"] == [1, 2] and len(res["per_layer"]) == 2
     assert res["metadata"]["model"] == str(tiny_dir("llava"))
     samples = res["metadata"]["samples"]
