@@ -209,3 +209,22 @@ def test_batched_states_equal_an_unbatched_processor_forward(family, tiny_adapte
             ref = adapter.model(**enc, output_hidden_states=True).hidden_states
         for k, h in zip(states.layer_ids, states.hidden, strict=True):
             torch.testing.assert_close(h[i][keep], ref[k][0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("template", ["chat", "plain", "official"])
+def test_qwen_gets_mm_token_type_ids_for_its_mrope(template, tiny_adapter):
+    adapter = tiny_adapter("qwen2_5_vl")
+    batch = adapter.prepare(make_pairs(3), template=template)
+    types = batch.inputs["mm_token_type_ids"]
+    assert types.shape == batch.inputs["input_ids"].shape
+    assert torch.equal(types.bool(), batch.vision_mask)  # 1 exactly at image tokens
+
+
+def test_gemma3_vision_is_the_soft_token_not_start_of_image(tiny_adapter):
+    adapter = tiny_adapter("gemma3")
+    batch = adapter.prepare(make_pairs(2))
+    boi = adapter.tokenizer.convert_tokens_to_ids("<start_of_image>")
+    ids = batch.inputs["input_ids"]
+    assert (ids == boi).sum(dim=1).tolist() == [1, 1]
+    assert not batch.vision_mask[ids == boi].any()
+    assert adapter.image_token_id == adapter.tokenizer.convert_tokens_to_ids("<image_soft_token>")
