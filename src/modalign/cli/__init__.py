@@ -17,6 +17,7 @@ from modalign import __version__
 COMMANDS: dict[str, str] = {
     "mir": "modalign.cli.mir_cmd",
     "lab": "modalign.cli.lab_cmd",
+    "assemble": "modalign.cli.assemble_cmd",
 }
 
 

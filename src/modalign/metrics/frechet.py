@@ -47,12 +47,24 @@ def _as_tensor(x, name: str) -> torch.Tensor:
 
 
 def _psd_factor(cov: torch.Tensor) -> torch.Tensor:
-    """A factor L with cov = L L^T: Cholesky when positive definite, eigen-factor otherwise."""
+    """A factor F with cov = F F^T: Cholesky when positive definite, else pivoted Cholesky.
+
+    The pivoted (rank-revealing) Cholesky of a rank-r PSD matrix returns a (d, r) factor in
+    O(d^2 r); it stops at LAPACK's default tolerance (d * eps * max diag), i.e. it drops
+    rounding noise only. (A full eigendecomposition of a rank-deficient covariance works too,
+    but LAPACK's syevd is pathologically slow on the huge zero-eigenvalue cluster.)
+    """
     chol, info = torch.linalg.cholesky_ex(cov)
     if int(info) == 0:
         return chol
-    w, v = torch.linalg.eigh(cov)
-    return v * _drop_null(w).sqrt()  # (d, d), columns scaled by sqrt eigenvalues
+    from scipy.linalg import lapack
+
+    packed, piv, rank, info = lapack.dpstrf(cov.cpu().numpy(), lower=1, tol=-1)
+    if info < 0:
+        raise ValueError(f"pivoted Cholesky failed (LAPACK info {info})")
+    factor = np.zeros((cov.shape[0], rank))
+    factor[piv - 1, :] = np.tril(packed)[:, :rank]  # undo the pivoting: cov = F F^T
+    return torch.from_numpy(factor).to(cov.device)
 
 
 def _drop_null(w: torch.Tensor) -> torch.Tensor:
@@ -66,7 +78,7 @@ def _trace_sqrt_exact(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
     """tr((S_a S_b)^{1/2}) = sum sqrt(eig(L^T S_a L)), S_b = L L^T, float64."""
     a, b = cov_a.to(torch.float64), cov_b.to(torch.float64)
     factor = _psd_factor(b)
-    m = factor.T @ (a @ factor)  # (d, d) symmetric PSD, same spectrum as S_a S_b
+    m = factor.T @ (a @ factor)  # (r, r) symmetric PSD, its spectrum = S_a S_b's non-zero part
     m = (m + m.T) * 0.5
     return _drop_null(torch.linalg.eigvalsh(m)).sqrt().sum()
 
