@@ -194,15 +194,19 @@ def test_passage_that_also_occurs_in_the_template_is_located(family, passage, ti
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "paligemma"])
 def test_batched_states_equal_an_unbatched_processor_forward(family, tiny_adapter):
-    """Per sample, independent of our padding: processor(chat string) -> model -> same states."""
+    """Per sample, via transformers' own apply_chat_template(tokenize=True): same ids, states."""
     adapter = tiny_adapter(family)
     pairs = make_pairs(3)
     batch = adapter.prepare(pairs, template="chat")
     states = adapter.forward(batch)
     for i, p in enumerate(pairs):
-        enc = adapter.processor(images=[[p.image]], text=[adapter.render_chat(p.text)],
-                                add_special_tokens=False, return_tensors="pt")  # fmt: skip
-        enc.pop("labels", None)
+        messages = [
+            {"role": "user", "content": [{"type": "image", "image": p.image}]},
+            {"role": "assistant", "content": [{"type": "text", "text": p.text}]},
+        ]
+        enc = adapter.processor.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_tensors="pt"
+        )
         keep = batch.inputs["attention_mask"][i].bool()
         assert enc["input_ids"][0].tolist() == batch.inputs["input_ids"][i][keep].tolist()
         with torch.inference_mode():

@@ -127,7 +127,11 @@ class VLMAdapter:
             text, truncated = cut_text(self.tokenizer, passage, max_tokens)
         for _ in range(8):  # shrink until the passage has <= max_tokens tokens in context
             rendered, start = self._locate_in_chat(text)
-            enc = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+            # As transformers' apply_chat_template(tokenize=True): the tokenizer adds its special
+            # tokens unless the rendered template already starts with BOS.
+            bos = self.tokenizer.bos_token
+            special = not (bos and rendered.startswith(bos))
+            enc = self.tokenizer(rendered, add_special_tokens=special, return_offsets_mapping=True)
             ids, offsets = enc["input_ids"], enc["offset_mapping"]
             s, e = overlapping_span(offsets, start, start + len(text))
             if max_tokens is None or e - s <= max_tokens or not text:
@@ -143,6 +147,7 @@ class VLMAdapter:
             text_end_offset=len(ids) - e,
             check_ids=list(ids[s:]),
             truncated=truncated,
+            add_special_tokens=special,
         )
 
     def _plain_rows(self, passage: str, max_tokens: int | None) -> RowSpec:
@@ -224,14 +229,15 @@ class VLMAdapter:
 
     def _encode_heads(self, pairs: Sequence[Pair], specs: list[RowSpec], template: str) -> Any:
         """One processor call for the whole batch (images + heads), as plain tensors."""
-        # A rendered chat template already holds BOS where the model wants it.
-        special = template != "chat"
+        special = {s.add_special_tokens for s in specs}
+        if len(special) != 1:
+            raise ValueError(f"{self.family}: rows of one batch disagree on special tokens")
         return self.processor(
             images=self.processor_images(pairs),
             text=[s.head for s in specs],
             padding=True,
             return_tensors="pt",
-            add_special_tokens=special,
+            add_special_tokens=special.pop(),
         )
 
     def _assemble_rows(

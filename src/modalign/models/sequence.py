@@ -26,6 +26,7 @@ class RowSpec:
     text_len: int | None = None  # passage length in tokens; None = every token after the image
     text_end_offset: int = 0  # tokens after the passage's last token
     check_ids: list[int] = field(default_factory=list)  # expected last ids of the processor row
+    add_special_tokens: bool = True  # whether the tokenizer adds BOS/EOS to `head`
     truncated: bool = False
 
 
