@@ -135,3 +135,19 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="at least 2"):
         frechet_distance_tokens(np.ones((1, 3)), np.ones((5, 3)))
     assert set(SQRT_BACKENDS) == {"exact", "newton_schulz", "scipy", "official"}
+
+
+@pytest.mark.parametrize(("d", "n"), [(64, 10), (512, 50)])
+def test_exact_is_accurate_for_nearly_identical_rank_deficient_sets(d, n):
+    # FD is tiny next to the traces here: sqrtm / eigvals routes lose it (they go negative at
+    # d=512: about -5e-5 against the true +5e-4), the exact route must not.
+    rng = np.random.default_rng(1)
+    xa = rng.normal(size=(n, d)) * 3
+    xb = xa + rng.normal(size=(n, d)) * 1e-3
+    a, b = xa - xa.mean(0), xb - xb.mean(0)
+    nuc = np.linalg.svd(a @ b.T, compute_uv=False).sum() / (n - 1)
+    (ma, ca), (mb, cb) = _stats(xa), _stats(xb)
+    ref = ((ma - mb) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * nuc
+    got = frechet_distance(ma, ca, mb, cb)
+    assert ref > 0 and got > 0
+    assert got == pytest.approx(ref, rel=1e-6)
