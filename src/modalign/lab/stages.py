@@ -38,11 +38,23 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def make_data(
-    out: Path, *, seed: int, sizes: dict[str, int], image_size: int, corpus_scenes: int
+    out: Path,
+    *,
+    seed: int,
+    sizes: dict[str, int],
+    image_size: int,
+    corpus_scenes: int,
+    tokenizer_from: Path | None = None,
 ) -> Path:
-    """Generate the world's splits and corpus, and train the tokenizer on corpus + captions."""
+    """Generate the world's splits and corpus, and train the tokenizer on corpus + captions.
+
+    `tokenizer_from` copies an existing tokenizer instead (to train on top of existing towers).
+    """
     out = Path(out)
     write_dataset(out, seed=seed, sizes=sizes, image_size=image_size, corpus_scenes=corpus_scenes)
+    if tokenizer_from is not None:
+        AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(out / "tokenizer")
+        return out
     texts = load_corpus(out)
     if "train" in sizes and sizes["train"] > 0:
         texts += [c for r in load_split(out, "train") for c in r.captions]
