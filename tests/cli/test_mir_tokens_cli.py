@@ -91,3 +91,18 @@ def test_baselines_flag_adds_table1_measures(tmp_path, capsys):
     assert {"mmd", "mmd_layerwise", "kid", "kid_layerwise", "cosine_gap"} <= set(b)
     assert len(b["mmd_per_layer"]) == 3
     assert "KID" in capsys.readouterr().out
+
+
+def test_json_output_validates_against_the_documented_schema(tmp_path):
+    import jsonschema
+
+    from modalign.metrics.result import result_schema
+
+    _write(tmp_path / "s.safetensors")
+    out = tmp_path / "r.json"
+    assert main(["mir", "--tokens", str(tmp_path / "s.safetensors"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, result_schema())
+    data["settings"]["sqrt"] = "magic"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, result_schema())

@@ -90,9 +90,23 @@ def _versions() -> dict[str, str]:
             "transformers": transformers.__version__, "python": platform.python_version()}  # fmt: skip
 
 
+def _apply_default(args: argparse.Namespace) -> None:
+    """No --model: score the embedded default model (on its own held-out set unless data given)."""
+    if args.model:
+        return
+    from modalign.lab.default import default_dir, default_model_path
+
+    try:
+        args.model = str(default_model_path())
+    except FileNotFoundError as exc:
+        raise CLIError(f"no --model given and {exc}") from exc
+    if not (args.images or args.texts or args.pairs or args.dataset):
+        args.images = default_dir() / "eval" / "images"
+        args.texts = default_dir() / "eval" / "passages.txt"
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if not args.model:
-        raise CLIError("give --model PATH_OR_ID (or --tokens FILE)")
+    _apply_default(args)
     for name in ("n", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1")

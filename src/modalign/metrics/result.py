@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PER_LAYER_FIELDS", "MIRResult", "write_json_atomic"]
+__all__ = ["PER_LAYER_FIELDS", "MIRResult", "result_schema", "write_json_atomic"]
 
 # Lists with one entry per layer, all the same length as `layers`.
 PER_LAYER_FIELDS = (
@@ -97,3 +97,8 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def result_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that every written MIR result follows."""
+    return json.loads((Path(__file__).with_name("mir_result.schema.json")).read_text())
