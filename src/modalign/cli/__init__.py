@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from modalign import __version__
@@ -52,13 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(args.func, args)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one readable line (`modalign: warning: ...`) instead of source excerpts."""
+    print(f"modalign: warning: {message}", file=file or sys.stderr)
+
+
 def _guarded(func, arg) -> int:
     """Run a command; user-facing errors become one line on stderr and exit status 2."""
-    try:
-        return int(func(arg) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as exc:
-        print(f"modalign: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores the warning machinery on exit
+        warnings.showwarning = _show_warning
+        try:
+            return int(func(arg) or 0)
+        except (CLIError, ValueError, FileNotFoundError) as exc:
+            print(f"modalign: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
