@@ -10,7 +10,7 @@ from modalign.lab.trainer import TrainConfig
 
 
 def test_tiny_cycle_from_scratch(tmp_path, tiny_specs):
-    sizes = tiny_specs[0]
+    sizes, clip, lm = tiny_specs
     step = TrainConfig(steps=2, batch_size=4, lr=1e-3, log_steps=1, progress=False)
     cfg = CycleConfig(
         sizes=sizes,
@@ -21,6 +21,8 @@ def test_tiny_cycle_from_scratch(tmp_path, tiny_specs):
         lm=step,
         mir_samples=6,
         from_scratch=True,
+        clip_spec=clip,
+        lm_spec=lm,
     )
     report = run_cycle(tmp_path, cfg)
     assert json.loads((tmp_path / "cycle.json").read_text()) == report

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,6 +48,8 @@ class CycleConfig:
     lm: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=32, lr=1e-3))
     mir_samples: int = 100
     from_scratch: bool = False
+    clip_spec: ClipSpec = field(default_factory=ClipSpec)  # from_scratch only
+    lm_spec: LMSpec = field(default_factory=LMSpec)  # from_scratch only
 
 
 def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = None) -> dict:
@@ -84,10 +86,10 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
             train_clip,
             data,
             out / "clip",
-            ClipSpec(image_size=cfg.image_size),
+            replace(cfg.clip_spec, image_size=cfg.image_size),
             cfg.clip,
         )
-        report["lm"] = timed("train_lm", train_lm, data, out / "lm", LMSpec(), cfg.lm)
+        report["lm"] = timed("train_lm", train_lm, data, out / "lm", cfg.lm_spec, cfg.lm)
         report["pretrain"] = timed(
             "pretrain",
             pretrain,
