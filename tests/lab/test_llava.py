@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel, LlamaForCausalLM
 
-from modalign.lab.collators import IGNORE, CaptionCollator, SFTCollator
+from modalign.lab.collators import IGNORE, CaptionCollator, ChatCollator, SFTCollator
 from modalign.lab.io import load_llava, num_image_tokens
 from modalign.lab.llava import assemble_llava, build_processor, reset_connector, save_llava
-from modalign.lab.samples import CaptionDataset, VQADataset
+from modalign.lab.samples import CaptionDataset, ChatDataset, ImageQA, VQADataset
 from modalign.lab.stages import load_tokenizer
 from modalign.lab.world.dataset import load_split
 
@@ -98,3 +98,32 @@ def test_reset_connector_is_seeded(saved):
 def test_load_llava_rejects_non_model_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved model"):
         load_llava(tmp_path)
+
+
+def test_multi_turn_chat_targets_only_the_answers(saved, tiny_data):
+    _, proc = load_llava(saved[0])
+    tok = proc.tokenizer
+    n = num_image_tokens(proc)
+    recs = load_split(tiny_data, "train", 3)
+    chat = ChatDataset(recs, seed=0)[0]
+    assert len(chat.turns) == len(recs[0].vqa) >= 5
+    assert sorted(chat.turns) == sorted((q.question, q.answer) for q in recs[0].vqa)
+    batch = ChatCollator(tok, proc.image_processor, n)([chat, ChatDataset(recs, seed=0)[1]])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    assert int((ids == tok.image_token_id).sum()) == n
+    targets = labels[labels != IGNORE].tolist()
+    expected = [
+        t
+        for _, a in chat.turns
+        for t in [*tok(" " + a, add_special_tokens=False)["input_ids"], tok.eos_token_id]
+    ]
+    assert targets == expected
+    # The first turn is exactly the single-turn SFT sample.
+    q, a = chat.turns[0]
+    single = SFTCollator(tok, proc.image_processor, n)([ImageQA(chat.image, q, a, "x")])
+    k = single["input_ids"].shape[1]
+    assert torch.equal(single["input_ids"][0], ids[:k]) and torch.equal(
+        single["labels"][0], labels[:k]
+    )
+    # Seeded order: same seed same order, another seed (usually) another.
+    assert ChatDataset(recs, seed=0)[0].turns == chat.turns

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from modalign.lab.samples import ImageQA, ImageText
+from modalign.lab.samples import ImageChat, ImageQA, ImageText
 
 IGNORE = -100
 
@@ -160,4 +160,55 @@ class SFTCollator(LlavaCollator):
             "pixel_values": self.image_processor([it.image for it in items], return_tensors="pt")[
                 "pixel_values"
             ],
+        }
+
+
+class ChatCollator(LlavaCollator):
+    """Multi-turn SFT (LLaVA-style): all of an image's questions in one conversation.
+
+    The conversation is rendered with the tokenizer's chat template and tokenized once; a token
+    is a target iff its character span lies inside an assistant reply (answer + </s>).
+    """
+
+    def render(self, item: ImageChat) -> tuple[str, list[tuple[int, int]]]:
+        """The conversation text and the character spans of the assistant replies."""
+        tok = self.tokenizer
+        messages: list[dict] = []
+        spans = []
+        for k, (question, answer) in enumerate(item.turns):
+            content = [{"type": "text", "text": question}]
+            if k == 0:
+                content.insert(0, {"type": "image"})
+            messages.append({"role": "user", "content": content})
+            prefix = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            messages.append({"role": "assistant", "content": answer})
+            full = tok.apply_chat_template(messages, tokenize=False)
+            reply = f" {answer}{tok.eos_token}"
+            if not full.startswith(prefix + reply):
+                raise ValueError("chat template is not append-only; cannot locate the answers")
+            spans.append((len(prefix), len(prefix) + len(reply)))
+        return full.rstrip("\n"), spans
+
+    def __call__(self, items: list[ImageChat]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        rows, labels = [], []
+        for item in items:
+            text, spans = self.render(item)
+            enc = tok(text, return_offsets_mapping=True)
+            ids, targets = [], []
+            for tid, (start, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+                is_target = any(a <= start and end <= b and end > start for a, b in spans)
+                n = self.num_image_tokens if tid == tok.image_token_id else 1
+                ids.extend([tid] * n)
+                targets.extend([tid if is_target else IGNORE] * n)
+            rows.append(ids)
+            labels.append(targets)
+        input_ids = _pad(rows, tok.pad_token_id)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0),
+            "pixel_values": self.image_processor([it.image for it in items], return_tensors="pt")[
+                "pixel_values"
+            ],
+            "labels": _pad(labels, IGNORE),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,14 @@ class ImageQA:
     question: str
     answer: str
     qtype: str
+
+
+@dataclass(frozen=True)
+class ImageChat:
+    """An image with several (question, answer) turns (multi-turn SFT items)."""
+
+    image: Image.Image
+    turns: tuple[tuple[str, str], ...]
 
 
 class CaptionDataset(Dataset):
@@ -83,6 +92,25 @@ class VQADataset(Dataset):
         rec = self.records[i]
         qa = rec.vqa[j]
         return ImageQA(rec.load_image(), qa.question, qa.answer, qa.qtype)
+
+
+class ChatDataset(Dataset):
+    """One conversation per image with all its questions, in a seeded per-image order."""
+
+    def __init__(self, records: list[Record], seed: int = 0):
+        if not records:
+            raise ValueError("no records: the split is empty")
+        self.records = records
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, idx: int) -> ImageChat:
+        rec = self.records[idx]
+        turns = [(qa.question, qa.answer) for qa in rec.vqa]
+        random.Random(f"chat:{self.seed}:{rec.image_id}").shuffle(turns)
+        return ImageChat(rec.load_image(), tuple(turns))
 
 
 class PackedTextDataset(Dataset):

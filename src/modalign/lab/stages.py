@@ -13,7 +13,13 @@ import torch
 from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
 
 from modalign.lab.clip_model import build_clip
-from modalign.lab.collators import CaptionCollator, ClipCollator, LMCollator, SFTCollator
+from modalign.lab.collators import (
+    CaptionCollator,
+    ChatCollator,
+    ClipCollator,
+    LMCollator,
+    SFTCollator,
+)
 from modalign.lab.evaluate import caption_loss, vqa_accuracy
 from modalign.lab.io import load_llava, num_image_tokens
 from modalign.lab.llava import (
@@ -24,7 +30,13 @@ from modalign.lab.llava import (
     save_llava,
 )
 from modalign.lab.lm_model import build_lm
-from modalign.lab.samples import MIXED, CaptionDataset, PackedTextDataset, VQADataset
+from modalign.lab.samples import (
+    MIXED,
+    CaptionDataset,
+    ChatDataset,
+    PackedTextDataset,
+    VQADataset,
+)
 from modalign.lab.specs import ClipSpec, LMSpec
 from modalign.lab.tokenizer import train_tokenizer
 from modalign.lab.trainer import TrainConfig, train
@@ -231,16 +243,33 @@ def _pretrain(
 
 
 def sft(
-    data_dir: Path, model_dir: Path, out: Path, config: TrainConfig, limit: int | None = None
+    data_dir: Path,
+    model_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    limit: int | None = None,
+    *,
+    multi_turn: bool = True,
 ) -> dict:
-    """LLaVA stage 2: connector + LLM on VQA in the chat template (vision tower frozen)."""
+    """LLaVA stage 2: connector + LLM on VQA in the chat template (vision tower frozen).
+
+    multi_turn (default, as LLaVA's SFT data): one conversation per image holding all of its
+    questions in a seeded order; otherwise one single-turn sample per question.
+    """
     model, processor = load_llava(_model_dir(model_dir))
     n_train = _set_trainable(model, ("multi_modal_projector", "language_model", "lm_head"))
-    collate = SFTCollator(
-        processor.tokenizer, processor.image_processor, num_image_tokens(processor)
-    )
-    log = train(model, VQADataset(load_split(data_dir, "train", limit)), collate, config, out)
-    metrics = {"trainable_params": n_train, "train_loss": log["train_loss"]}
+    records = load_split(data_dir, "train", limit)
+    args = (processor.tokenizer, processor.image_processor, num_image_tokens(processor))
+    if multi_turn:
+        data, collate = ChatDataset(records, config.seed), ChatCollator(*args)
+    else:
+        data, collate = VQADataset(records), SFTCollator(*args)
+    log = train(model, data, collate, config, out)
+    metrics = {
+        "trainable_params": n_train,
+        "multi_turn": multi_turn,
+        "train_loss": log["train_loss"],
+    }
     save_llava(model, processor, Path(out) / "model")
     _write_json(Path(out) / "metrics.json", metrics)
     return metrics
