@@ -250,14 +250,17 @@ def sft(
     limit: int | None = None,
     *,
     multi_turn: bool = True,
+    unlock_vision: bool = False,
 ) -> dict:
     """LLaVA stage 2: connector + LLM on VQA in the chat template (vision tower frozen).
 
     multi_turn (default, as LLaVA's SFT data): one conversation per image holding all of its
     questions in a seeded order; otherwise one single-turn sample per question.
+    unlock_vision also trains the vision tower (an "unlock all" strategy; LLaVA-1.5 keeps it frozen).
     """
     model, processor = load_llava(_model_dir(model_dir))
-    n_train = _set_trainable(model, ("multi_modal_projector", "language_model", "lm_head"))
+    parts = ("multi_modal_projector", "language_model", "lm_head")
+    n_train = _set_trainable(model, (*parts, "vision_tower") if unlock_vision else parts)
     records = load_split(data_dir, "train", limit)
     args = (processor.tokenizer, processor.image_processor, num_image_tokens(processor))
     if multi_turn:

@@ -24,6 +24,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     save_steps: int = 0  # 0: only the final state (no intermediate checkpoints)
+    keep_checkpoints: int | None = 2  # None: keep all (e.g. to trace a metric over training)
     log_steps: int = 25
     progress: bool = True
 
@@ -91,7 +92,7 @@ def train(
         logging_steps=config.log_steps,
         save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or config.steps,
-        save_total_limit=2,
+        save_total_limit=config.keep_checkpoints,
         seed=config.seed,
         data_seed=config.seed,
         dataloader_num_workers=0,
