@@ -111,7 +111,17 @@ def _sft(args) -> int:
     from modalign.lab.stages import sft
 
     _threads(args)
-    return _print(sft(args.data, args.model, args.out, _train_config(args), args.limit))
+    return _print(
+        sft(
+            args.data,
+            args.model,
+            args.out,
+            _train_config(args),
+            args.limit,
+            multi_turn=not args.single_turn,
+            unlock_vision=args.unlock_vision,
+        )
+    )
 
 
 def _eval(args) -> int:
@@ -205,6 +215,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True, help="pretrain output directory")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--single-turn", action="store_true", help="one sample per question")
+    p.add_argument("--unlock-vision", action="store_true", help="also train the vision tower")
     _common(p, 800, 32, 1e-3)
     p.set_defaults(func=_sft)
 
