@@ -118,7 +118,7 @@ def _sft(args) -> int:
             args.out,
             _train_config(args),
             args.limit,
-            multi_turn=not args.single_turn,
+            multi_turn=args.multi_turn,
             unlock_vision=args.unlock_vision,
         )
     )
@@ -140,7 +140,12 @@ def _cycle(args) -> int:
     from modalign.lab.cycle import CycleConfig, run_cycle
 
     _threads(args)
-    cfg = CycleConfig(seed=args.seed, from_scratch=args.from_scratch, caption_level=args.level)
+    cfg = CycleConfig(
+        seed=args.seed,
+        from_scratch=args.from_scratch,
+        caption_level=args.level,
+        unlock_vision=args.unlock_vision,
+    )
     cfg = replace(
         cfg,
         pretrain=replace(
@@ -215,7 +220,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True, help="pretrain output directory")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--single-turn", action="store_true", help="one sample per question")
+    p.add_argument(
+        "--multi-turn", action="store_true", help="one conversation per image (all its questions)"
+    )
     p.add_argument("--unlock-vision", action="store_true", help="also train the vision tower")
     _common(p, 800, 32, 1e-3)
     p.set_defaults(func=_sft)
@@ -244,6 +251,7 @@ def register(subparsers) -> None:
     p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--sft-steps", type=int, default=800)
+    p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cycle)

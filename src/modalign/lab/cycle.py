@@ -42,6 +42,7 @@ class CycleConfig:
         default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=2e-3)
     )
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=800, batch_size=32, lr=1e-3))
+    unlock_vision: bool = False  # SFT also trains the vision tower
     clip: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1)
     )
@@ -115,7 +116,9 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
     report["mir_pretrained"] = timed("mir", mir_of, model, processor, pairs)
     reset_connector(model, cfg.pretrain.seed)  # the same model before stage 1
     report["mir_fresh_connector"] = mir_of(model, processor, pairs)
-    report["sft"] = timed("sft", sft, data, out / "pretrain", out / "sft", cfg.sft)
+    report["sft"] = timed(
+        "sft", sft, data, out / "pretrain", out / "sft", cfg.sft, unlock_vision=cfg.unlock_vision
+    )
     report["eval"] = timed("eval", evaluate, out / "sft", data, "test", level=cfg.caption_level)
     report["wall_s"] = times
     report["wall_s"]["total"] = round(sum(times.values()), 2)

@@ -249,13 +249,14 @@ def sft(
     config: TrainConfig,
     limit: int | None = None,
     *,
-    multi_turn: bool = True,
+    multi_turn: bool = False,
     unlock_vision: bool = False,
 ) -> dict:
     """LLaVA stage 2: connector + LLM on VQA in the chat template (vision tower frozen).
 
-    multi_turn (default, as LLaVA's SFT data): one conversation per image holding all of its
-    questions in a seeded order; otherwise one single-turn sample per question.
+    Default: one single-turn sample per question (every answer must come from the image; in
+    our runs this grounded position/shape answers better). multi_turn: one LLaVA-style
+    conversation per image holding all of its questions in a seeded order.
     unlock_vision also trains the vision tower (an "unlock all" strategy; LLaVA-1.5 keeps it frozen).
     """
     model, processor = load_llava(_model_dir(model_dir))
