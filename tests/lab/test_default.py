@@ -26,6 +26,15 @@ def test_shipped_default_loads_like_a_real_checkpoint():
     assert pt["test_caption_loss"] < pt["test_caption_loss_fresh_connector"]
 
 
+def test_shipped_files_match_build_record():
+    import hashlib
+
+    build = json.loads((default_dir() / "BUILD.json").read_text())
+    assert build["sha256"], "BUILD.json lists no files"
+    for rel, digest in build["sha256"].items():
+        assert hashlib.sha256((default_dir() / rel).read_bytes()).hexdigest() == digest, rel
+
+
 def test_default_eval_pairs():
     pairs = default_eval_pairs()
     assert len(pairs) == 100 and all(isinstance(p, Pair) for p in pairs)
