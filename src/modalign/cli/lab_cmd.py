@@ -250,7 +250,7 @@ def register(subparsers) -> None:
     p.add_argument("--train", type=int, default=3000, help="training images")
     p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
     p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--sft-steps", type=int, default=800)
+    p.add_argument("--sft-steps", type=int, default=2000)
     p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
