@@ -41,7 +41,9 @@ class CycleConfig:
     pretrain: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=2e-3)
     )
-    sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=32, lr=1e-3))
+    sft: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=2000, batch_size=32, lr=1e-3)
+    )
     unlock_vision: bool = False  # SFT also trains the vision tower
     clip: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1)
