@@ -96,15 +96,13 @@ def load_token_file(path: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]
 
 
 def print_summary(result: MIRResult, quiet: bool) -> None:
+    """The one-screen summary, or only the MIR value with --quiet."""
     if quiet:
         print(f"{result.mir:.6f}")
         return
-    try:
-        from modalign.report import summary_table
+    from modalign.report import summary_table
 
-        print(summary_table(result))
-    except ImportError:
-        print(f"MIR = {result.mir:.4f}")
+    print(summary_table(result))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import torch
 
 from modalign.metrics.mir import layer_gap, mir_from_per_layer
-from modalign.metrics.outliers import OUTLIER_MODES
 from modalign.metrics.result import MIRResult
 from modalign.metrics.tokenset import TokenSetAccumulator
 
@@ -44,8 +43,6 @@ class MIRAccumulator:
     ) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if outliers not in OUTLIER_MODES:
-            raise ValueError(f"outliers must be one of {OUTLIER_MODES}, got {outliers!r}")
         self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(num_layers))
         if len(self.layer_ids) != num_layers:
             raise ValueError(f"{len(self.layer_ids)} layer ids for {num_layers} layers")

@@ -93,6 +93,8 @@ class TokenSetAccumulator:
         self.median_sample = median_sample
         self.reservoir: torch.Tensor | None = None  # (<= median_sample, d)
         self._gen = torch.Generator().manual_seed(seed)
+        self._bounds: NormBounds | None = None  # memo of compute_bounds
+        self._bounds_key: tuple | None = None
         # second pass state
         self.bounds: NormBounds | None = None
         self.pass2_removed = 0
@@ -114,9 +116,9 @@ class TokenSetAccumulator:
             out = self.bounds.is_outlier(norms)
             self.pass2_seen += x.shape[0]
             self.pass2_removed += int(out.sum())
-            self.moments = _merge_into(self.moments, x[~out], x.shape[1], x.device)
+            self.moments = _merge_into(self.moments, x[~out])
             return
-        self.moments = _merge_into(self.moments, x, x.shape[1], x.device)
+        self.moments = _merge_into(self.moments, x)
         self.norm_sum += float(norms.sum())
         if self.outliers != "none":
             idx = torch.arange(self.n_seen, self.n_seen + x.shape[0], device=x.device)
@@ -150,9 +152,13 @@ class TokenSetAccumulator:
         )
 
     def compute_bounds(self) -> NormBounds | None:
+        """3-sigma bounds from every cached norm (memoized until more norms arrive)."""
         if self.outliers == "none" or self.n_seen == 0:
             return None
-        return norm_bounds(self.all_norms(), self.k)
+        key = (self.n_seen, len(self.norm_chunks), id(self.norm_chunks[-1]))
+        if self._bounds_key != key:
+            self._bounds, self._bounds_key = norm_bounds(self.all_norms(), self.k), key
+        return self._bounds
 
     def needs_second_pass(self) -> bool:
         """True when the outliers outnumber the exactly kept tails (see module docstring)."""
@@ -206,7 +212,6 @@ class TokenSetAccumulator:
         return kept, removed
 
 
-def _merge_into(m: Moments | None, x: torch.Tensor, dim: int, device) -> Moments:
-    if m is None:
-        m = Moments.empty(dim, device)
-    return m.update(x)
+def _merge_into(m: Moments | None, x: torch.Tensor) -> Moments:
+    """Add tokens x (n, d) to m, starting from empty moments on x's device."""
+    return (Moments.empty(x.shape[1], x.device) if m is None else m).update(x)
