@@ -68,7 +68,10 @@ def main() -> int:
         report["cycle_metrics"] = {
             "pretrain": cycle["pretrain"],
             "mir_pretrained": cycle["mir_pretrained"]["mir"],
-            "mir_fresh_connector": cycle["mir_fresh_connector"]["mir"],
+            "mir_fresh_connector": {
+                k: cycle["mir_fresh_connector"][k] for k in ("mir_mean", "mir_min", "mir_max")
+            },
+            "mir_trace": [(t["step"], t["mir"]) for t in cycle["pretrain"].get("mir_trace", [])],
             "vqa": {k: v["accuracy"] for k, v in cycle["eval"]["vqa"].items()},
         }
     report["load_avg_end"] = os.getloadavg()

@@ -54,9 +54,13 @@ def test_lab_data_then_eval(tmp_path, tiny_data, tiny_towers, capsys):
         "--quiet",
         "--level",
         "mixed",
+        "--mir-every",
+        "1",
     ]
     assert main(args) == 0
     capsys.readouterr()
+    trace = json.loads((pt / "metrics.json").read_text())["mir_trace"]
+    assert [t["step"] for t in trace] == [0, 1] and all(t["mir"] == t["mir"] for t in trace)
     report = tmp_path / "r.json"
     assert (
         main(
@@ -84,3 +88,24 @@ def test_lab_errors_are_clean(tmp_path, capsys):
     assert "pretrain needs --clip" in capsys.readouterr().err
     assert main(["lab", "eval", "--data", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert "not a saved model" in capsys.readouterr().err
+
+
+def test_lab_train_clip_defaults_to_one_patch_per_cell_and_hard_negatives(tmp_path, capsys):
+    data = tmp_path / "d"
+    common = ["--train", "4", "--val", "2", "--test", "1", "--corpus-scenes", "3"]
+    assert main(["lab", "data", "--out", str(data), *common]) == 0
+    out = tmp_path / "clip"
+    args = ["lab", "train-clip", "--data", str(data), "--out", str(out)]
+    assert main([*args, "--steps", "1", "--batch-size", "2", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["hard_negatives"] is True and 0 <= metrics["val_hard_negative_accuracy"] <= 1
+    vision = json.loads((out / "model" / "config.json").read_text())["vision_config"]
+    assert (vision["image_size"], vision["patch_size"]) == (96, 32)
+    capsys.readouterr()
+    # 64 px does not split into 3 x 3 cells: a clear error unless --patch-size is given.
+    small = tmp_path / "d64"
+    assert main(["lab", "data", "--out", str(small), "--image-size", "64", *common]) == 0
+    capsys.readouterr()
+    bad = ["lab", "train-clip", "--data", str(small), "--out", str(tmp_path / "c64")]
+    assert main([*bad, "--steps", "1", "--batch-size", "2", "--quiet"]) == 2
+    assert "not a multiple of patch_size" in capsys.readouterr().err

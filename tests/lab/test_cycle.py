@@ -20,15 +20,27 @@ def test_tiny_cycle_from_scratch(tmp_path, tiny_specs):
         clip=step,
         lm=step,
         mir_samples=6,
+        mir_every=1,
+        fresh_seeds=2,
         from_scratch=True,
         clip_spec=clip,
         lm_spec=lm,
     )
     report = run_cycle(tmp_path, cfg)
     assert json.loads((tmp_path / "cycle.json").read_text()) == report
-    for key in ("mir_pretrained", "mir_fresh_connector"):
-        assert math.isfinite(report[key]["mir"]) and report[key]["n"] == 6
-    assert report["mir_pretrained"]["mir"] != report["mir_fresh_connector"]["mir"]
+    trained, fresh = report["mir_pretrained"], report["mir_fresh_connector"]
+    assert math.isfinite(trained["mir"]) and trained["n"] == 6
+    seeds = fresh["per_seed"]
+    assert [r["seed"] for r in seeds] == [0, 1] and all(r["n"] == 6 for r in seeds)
+    values = [r["mir"] for r in seeds]
+    assert fresh["mir_min"] == min(values) and fresh["mir_max"] == max(values)
+    assert math.isclose(fresh["mir_mean"], sum(values) / 2)
+    assert values[0] != values[1] and trained["mir"] not in values
+    # The trace starts at the fresh connector of the pretrain seed (0) and ends at the trained one.
+    trace = report["pretrain"]["mir_trace"]
+    assert [t["step"] for t in trace] == [0, 1, 2]
+    assert math.isclose(trace[0]["mir"], values[0], rel_tol=1e-9)
+    assert math.isclose(trace[-1]["mir"], trained["mir"], rel_tol=1e-6)
     assert set(report["wall_s"]) >= {
         "data",
         "train_clip",

@@ -26,6 +26,26 @@ def test_shipped_default_loads_like_a_real_checkpoint():
     assert pt["test_caption_loss"] < pt["test_caption_loss_fresh_connector"]
 
 
+def test_shipped_default_mir_is_below_every_fresh_connector():
+    """The recorded evidence holds for the shipped bytes: recompute it through the runner."""
+    from modalign.lab.mir import fresh_connector_mir, mir_of
+
+    build = json.loads((default_dir() / "BUILD.json").read_text())
+    recorded = build["metrics"]["mir"]
+    model, proc = (
+        AutoModelForImageTextToText.from_pretrained(default_model_path()),
+        AutoProcessor.from_pretrained(default_model_path()),
+    )
+    pairs = default_eval_pairs()
+    trained = mir_of(model, proc, pairs)["mir"]
+    assert trained == pytest.approx(recorded["trained"], abs=1e-6)
+    fresh = fresh_connector_mir(
+        model, proc, pairs, range(len(recorded["fresh_connector"]["per_seed"]))
+    )
+    assert fresh["mir_mean"] == pytest.approx(recorded["fresh_connector"]["mir_mean"], abs=1e-6)
+    assert trained < fresh["mir_min"]
+
+
 def test_shipped_files_match_build_record():
     import hashlib
 
@@ -58,11 +78,17 @@ def test_build_default_is_bit_for_bit(tmp_path, tiny_specs):
         clip_train=cfg,
         lm_train=cfg,
         pretrain_train=cfg,
+        image_size=64,
         eval_images=5,
+        mir_every=1,
+        fresh_seeds=2,
     )
     a = build_default(tmp_path / "w1", tmp_path / "a", recipe)
     b = build_default(tmp_path / "w2", tmp_path / "b", recipe)
     assert a["sha256"] == b["sha256"]
+    assert a["metrics"]["mir"] == b["metrics"]["mir"]
+    assert [t["step"] for t in a["metrics"]["pretrain"]["mir_trace"]] == [0, 1, 2]
+    assert len(a["metrics"]["mir"]["fresh_connector"]["per_seed"]) == 2
     assert (
         "model/model.safetensors" in a["sha256"]
         and len(list((tmp_path / "a" / "eval" / "images").iterdir())) == 5

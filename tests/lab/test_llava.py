@@ -127,3 +127,19 @@ def test_multi_turn_chat_targets_only_the_answers(saved, tiny_data):
     )
     # Seeded order: same seed same order, another seed (usually) another.
     assert ChatDataset(recs, seed=0)[0].turns == chat.turns
+
+
+def test_fresh_connector_mir_restores_the_trained_connector(saved, tiny_data):
+    from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
+
+    out, _, _, _ = saved
+    model, proc = load_llava(out)
+    pairs = eval_pairs(tiny_data, "test", 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = fresh_connector_mir(model, proc, pairs, [3, 4])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    reset_connector(model, 4)
+    assert report["per_seed"][1]["mir"] == mir_of(model, proc, pairs)["mir"]
+    assert report["mir_max"] >= report["mir_mean"] >= report["mir_min"]
+    with pytest.raises(ValueError, match="at least one seed"):
+        fresh_connector_mir(model, proc, pairs, [])

@@ -95,3 +95,23 @@ def test_stage_chain_pretrain_sft_evaluate(tiny_data, tiny_towers, tmp_path):
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(steps=0, batch_size=4, lr=1e-3)
+
+
+def test_mir_trace_leaves_training_unchanged(tiny_data, tiny_towers, tmp_path):
+    from modalign.lab.mir import MIRTrace, eval_pairs
+
+    model, data, collate = _setup(tiny_data, tiny_towers)
+    plain = train(model, data, collate, CFG, tmp_path / "plain")
+    ref = model.state_dict()
+    model, data, collate = _setup(tiny_data, tiny_towers)
+    tok = load_tokenizer(tiny_data)
+    proc = build_processor(tok, 64, model.config.vision_config.patch_size)
+    trace = MIRTrace(proc, eval_pairs(tiny_data, "test", 4), every=2)
+    traced = train(model, data, collate, CFG, tmp_path / "traced", callbacks=[trace])
+    assert _losses(traced) == _losses(plain)
+    got = model.state_dict()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    assert [h["step"] for h in trace.history] == [0, 2, 4, 6]
+    assert len({h["mir"] for h in trace.history}) == 4  # SFT moves the connector and the LM
+    with pytest.raises(ValueError, match="positive"):
+        MIRTrace(proc, eval_pairs(tiny_data, "test", 4), every=0)

@@ -80,8 +80,9 @@ def test_vqa_answers_match_the_scene():
             elif qa.qtype == "glyph":
                 assert qa.answer == s.glyph
             elif qa.qtype == "existence":
-                colour, shape = qa.question.split()[3:5]
-                present = any(o.colour == colour and o.shape == shape for o in s.objects)
+                shape = qa.question.split()[3]
+                assert shape in SHAPES and qa.question == f"is there a {shape} in the image?"
+                present = any(o.shape == shape for o in s.objects)
                 assert qa.answer == ("yes" if present else "no")
                 yes += qa.answer == "yes"
                 no += qa.answer == "no"
@@ -121,3 +122,23 @@ def test_dataset_roundtrip(tmp_path):
         load_split(tmp_path, "val")
     with pytest.raises(FileNotFoundError, match="not a lab dataset"):
         load_split(tmp_path / "nope", "train")
+
+
+def test_corpus_questions_follow_a_description_of_their_own_scene():
+    from modalign.lab.world.captions import captions
+    from modalign.lab.world.corpus import build_corpus, scene_document
+    from modalign.lab.world.vqa import scene_vqa
+
+    lines = build_corpus(0, 200)
+    qa_lines = [line for line in lines if "?" in line]
+    assert qa_lines, "the corpus should hold grounded Q/A documents"
+    for line in qa_lines:
+        # A document opens with a level-2+ description: every object's place is stated.
+        assert line.split("?")[0].count(" is at the ") + line.count(" is in the center") >= 1
+    scene = _scenes(1, seed=4)[0]
+    doc = scene_document(scene, 0, random.Random(1))
+    desc = next(c for c in captions(scene)[2:] if doc.startswith(c + " "))
+    rest = doc[len(desc) + 1 :]
+    asked = {f"{q.question} {q.answer}." for q in scene_vqa(scene, 0)}
+    pieces = [p.strip() + "." for p in rest.split(".") if p.strip()]
+    assert sorted(pieces) == sorted(asked)

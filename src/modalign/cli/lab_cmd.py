@@ -73,10 +73,22 @@ def _train_clip(args) -> int:
     from modalign.lab.specs import ClipSpec
     from modalign.lab.stages import train_clip
     from modalign.lab.world.dataset import read_manifest
+    from modalign.lab.world.vocab import GRID
 
     _threads(args)
-    spec = ClipSpec(image_size=read_manifest(args.data)["image_size"])
-    return _print(train_clip(args.data, args.out, spec, _train_config(args), args.limit))
+    size = read_manifest(args.data)["image_size"]
+    patch = args.patch_size if args.patch_size is not None else size // GRID
+    spec = ClipSpec(image_size=size, patch_size=patch)
+    return _print(
+        train_clip(
+            args.data,
+            args.out,
+            spec,
+            _train_config(args),
+            args.limit,
+            hard_negatives=not args.no_hard_negatives,
+        )
+    )
 
 
 def _train_lm(args) -> int:
@@ -97,13 +109,28 @@ def _pretrain(args) -> int:
             raise ValueError("give either --base or --clip/--lm, not both")
         return _print(
             pretrain_from_llava(
-                args.data, args.base, args.out, cfg, level=args.level, limit=args.limit
+                args.data,
+                args.base,
+                args.out,
+                cfg,
+                level=args.level,
+                limit=args.limit,
+                mir_every=args.mir_every,
             )
         )
     if not (args.clip and args.lm):
         raise ValueError("pretrain needs --clip DIR and --lm DIR (or --base LLAVA_DIR)")
     return _print(
-        pretrain(args.data, args.clip, args.lm, args.out, cfg, level=args.level, limit=args.limit)
+        pretrain(
+            args.data,
+            args.clip,
+            args.lm,
+            args.out,
+            cfg,
+            level=args.level,
+            limit=args.limit,
+            mir_every=args.mir_every,
+        )
     )
 
 
@@ -144,15 +171,17 @@ def _cycle(args) -> int:
         seed=args.seed,
         from_scratch=args.from_scratch,
         caption_level=args.level,
+        multi_turn=not args.single_turn,
         unlock_vision=args.unlock_vision,
     )
+    # Unset flags keep CycleConfig's defaults (one place for the recipe).
+    pt_steps = args.pretrain_steps or cfg.pretrain.steps
+    sft_steps = args.sft_steps or cfg.sft.steps
     cfg = replace(
         cfg,
-        pretrain=replace(
-            cfg.pretrain, steps=args.pretrain_steps, seed=args.seed, progress=not args.quiet
-        ),
-        sft=replace(cfg.sft, steps=args.sft_steps, seed=args.seed, progress=not args.quiet),
-        sizes={**cfg.sizes, "train": args.train},
+        pretrain=replace(cfg.pretrain, steps=pt_steps, seed=args.seed, progress=not args.quiet),
+        sft=replace(cfg.sft, steps=sft_steps, seed=args.seed, progress=not args.quiet),
+        sizes={**cfg.sizes, "train": args.train or cfg.sizes["train"]},
     )
     return _print(run_cycle(args.out, cfg, base=args.base))
 
@@ -186,7 +215,7 @@ def register(subparsers) -> None:
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--test", type=int, default=300)
-    p.add_argument("--image-size", type=int, default=64, help="64-96 px")
+    p.add_argument("--image-size", type=int, default=96, help="64-96 px")
     p.add_argument(
         "--corpus-scenes", type=int, default=20000, help="unrendered scenes in the text corpus"
     )
@@ -195,13 +224,24 @@ def register(subparsers) -> None:
     p = sub.add_parser("train-clip", help="contrastive tiny CLIP on train images x captions")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--no-hard-negatives",
+        action="store_true",
+        help="plain CLIP loss (default adds one minimally edited caption per image, NegCLIP)",
+    )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="ViT patch side in px (default: image size / 3, one patch per grid cell)",
+    )
     _common(p, 800, 64, 5e-4)
     p.set_defaults(func=_train_clip)
 
     p = sub.add_parser("train-lm", help="tiny Llama on the text corpus")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    _common(p, 600, 32, 1e-3)
+    _common(p, 1200, 32, 1e-3)
     p.set_defaults(func=_train_lm)
 
     p = sub.add_parser("pretrain", help="LLaVA stage 1: connector only, image captioning")
@@ -213,7 +253,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--level", type=_level, default=3, help="caption detail level 0-3 or 'mixed' (default 3)"
     )
-    _common(p, 400, 32, 2e-3)
+    p.add_argument(
+        "--mir-every",
+        type=int,
+        default=0,
+        help="also record MIR on 100 test pairs every N steps (metrics.json: mir_trace)",
+    )
+    _common(p, 1600, 32, 1e-3)
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("sft", help="LLaVA stage 2: connector + LLM on VQA (chat template)")
@@ -224,7 +270,7 @@ def register(subparsers) -> None:
         "--multi-turn", action="store_true", help="one conversation per image (all its questions)"
     )
     p.add_argument("--unlock-vision", action="store_true", help="also train the vision tower")
-    _common(p, 800, 32, 1e-3)
+    _common(p, 1500, 32, 1e-3)
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("eval", help="held-out caption loss and VQA accuracy per question type")
@@ -247,10 +293,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--from-scratch", action="store_true", help="also train CLIP and LM")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=3000, help="training images")
+    p.add_argument("--train", type=int, default=None, help="training images (default 4000)")
     p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
-    p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--sft-steps", type=int, default=2000)
+    p.add_argument("--pretrain-steps", type=int, default=None, help="default 1600")
+    p.add_argument("--sft-steps", type=int, default=None, help="default 1500")
+    p.add_argument(
+        "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
+    )
     p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from modalign.lab.default import default_dir
+from modalign.lab.io import load_llava
+from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
 from modalign.lab.specs import ClipSpec, LMSpec
 from modalign.lab.stages import make_data, pretrain, train_clip, train_lm
 from modalign.lab.trainer import TrainConfig
@@ -29,7 +31,7 @@ class DefaultRecipe:
 
     seed: int = 0
     sizes: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SIZES))
-    image_size: int = 64
+    image_size: int = 96
     corpus_scenes: int = 20000
     clip: ClipSpec = field(default_factory=ClipSpec)
     lm: LMSpec = field(default_factory=LMSpec)
@@ -39,13 +41,16 @@ class DefaultRecipe:
         )
     )
     lm_train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=600, batch_size=32, lr=1e-3, log_steps=50)
+        default_factory=lambda: TrainConfig(steps=1200, batch_size=32, lr=1e-3, log_steps=50)
     )
     pretrain_train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=400, batch_size=32, lr=2e-3, log_steps=25)
+        default_factory=lambda: TrainConfig(steps=1600, batch_size=32, lr=1e-3, log_steps=25)
     )
+    clip_hard_negatives: bool = True
     caption_level: int = 3
     eval_images: int = 100
+    mir_every: int = 100  # MIR trace over pre-training on the shipped eval set
+    fresh_seeds: int = 5  # fresh-connector MIR baseline over this many connector seeds
     threads: int = 1
 
 
@@ -74,7 +79,13 @@ def build_default(work: Path, out: Path | None = None, recipe: DefaultRecipe | N
         )
         timings["data_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        clip_metrics = train_clip(data, work / "clip", recipe.clip, recipe.clip_train)
+        clip_metrics = train_clip(
+            data,
+            work / "clip",
+            recipe.clip,
+            recipe.clip_train,
+            hard_negatives=recipe.clip_hard_negatives,
+        )
         timings["clip_s"] = time.perf_counter() - t
         t = time.perf_counter()
         lm_metrics = train_lm(data, work / "lm", recipe.lm, recipe.lm_train)
@@ -87,8 +98,11 @@ def build_default(work: Path, out: Path | None = None, recipe: DefaultRecipe | N
             work / "pretrain",
             recipe.pretrain_train,
             level=recipe.caption_level,
+            mir_every=recipe.mir_every,
+            mir_samples=recipe.eval_images,
         )
         timings["pretrain_s"] = time.perf_counter() - t
+        mir_metrics = _mir_evidence(work, data, recipe)
     finally:
         torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det)
@@ -96,7 +110,12 @@ def build_default(work: Path, out: Path | None = None, recipe: DefaultRecipe | N
     build = {
         "command": "modalign lab build-default",
         "recipe": json.loads(json.dumps(asdict(recipe), default=str)),
-        "metrics": {"clip": clip_metrics, "lm": lm_metrics, "pretrain": pt_metrics},
+        "metrics": {
+            "clip": clip_metrics,
+            "lm": lm_metrics,
+            "pretrain": pt_metrics,
+            "mir": mir_metrics,
+        },
         "timings": timings,
         "versions": {
             "torch": torch.__version__,
@@ -110,6 +129,16 @@ def build_default(work: Path, out: Path | None = None, recipe: DefaultRecipe | N
     }
     (out / "BUILD.json").write_text(json.dumps(build, indent=2) + "\n", encoding="utf-8")
     return build
+
+
+def _mir_evidence(work: Path, data: Path, recipe: DefaultRecipe) -> dict:
+    """MIR of the trained default vs the same model with fresh connectors, on the eval set."""
+    model, processor = load_llava(work / "pretrain" / "model")
+    pairs = eval_pairs(data, "test", recipe.eval_images, level=3)
+    return {
+        "trained": mir_of(model, processor, pairs)["mir"],
+        "fresh_connector": fresh_connector_mir(model, processor, pairs, range(recipe.fresh_seeds)),
+    }
 
 
 def _install(work: Path, data: Path, out: Path, n_eval: int) -> None:

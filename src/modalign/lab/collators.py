@@ -36,28 +36,44 @@ def _text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 @dataclass
 class ClipCollator:
-    """pixel_values + <s> caption </s> ids (truncated, eos kept) for CLIPModel(return_loss=True)."""
+    """pixel_values + <s> caption </s> ids (truncated, eos kept) for CLIPModel.
+
+    Without hard negatives the batch asks CLIPModel for its own loss (return_loss). With them
+    (every item has `negative`), the B negative captions follow the B positives in input_ids
+    (2B rows) and `labels` = arange(B) feeds `negclip_loss`, which scores each image against
+    all 2B captions.
+    """
 
     tokenizer: PreTrainedTokenizerBase
     image_processor: object
     max_tokens: int
 
+    def _row(self, text: str) -> list[int]:
+        tok = self.tokenizer
+        return [tok.bos_token_id, *_text_ids(tok, text)[: self.max_tokens - 2], tok.eos_token_id]
+
     def __call__(self, items: list[ImageText]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer
-        rows = [
-            [tok.bos_token_id, *_text_ids(tok, it.text)[: self.max_tokens - 2], tok.eos_token_id]
-            for it in items
-        ]
-        ids = _pad(rows, tok.pad_token_id)
+        negatives = [it.negative for it in items]
+        if any(n is not None for n in negatives) and any(n is None for n in negatives):
+            raise ValueError("a CLIP batch must have a hard negative for every item or for none")
+        texts = [it.text for it in items]
+        if negatives[0] is not None:
+            texts += negatives
+        ids = _pad([self._row(t) for t in texts], tok.pad_token_id)  # (B or 2B, T)
         pixels = self.image_processor([it.image for it in items], return_tensors="pt")[
             "pixel_values"
         ]
-        return {
+        batch = {
             "input_ids": ids,
             "attention_mask": (ids != tok.pad_token_id).long(),
             "pixel_values": pixels,
-            "return_loss": True,
         }
+        if negatives[0] is None:
+            batch["return_loss"] = True
+        else:
+            batch["labels"] = torch.arange(len(items))
+        return batch
 
 
 @dataclass

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from modalign.lab.io import load_llava
-from modalign.lab.llava import reset_connector
-from modalign.lab.mir import eval_pairs, mir_of
+from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
 from modalign.lab.specs import ClipSpec, LMSpec
 from modalign.lab.stages import (
     evaluate,
@@ -34,22 +33,26 @@ class CycleConfig:
     """Sizes and schedules of one cycle (defaults: about 10-15 minutes on 2 CPU cores)."""
 
     seed: int = 0
-    sizes: dict[str, int] = field(default_factory=lambda: {"train": 3000, "val": 100, "test": 300})
-    image_size: int = 64
+    sizes: dict[str, int] = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 300})
+    image_size: int = 96
     corpus_scenes: int = 20000
     caption_level: int = 3
     pretrain: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=2e-3)
+        default_factory=lambda: TrainConfig(steps=1600, batch_size=32, lr=1e-3)
     )
     sft: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=2000, batch_size=32, lr=1e-3)
+        default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3)
     )
+    multi_turn: bool = True  # SFT on one conversation per image (all its questions)
     unlock_vision: bool = False  # SFT also trains the vision tower
     clip: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1)
     )
-    lm: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=32, lr=1e-3))
+    lm: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, batch_size=32, lr=1e-3))
+    clip_hard_negatives: bool = True  # from_scratch only: NegCLIP captions (see train_clip)
     mir_samples: int = 100
+    mir_every: int = 100  # MIR trace during pre-training (0: off)
+    fresh_seeds: int = 5  # fresh-connector baseline: MIR over this many connector seeds
     from_scratch: bool = False
     clip_spec: ClipSpec = field(default_factory=ClipSpec)  # from_scratch only
     lm_spec: LMSpec = field(default_factory=LMSpec)  # from_scratch only
@@ -91,6 +94,7 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
             out / "clip",
             replace(cfg.clip_spec, image_size=cfg.image_size),
             cfg.clip,
+            hard_negatives=cfg.clip_hard_negatives,
         )
         report["lm"] = timed("train_lm", train_lm, data, out / "lm", cfg.lm_spec, cfg.lm)
         report["pretrain"] = timed(
@@ -102,6 +106,8 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
             out / "pretrain",
             cfg.pretrain,
             level=cfg.caption_level,
+            mir_every=cfg.mir_every,
+            mir_samples=cfg.mir_samples,
         )
     else:
         report["pretrain"] = timed(
@@ -112,14 +118,25 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
             out / "pretrain",
             cfg.pretrain,
             level=cfg.caption_level,
+            mir_every=cfg.mir_every,
+            mir_samples=cfg.mir_samples,
         )
     pairs = eval_pairs(data, "test", cfg.mir_samples, level=3)
     model, processor = load_llava(out / "pretrain" / "model")
     report["mir_pretrained"] = timed("mir", mir_of, model, processor, pairs)
-    reset_connector(model, cfg.pretrain.seed)  # the same model before stage 1
-    report["mir_fresh_connector"] = mir_of(model, processor, pairs)
+    # The same model before stage 1, over several connector seeds (one draw is noisy).
+    report["mir_fresh_connector"] = fresh_connector_mir(
+        model, processor, pairs, range(cfg.fresh_seeds)
+    )
     report["sft"] = timed(
-        "sft", sft, data, out / "pretrain", out / "sft", cfg.sft, unlock_vision=cfg.unlock_vision
+        "sft",
+        sft,
+        data,
+        out / "pretrain",
+        out / "sft",
+        cfg.sft,
+        multi_turn=cfg.multi_turn,
+        unlock_vision=cfg.unlock_vision,
     )
     report["eval"] = timed("eval", evaluate, out / "sft", data, "test", level=cfg.caption_level)
     report["wall_s"] = times

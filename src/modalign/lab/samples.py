@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from modalign.lab.world.captions import LEVELS
 from modalign.lab.world.dataset import Record
+from modalign.lab.world.negatives import hard_negative_caption
 
 MIXED = -1  # caption level meaning "every level, one item each"
 
@@ -30,6 +31,7 @@ class ImageText:
 
     image: Image.Image
     text: str
+    negative: str | None = None  # caption of a minimally edited scene (CLIP hard negative)
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,18 @@ class ImageChat:
 
 
 class CaptionDataset(Dataset):
-    """(image, caption) items; with MIXED each image appears once per level."""
+    """(image, caption) items; with MIXED each image appears once per level.
 
-    def __init__(self, records: list[Record], level: int):
+    `negatives_seed` adds a hard-negative caption to every item, a pure function of
+    (seed, image, level), so training stays reproducible and resumable.
+    """
+
+    def __init__(self, records: list[Record], level: int, negatives_seed: int | None = None):
         if not records:
             raise ValueError("no records: the split is empty")
         self.records = records
         self.level = check_level(level)
+        self.negatives_seed = negatives_seed
 
     def __len__(self) -> int:
         return len(self.records) * (LEVELS if self.level == MIXED else 1)
@@ -67,7 +74,11 @@ class CaptionDataset(Dataset):
             rec, level = self.records[idx // LEVELS], idx % LEVELS
         else:
             rec, level = self.records[idx], self.level
-        return ImageText(rec.load_image(), rec.captions[level])
+        negative = None
+        if self.negatives_seed is not None:
+            rng = random.Random(f"neg:{self.negatives_seed}:{rec.image_id}:{level}")
+            negative = hard_negative_caption(rec.scene, level, rng)
+        return ImageText(rec.load_image(), rec.captions[level], negative)
 
 
 class VQADataset(Dataset):

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
 
+from modalign.lab.clip_loss import negclip_loss
 from modalign.lab.clip_model import build_clip
 from modalign.lab.collators import (
     CaptionCollator,
@@ -30,6 +31,7 @@ from modalign.lab.llava import (
     save_llava,
 )
 from modalign.lab.lm_model import build_lm
+from modalign.lab.mir import MIRTrace, eval_pairs
 from modalign.lab.samples import (
     MIXED,
     CaptionDataset,
@@ -99,10 +101,37 @@ def clip_retrieval_accuracy(
     return hits / max(n, 1)
 
 
+@torch.no_grad()
+def clip_hard_negative_accuracy(
+    clip: CLIPModel, collate: ClipCollator, data: CaptionDataset, batch_size: int = 64
+) -> float:
+    """Fraction of held-out images scoring their caption above its minimally edited twin."""
+    clip.eval()
+    hits = 0
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        b = len(batch.pop("labels"))
+        logits = clip(**batch).logits_per_image  # (B, 2B): positives then negatives
+        idx = torch.arange(b)
+        hits += int((logits[idx, idx] > logits[idx, b + idx]).sum())
+    return hits / len(data)
+
+
 def train_clip(
-    data_dir: Path, out: Path, spec: ClipSpec, config: TrainConfig, limit: int | None = None
+    data_dir: Path,
+    out: Path,
+    spec: ClipSpec,
+    config: TrainConfig,
+    limit: int | None = None,
+    *,
+    hard_negatives: bool = True,
 ) -> dict:
-    """Contrastive CLIP training on (image, caption of every level) pairs of the train split."""
+    """Contrastive CLIP training on (image, caption of every level) pairs of the train split.
+
+    hard_negatives adds one minimally edited caption per image (NegCLIP), so captions that
+    differ in a single shape, colour, place or glyph must be told apart;
+    `val_hard_negative_accuracy` measures exactly that on held-out images.
+    """
     manifest = read_manifest(data_dir)
     if manifest["image_size"] != spec.image_size:
         raise ValueError(
@@ -111,12 +140,19 @@ def train_clip(
     tok = load_tokenizer(data_dir)
     clip = build_clip(tok, spec, config.seed)
     collate = ClipCollator(tok, build_image_processor(spec.image_size), spec.max_text_tokens)
-    log = train(
-        clip, CaptionDataset(load_split(data_dir, "train", limit), MIXED), collate, config, out
-    )
-    val = CaptionDataset(load_split(data_dir, "val", limit), 3)
+    neg_seed = config.seed if hard_negatives else None
+    train_data = CaptionDataset(load_split(data_dir, "train", limit), MIXED, neg_seed)
+    loss = negclip_loss if hard_negatives else None
+    log = train(clip, train_data, collate, config, out, compute_loss=loss)
+    val_records = load_split(data_dir, "val", limit)
     metrics = {
-        "val_retrieval_top1_of_50": clip_retrieval_accuracy(clip, collate, val),
+        "hard_negatives": hard_negatives,
+        "val_retrieval_top1_of_50": clip_retrieval_accuracy(
+            clip, collate, CaptionDataset(val_records, 3)
+        ),
+        "val_hard_negative_accuracy": clip_hard_negative_accuracy(
+            clip, collate, CaptionDataset(val_records, 3, negatives_seed=10_000 + config.seed)
+        ),
         "train_loss": log["train_loss"],
     }
     clip.save_pretrained(out / "model")
@@ -191,6 +227,8 @@ def pretrain(
     *,
     level: int = 3,
     limit: int | None = None,
+    mir_every: int = 0,
+    mir_samples: int = 100,
 ) -> dict:
     """LLaVA stage 1 from separately trained towers: connector only, image -> caption."""
     tok = load_tokenizer(data_dir)
@@ -199,7 +237,7 @@ def pretrain(
     model = assemble_llava(clip, lm, tok, config.seed)
     vision = clip.config.vision_config
     processor = build_processor(tok, vision.image_size, vision.patch_size)
-    return _pretrain(model, processor, data_dir, out, config, level, limit)
+    return _pretrain(model, processor, data_dir, out, config, level, limit, mir_every, mir_samples)
 
 
 def pretrain_from_llava(
@@ -210,25 +248,46 @@ def pretrain_from_llava(
     *,
     level: int = 3,
     limit: int | None = None,
+    mir_every: int = 0,
+    mir_samples: int = 100,
 ) -> dict:
     """LLaVA stage 1 on a saved LLaVA's towers with a fresh (seeded) connector."""
     model, processor = load_llava(_model_dir(base))
     reset_connector(model, config.seed)
-    return _pretrain(model, processor, data_dir, out, config, level, limit)
+    return _pretrain(model, processor, data_dir, out, config, level, limit, mir_every, mir_samples)
 
 
 def _pretrain(
-    model, processor, data_dir: Path, out: Path, config: TrainConfig, level: int, limit: int | None
+    model,
+    processor,
+    data_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    level: int,
+    limit: int | None,
+    mir_every: int = 0,
+    mir_samples: int = 100,
 ) -> dict:
-    """Shared body: freeze all but the connector, train on captions, compare with fresh loss."""
+    """Shared body: freeze all but the connector, train on captions, compare with fresh loss.
+
+    mir_every > 0 also records MIR on the first `mir_samples` test pairs every that many steps.
+    """
     tok = processor.tokenizer
     n_train = _set_trainable(model, ("multi_modal_projector",))
     collate = CaptionCollator(tok, processor.image_processor, num_image_tokens(processor))
     test = load_split(data_dir, "test", limit)
     eval_level = 3 if level == MIXED else level
     fresh_loss = caption_loss(model, processor, test, eval_level)
+    trace = None
+    if mir_every:
+        trace = MIRTrace(processor, eval_pairs(data_dir, "test", mir_samples), mir_every)
     log = train(
-        model, CaptionDataset(load_split(data_dir, "train", limit), level), collate, config, out
+        model,
+        CaptionDataset(load_split(data_dir, "train", limit), level),
+        collate,
+        config,
+        out,
+        callbacks=[trace] if trace else None,
     )
     metrics = {
         "caption_level": level,
@@ -237,6 +296,8 @@ def _pretrain(
         "test_caption_loss_fresh_connector": fresh_loss,
         "train_loss": log["train_loss"],
     }
+    if trace is not None:
+        metrics["mir_trace"] = trace.history
     save_llava(model, processor, Path(out) / "model")
     _write_json(Path(out) / "metrics.json", metrics)
     return metrics

@@ -72,11 +72,15 @@ def train(
     *,
     resume: bool = True,
     stop_at: int | None = None,
+    compute_loss=None,
+    callbacks: list | None = None,
 ) -> dict:
     """Train `model` in place; resumes from the last checkpoint in run_dir/checkpoints if any.
 
     Returns the final log (loss per logged step, train_loss, runtime), also written to
     run_dir/train_log.json. `stop_at` ends the run early after saving (tests of resumption).
+    `compute_loss(outputs, labels, num_items_in_batch)` replaces the model's own loss (the
+    batch must then carry `labels`); `callbacks` are extra TrainerCallbacks (e.g. MIRTrace).
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -102,9 +106,14 @@ def train(
         disable_tqdm=not config.progress,
         save_only_model=False,
     )
-    callbacks = [_StopAt(stop_at)] if stop_at is not None else []
+    callbacks = list(callbacks or []) + ([_StopAt(stop_at)] if stop_at is not None else [])
     trainer = LabTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=callbacks,
+        compute_loss_func=compute_loss,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)

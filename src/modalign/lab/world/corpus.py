@@ -1,6 +1,9 @@
-"""Text-only corpus for LM pre-training: scene descriptions, Q/A statements, generic facts.
+"""Text-only corpus for LM pre-training: scene descriptions, grounded Q/A, generic facts.
 
 Scenes here come from their own seed stream and are never rendered, so no split's images leak.
+Questions always follow a description of their own scene ("reading comprehension"): an LM
+that has learnt to answer from context can later answer from image tokens once the connector
+maps them near the words; free-floating Q/A lines would only teach answer priors.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import itertools
 import random
 
 from modalign.lab.world.captions import captions
-from modalign.lab.world.scene import sample_scene
+from modalign.lab.world.scene import Scene, sample_scene
 from modalign.lab.world.vocab import COLOURS, GLYPHS, NUMBER_WORDS, POSITIONS, SHAPES, glyph_kind
 from modalign.lab.world.vqa import scene_vqa
 
@@ -42,17 +45,26 @@ def generic_sentences(rng: random.Random) -> list[str]:
     return out
 
 
+def scene_document(scene: Scene, seed: int, rng: random.Random) -> str:
+    """A description detailed enough to answer every question type, then all its Q/A, shuffled."""
+    text = captions(scene)[rng.choice((2, 3))]
+    qas = scene_vqa(scene, seed)
+    rng.shuffle(qas)
+    return " ".join([text, *(f"{qa.question} {qa.answer}." for qa in qas)])
+
+
 def build_corpus(seed: int, n_scenes: int) -> list[str]:
-    """Lines of text: captions of every level and Q/A statements of n_scenes unrendered scenes."""
+    """Lines of text: per unrendered scene, a caption of a random level or a grounded Q/A document."""
     if n_scenes < 0:
         raise ValueError(f"n_scenes must be >= 0, got {n_scenes}")
     rng = random.Random(f"corpus:{seed}")
     lines = generic_sentences(rng) * 4
     for i in range(n_scenes):
         scene = sample_scene(random.Random(f"corpus:{seed}:{i}"), f"corpus-{i}")
-        caps = captions(scene)
-        lines.append(caps[rng.randrange(len(caps))])
-        qa = rng.choice(scene_vqa(scene, seed))
-        lines.append(f"{qa.question} {qa.answer}.")
+        if rng.random() < 0.5:
+            caps = captions(scene)
+            lines.append(caps[rng.randrange(len(caps))])
+        else:
+            lines.append(scene_document(scene, seed, rng))
     rng.shuffle(lines)
     return lines

@@ -27,6 +27,7 @@ class Record:
     image_path: Path
     captions: tuple[str, ...]
     vqa: tuple[QA, ...]
+    scene: Scene  # the structure behind the image (hard-negative captions edit it)
 
     def load_image(self) -> Image.Image:
         """The RGB image."""
@@ -39,7 +40,7 @@ def write_dataset(
     *,
     seed: int = 0,
     sizes: dict[str, int] | None = None,
-    image_size: int = 64,
+    image_size: int = 96,
     corpus_scenes: int = 20000,
 ) -> Path:
     """Generate every split and the corpus under `out`; returns out/manifest.json."""
@@ -109,6 +110,7 @@ def load_split(root: Path, split: str, limit: int | None = None) -> list[Record]
                     image_path=Path(root) / split / "images" / f"{row['id']}.png",
                     captions=tuple(row["captions"]),
                     vqa=tuple(QA(q["type"], q["question"], q["answer"]) for q in row["vqa"]),
+                    scene=Scene.from_dict(row),
                 )
             )
             if limit is not None and len(records) >= limit:
