@@ -104,34 +104,14 @@ def _pretrain(args) -> int:
 
     _threads(args)
     cfg = _train_config(args)
+    opts = {"level": args.level, "limit": args.limit, "mir_every": args.mir_every}
     if args.base is not None:
         if args.clip or args.lm:
             raise ValueError("give either --base or --clip/--lm, not both")
-        return _print(
-            pretrain_from_llava(
-                args.data,
-                args.base,
-                args.out,
-                cfg,
-                level=args.level,
-                limit=args.limit,
-                mir_every=args.mir_every,
-            )
-        )
+        return _print(pretrain_from_llava(args.data, args.base, args.out, cfg, **opts))
     if not (args.clip and args.lm):
         raise ValueError("pretrain needs --clip DIR and --lm DIR (or --base LLAVA_DIR)")
-    return _print(
-        pretrain(
-            args.data,
-            args.clip,
-            args.lm,
-            args.out,
-            cfg,
-            level=args.level,
-            limit=args.limit,
-            mir_every=args.mir_every,
-        )
-    )
+    return _print(pretrain(args.data, args.clip, args.lm, args.out, cfg, **opts))
 
 
 def _sft(args) -> int:
