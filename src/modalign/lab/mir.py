@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from modalign.data.pairs import Pair
+from modalign.lab.llava import reset_connector
 from modalign.lab.world.dataset import load_split
 
 
@@ -68,8 +69,6 @@ def fresh_connector_mir(model, processor, pairs: list[Pair], seeds: Sequence[int
     The trained connector is restored afterwards. One random draw is noisy (the output scale of a
     random MLP varies with the seed), so the baseline is a spread over several seeds.
     """
-    from modalign.lab.llava import reset_connector
-
     if not seeds:
         raise ValueError("fresh_connector_mir needs at least one seed")
     proj = model.model.multi_modal_projector

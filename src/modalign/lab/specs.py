@@ -10,8 +10,8 @@ class ClipSpec:
     """Tiny CLIP: ViT over patch x patch tiles plus a small text transformer.
 
     The default tiles a 96 px image into 3 x 3 patches of 32 px, one per cell of the world's
-    grid, so each image token holds one object; with 8 px patches on 64 px images a 4-layer
-    128-d LM did not learn shape or existence questions in our runs (chance-level accuracy).
+    grid, so each image token holds one object; with 8 px patches on 64 px images (64 tokens)
+    the 4-layer 128-d LM answered shape questions at chance after SFT (0.14-0.20, chance 0.17).
     """
 
     image_size: int = 96
