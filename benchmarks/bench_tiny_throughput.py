@@ -95,7 +95,7 @@ def main() -> None:
         m, i, t, n, b, th = args.child
         child(m, i, t, int(n), int(b), int(th))
         return
-    from modalign.models.tiny import build_tiny
+    from modalign.testing.tiny_vlms import build_tiny
 
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from modalign import runner
 from modalign.metrics import MIRAccumulator
 from modalign.models import load_adapter
-from modalign.models.tiny import build_tiny
+from modalign.testing.tiny_vlms import build_tiny
 from modalign.runner import RunOptions, run_mir, run_repeats, shard
 from tests.models.conftest import make_pairs
 

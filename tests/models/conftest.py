@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from modalign.data import Pair
-from modalign.models.tiny import build_tiny
+from modalign.testing.tiny_vlms import build_tiny
 
 FAMILIES = [
     "llava",

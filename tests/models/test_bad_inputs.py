@@ -10,7 +10,7 @@ import torch
 from modalign.data import Pair
 from modalign.models import get_adapter, load_adapter
 from modalign.models.registry import adapter_class_for
-from modalign.models.tiny import build_tiny
+from modalign.testing.tiny_vlms import build_tiny
 from modalign.runner import RunOptions, run_mir
 from tests.models.conftest import make_pairs
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from modalign.cli import main
-from modalign.models.tiny import build_tiny
+from modalign.testing.tiny_vlms import build_tiny
 from tests.models.conftest import PASSAGES
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from modalign.models.processor_compat import image_only, processor_class_for
-from modalign.models.tiny import build_tiny, tiny_families
+from modalign.testing.tiny_vlms import build_tiny, tiny_families
 from tests.models.conftest import FAMILIES
 
 
@@ -16,7 +16,7 @@ def test_every_supported_family_has_a_builder():
 
 
 def test_unknown_family_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="no tiny builder for family 'nope'"):
+    with pytest.raises(ValueError, match="unknown tiny model family 'nope'"):
         build_tiny("nope", tmp_path)
 
 

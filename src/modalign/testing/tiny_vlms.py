@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from modalign.models.processor_compat import processor_class_for
+from modalign.registry import Registry
 
 # Sizes shared by all tiny models (close to transformers' own tests).
 HIDDEN = 32
@@ -33,35 +34,22 @@ _CORPUS = [
     "0123456789 , . ; : ! ? ( ) [ ] - _ / \n",
 ]
 
-# Families that `build_tiny` knows; filled by the `_builder` decorator.
-TINY_BUILDERS: dict[str, Callable[[Path], None]] = {}
-
-
-def _builder(family: str) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
-    """Register a tiny-model builder under its family name."""
-
-    def register(fn: Callable[[Path], None]) -> Callable[[Path], None]:
-        TINY_BUILDERS[family] = fn
-        return fn
-
-    return register
+# Families that `build_tiny` knows; filled by the `@TINY_BUILDERS.register(...)` decorators below.
+TINY_BUILDERS: Registry[Callable[[Path], None]] = Registry("tiny model family")
 
 
 def tiny_families() -> list[str]:
     """Names accepted by `build_tiny` (one per supported family)."""
-    return sorted(TINY_BUILDERS)
+    return TINY_BUILDERS.names()
 
 
 def build_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Build, seed and save a tiny random model + processor of `family` into `out_dir`."""
-    if family not in TINY_BUILDERS:
-        raise ValueError(
-            f"no tiny builder for family {family!r}; known: {', '.join(tiny_families())}"
-        )
+    builder = TINY_BUILDERS[family]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    TINY_BUILDERS[family](out)
+    builder(out)
     return out
 
 
@@ -216,7 +204,7 @@ def _llava_tokenizer() -> Any:
     )
 
 
-@_builder("llava")
+@TINY_BUILDERS.register("llava")
 def _build_llava(out: Path) -> None:
     """LLaVA-1.5: CLIP tower (CLS dropped), MLP projector, Llama decoder; 16 image tokens."""
     from transformers import (
@@ -248,7 +236,7 @@ def _build_llava(out: Path) -> None:
     _save(LlavaForConditionalGeneration(cfg), proc, out)
 
 
-@_builder("llava_next")
+@TINY_BUILDERS.register("llava_next")
 def _build_llava_next(out: Path) -> None:
     """LLaVA-NeXT: any-resolution tiling (base + tiles + newline tokens)."""
     from transformers import (
@@ -293,7 +281,7 @@ def _chatml_tokenizer(extra: list[str], named: dict[str, str]) -> Any:
     )
 
 
-@_builder("llava_onevision")
+@TINY_BUILDERS.register("llava_onevision")
 def _build_llava_onevision(out: Path) -> None:
     """LLaVA-OneVision: SigLIP tower, any-resolution tiles, Qwen2 decoder."""
     from transformers import (
@@ -390,13 +378,13 @@ def _qwen_vl(out: Path, family: str) -> None:
     _save(Model(cfg), proc, out)
 
 
-@_builder("qwen2_vl")
+@TINY_BUILDERS.register("qwen2_vl")
 def _build_qwen2_vl(out: Path) -> None:
     """Qwen2-VL."""
     _qwen_vl(out, "qwen2_vl")
 
 
-@_builder("qwen2_5_vl")
+@TINY_BUILDERS.register("qwen2_5_vl")
 def _build_qwen2_5_vl(out: Path) -> None:
     """Qwen2.5-VL (windowed vision attention)."""
     _qwen_vl(out, "qwen2_5_vl")
@@ -444,19 +432,19 @@ def _idefics_like(out: Path, family: str) -> None:
     _save(Model(cfg), proc, out)
 
 
-@_builder("idefics3")
+@TINY_BUILDERS.register("idefics3")
 def _build_idefics3(out: Path) -> None:
     """Idefics3."""
     _idefics_like(out, "idefics3")
 
 
-@_builder("smolvlm")
+@TINY_BUILDERS.register("smolvlm")
 def _build_smolvlm(out: Path) -> None:
     """SmolVLM (Idefics3 architecture, SmolLM decoder)."""
     _idefics_like(out, "smolvlm")
 
 
-@_builder("paligemma")
+@TINY_BUILDERS.register("paligemma")
 def _build_paligemma(out: Path) -> None:
     """PaliGemma: SigLIP tower, image tokens before BOS, prefix-LM attention."""
     from transformers import (
@@ -487,7 +475,7 @@ def _build_paligemma(out: Path) -> None:
     _save(PaliGemmaForConditionalGeneration(cfg), proc, out)
 
 
-@_builder("gemma3")
+@TINY_BUILDERS.register("gemma3")
 def _build_gemma3(out: Path) -> None:
     """Gemma3: SigLIP tower, pooled to `mm_tokens_per_image` soft tokens framed by boi/eoi."""
     from transformers import (
@@ -536,7 +524,7 @@ def _build_gemma3(out: Path) -> None:
     _save(Gemma3ForConditionalGeneration(cfg), proc, out)
 
 
-@_builder("internvl")
+@TINY_BUILDERS.register("internvl")
 def _build_internvl(out: Path) -> None:
     """InternVL: InternViT tower, pixel shuffle, `<img><IMG_CONTEXT>...</img>` framing."""
     from transformers import (
@@ -581,7 +569,7 @@ def _build_internvl(out: Path) -> None:
     _save(InternVLForConditionalGeneration(cfg), proc, out)
 
 
-@_builder("mllama")
+@TINY_BUILDERS.register("mllama")
 def _build_mllama(out: Path) -> None:
     """Mllama (cross-attention): built only so tests can check that adapters refuse it."""
     from transformers import MllamaConfig, MllamaForConditionalGeneration

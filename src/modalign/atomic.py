@@ -1,0 +1,107 @@
+"""The one atomic writer: write to a temporary file in the target's folder, fsync, `os.replace`.
+
+A reader (or a resumed run) sees either the old file or the complete new one, never a half-written
+file, even if the process is killed mid-write or the machine loses power after the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modalign.errors import ConfigError
+
+__all__ = ["atomic_dir", "atomic_write", "atomic_write_json", "atomic_write_text", "check_writable"]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in `folder` (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(fh)` on a temp file next to `path`, fsync, rename it over `path`; returns path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write `data` as indented JSON (NaN/inf refused: they are not JSON) atomically."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it is renamed to `path` (all or nothing).
+
+    An existing non-empty `path` is refused unless `overwrite`, in which case it is replaced.
+    """
+    target = Path(path)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise ConfigError(f"output folder {os.fspath(target)!r} exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_writable(path: str | os.PathLike[str], flag: str) -> Path:
+    """Fail early (before any work) if `path` cannot be written: a missing or read-only folder,
+    or a directory in its place. `flag` names the option in the message (e.g. '--json')."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{flag} {os.fspath(target)!r} is a directory, not a file")
+    folder = target.parent if str(target.parent) else Path(".")
+    probe = folder
+    while not probe.exists():  # the writer creates missing folders: check the first that exists
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {os.fspath(target)!r}: folder {os.fspath(probe)!r} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ConfigError(f"{flag} {os.fspath(target)!r} exists and is not writable")
+    return target
