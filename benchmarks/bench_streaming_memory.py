@@ -39,10 +39,10 @@ else:
             acc.update([v], [t])
     feed()
     passes = 1
-    if acc.needs_second_pass:  # more outliers than the exact tail cache holds
-        acc.begin_second_pass()
+    while acc.needs_another_pass:  # more outliers than the exact tail cache holds
+        acc.begin_next_pass()
         feed()
-        passes = 2
+        passes += 1
     res = acc.compute()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"mode": mode, "n_vision": n_vision, "n_text": n_text, "d": d, "mir": res.mir,

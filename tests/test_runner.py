@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 from modalign import runner
 from modalign.metrics import MIRAccumulator
 from modalign.models import load_adapter
-from modalign.testing.tiny_vlms import build_tiny
 from modalign.runner import RunOptions, run_mir, run_repeats, shard
+from modalign.testing.tiny_vlms import build_tiny
 from tests.models.conftest import make_pairs
 
 

@@ -101,7 +101,9 @@ def check_writable(path: str | os.PathLike[str], flag: str) -> Path:
     while not probe.exists():  # the writer creates missing folders: check the first that exists
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {os.fspath(target)!r}: folder {os.fspath(probe)!r} is not writable")
+        raise ConfigError(
+            f"{flag} {os.fspath(target)!r}: folder {os.fspath(probe)!r} is not writable"
+        )
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{flag} {os.fspath(target)!r} exists and is not writable")
     return target

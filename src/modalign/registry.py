@@ -52,6 +52,12 @@ class Registry(Mapping[str, T], Generic[T]):
             choices = ", ".join(sorted(self._entries)) or "none registered"
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {choices}") from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: str, default: T | None = None) -> T | None:  # type: ignore[override]
+        return self._entries.get(name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from modalign.data.pairs import Pair
-from modalign.metrics import MIRAccumulator, MIRResult
+from modalign.errors import ConfigError, DataError, MetricError
+from modalign.metrics import MEDIAN_MODES, MIRAccumulator, MIRResult
 from modalign.models.base import VLMAdapter
 from modalign.models.states import LayerStates, ModelBatch
 
@@ -35,11 +36,14 @@ class RunOptions:
     layers: Sequence[int] | None = None
     sqrt: str = "exact"
     outliers: str = "drop"
+    median: str = "exact"  # `median` outliers: exact median (may add a pass) or sample estimate
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.median not in MEDIAN_MODES:
+            raise ConfigError(f"median must be one of {MEDIAN_MODES}, got {self.median!r}")
 
 
 @dataclass
@@ -77,20 +81,25 @@ def shard(pairs: Sequence[Pair], rank: int, world: int) -> Sequence[Pair]:
     return pairs[rank::world]
 
 
-def check_finite(states: LayerStates, batch: ModelBatch) -> None:
-    """Raise a ValueError naming layer, modality and sample on NaN/inf at selected positions."""
+def locate_nonfinite(states: LayerStates, batch: ModelBatch) -> MetricError | None:
+    """An error naming layer, modality and sample of the first NaN/inf at selected positions.
+
+    Called only after the accumulator refused a batch (it checks finiteness, once): this finds
+    which sample it was, so the message can name it.
+    """
     for layer, h in zip(states.layer_ids, states.hidden, strict=True):
         for mod, mask in (("vision", states.vision_mask), ("text", states.text_mask)):
             bad = ~torch.isfinite(h).all(dim=-1) & mask  # (B, T)
             if bad.any():
                 row = int(bad.any(dim=1).nonzero()[0])
                 ids = batch.sample_ids[row] if row < len(batch.sample_ids) else {}
-                raise ValueError(
+                return MetricError(
                     f"layer {layer}: NaN/inf activations at {int(bad.sum())} {mod} token(s) "
                     f"(first in sample image={ids.get('image')!r} text={ids.get('text')!r}, "
                     f"dtype {h.dtype}); in float16 this is usually an overflow: "
                     "use --dtype bfloat16 or float32"
                 )
+    return None
 
 
 def _batches(pairs: Sequence[Pair], size: int) -> Iterator[Sequence[Pair]]:
@@ -118,9 +127,12 @@ class _Feeder:
                     chunk, template=self.opts.template, max_text_tokens=self.opts.max_text_tokens
                 )
                 states = self.adapter.forward(batch, layers=self.layer_ids)
-                check_finite(states, batch)
                 vision, text = states.tokens()
-                acc.update(vision=vision, text=text)
+                try:
+                    acc.update(vision=vision, text=text)
+                except MetricError as exc:
+                    located = locate_nonfinite(states, batch)
+                    raise (located or exc) from exc
                 self.truncated += sum(batch.truncated)
                 bar.update(len(chunk))
 
@@ -148,18 +160,20 @@ def run_mir(
     """MIR of `adapter`'s model over `pairs`; sharded across ranks when torch.distributed is up."""
     opts = options or RunOptions()
     if not pairs:
-        raise ValueError("no image/text pairs to score")
+        raise DataError("no image/text pairs to score")
     layer_ids = adapter.layer_ids(opts.layers)
     rank, world = distributed_context(group)
     mine = shard(pairs, rank, world)
-    acc = MIRAccumulator(len(layer_ids), layer_ids=layer_ids, outliers=opts.outliers)
+    acc = MIRAccumulator(
+        len(layer_ids), layer_ids=layer_ids, outliers=opts.outliers, median=opts.median
+    )
     feeder = _Feeder(adapter, opts, layer_ids)
     feeder.feed(acc, mine, "MIR")
     if world > 1:
         acc.all_reduce(group)
-    if acc.needs_second_pass:  # identical on every rank after the all-reduce
-        acc.begin_second_pass()
-        feeder.feed(acc, mine, "MIR (outlier pass 2)")
+    while acc.needs_another_pass:  # identical on every rank after the all-reduce
+        acc.begin_next_pass()  # each pass is one more forward over the same samples
+        feeder.feed(acc, mine, f"MIR (outlier pass {acc.passes})")
         if world > 1:
             acc.all_reduce(group)
     result = acc.compute(sqrt=opts.sqrt)
@@ -192,12 +206,12 @@ def run_repeats(
 ) -> RepeatSummary:
     """MIR on `repeats` subsets `draw(n, seed + r)`; every rank must draw the same subsets."""
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
     summary = RepeatSummary(n=n, seeds=[seed + r for r in range(repeats)])
     for s in summary.seeds:
         subset = draw(n, s)
         result = run_mir(adapter, subset, options, group=group)
-        result.metadata["seed"] = s
+        result.settings["seed"] = s
         summary.results.append(result)
     return summary
 

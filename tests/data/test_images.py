@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modalign.data import load_images, open_rgb, scan_images
+from modalign.data import load_images, open_rgb, sample_pairs, scan_images
 
 
 def test_recursive_sorted_relative_ids(image_dir: Path) -> None:
@@ -25,23 +25,34 @@ def test_loader_returns_rgb_copy(image_dir: Path) -> None:
     assert png.getpixel((0, 0)) == (0, 10, 200)
 
 
-def test_corrupt_and_non_image_files_skipped_with_count(image_dir: Path) -> None:
+def test_listing_opens_no_file_and_skips_non_images(image_dir: Path, monkeypatch) -> None:
     (image_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 3)
     (image_dir / "notes.txt").write_text("hello")
     (image_dir / ".DS_Store").write_bytes(b"\x00\x01")  # hidden: ignored silently
-    with pytest.warns(UserWarning, match=r"skipped 2 of 8 files") as record:
+    opened: list[str] = []
+    real_open = Image.open
+    monkeypatch.setattr(
+        Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k)
+    )
+    with pytest.warns(UserWarning, match=r"skipped 1 of 8 files") as record:
         items = load_images(image_dir)
-    message = str(record[0].message)
-    assert "broken.jpg" in message and "notes.txt" in message
-    assert len(items) == 6
-    scan = scan_images(image_dir)
-    assert [name for name, _ in scan.skipped] == ["broken.jpg", "notes.txt"]
+    assert opened == []  # listing a folder decodes nothing
+    assert "notes.txt" in str(record[0].message)
+    assert len(items) == 7  # broken.jpg is an image type: found bad only if sampled
+    assert [name for name, _ in scan_images(image_dir).skipped] == ["notes.txt"]
+    broken = next(item for item in items if item.image_id == "broken.jpg")
+    assert broken.load.verify() is not None and items[0].load.verify() is None
 
 
 def test_strict_names_the_bad_file(image_dir: Path) -> None:
-    (image_dir / "zz_broken.jpg").write_bytes(b"garbage bytes")
-    with pytest.raises(ValueError, match=r"zz_broken\.jpg"):
+    (image_dir / "zz_notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"zz_notes\.txt"):
         load_images(image_dir, strict=True)
+    (image_dir / "zz_notes.txt").unlink()
+    (image_dir / "zz_broken.jpg").write_bytes(b"garbage bytes")
+    texts = [f"passage {i}" for i in range(7)]
+    with pytest.raises(ValueError, match=r"zz_broken\.jpg.*strict"):
+        sample_pairs(load_images(image_dir, strict=True), texts, n=7, strict=True, lazy=True)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -50,9 +61,13 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_folder_of_only_bad_files(tmp_path: Path) -> None:
-    (tmp_path / "x.jpg").write_bytes(b"nope")
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none a readable image"):
+    (tmp_path / "x.txt").write_bytes(b"nope")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none an image type"):
         load_images(tmp_path)
+    (tmp_path / "x.jpg").write_bytes(b"nope")
+    items = load_images(tmp_path)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no sample could be loaded"):
+        sample_pairs(items, ["a passage"], n=1, lazy=True)
 
 
 def test_missing_and_non_directory(tmp_path: Path, make_image) -> None:

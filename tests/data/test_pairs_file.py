@@ -74,12 +74,15 @@ def test_missing_and_corrupt_images_skipped_or_strict(tmp_path: Path, make_image
         {"image": "ok.png", "text": "   "},
     ]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
-    with pytest.warns(UserWarning, match="skipped 3 of 4 pairs") as record:
-        refs = load_pairs(path)
-    assert "missing.png" in str(record[0].message) and "corrupt.jpg" in str(record[0].message)
-    assert [r.text.text_id for r in refs] == [0]
+    with pytest.warns(UserWarning, match="skipped 2 of 4 pairs") as record:
+        refs = load_pairs(path)  # opens no image: a missing file and an empty text are skipped
+    assert "missing.png" in str(record[0].message)
+    assert [r.text.text_id for r in refs] == [0, 2]
     with pytest.raises(ValueError, match=r"row 1: .*missing\.png"):
         load_pairs(path, strict=True)
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable images: image 'corrupt\.jpg'"):
+        pairs = sample_refs(refs, n=2, seed=0, lazy=True)  # the corrupt one is found when drawn
+    assert [p.text_id for p in pairs] == [0]
 
 
 @pytest.mark.parametrize(

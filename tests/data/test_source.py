@@ -83,3 +83,28 @@ def test_repeated_lazy_draws_decode_each_image_once(tmp_path: Path) -> None:
         {r["image"] for r in sample_ids(source.sample(4, 1, lazy=True))}
         - {r["image"] for r in sample_ids(first)}
     )
+
+
+def test_each_sampled_image_is_decoded_once(tmp_path, monkeypatch) -> None:
+    """Listing opens nothing, sampling checks only the drawn images (no decode), use decodes once."""
+    import modalign.data.images as images_mod
+    from tests.data.conftest import write_image
+
+    for i in range(30):
+        write_image(tmp_path / "imgs" / f"{i:02d}.png", (i, 2 * i, 3 * i))
+    (tmp_path / "t.txt").write_text("\n".join(f"passage {i}" for i in range(30)))
+    decoded: list[str] = []
+    verified: list[str] = []
+    real_open_rgb, real_verify = images_mod.open_rgb, images_mod.verify_image
+    monkeypatch.setattr(
+        images_mod, "open_rgb", lambda p: decoded.append(str(p)) or real_open_rgb(p)
+    )
+    monkeypatch.setattr(
+        images_mod, "verify_image", lambda p: verified.append(str(p)) or real_verify(p)
+    )
+    source = SampleSource.from_args(images=tmp_path / "imgs", texts=tmp_path / "t.txt")
+    assert decoded == [] and verified == []
+    pairs = source.sample(5, seed=1, lazy=True)
+    assert decoded == [] and len(verified) == 5
+    assert [p.image.size for p in pairs] == [(8, 6)] * 5
+    assert sorted(decoded) == sorted(verified)  # each drawn image decoded exactly once

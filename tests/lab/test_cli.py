@@ -86,7 +86,7 @@ def test_lab_data_then_eval(tmp_path, tiny_data, tiny_towers, capsys):
 
 def test_lab_errors_are_clean(tmp_path, capsys):
     assert main(["lab", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "pretrain needs --clip" in capsys.readouterr().err
+    assert "lab pretrain needs --clip DIR and --lm DIR" in capsys.readouterr().err
     assert main(["lab", "eval", "--data", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert "not a saved model" in capsys.readouterr().err
 

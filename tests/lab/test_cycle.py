@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 
-from modalign.lab.cycle import CycleConfig, run_cycle
-from modalign.lab.trainer import TrainConfig
+from modalign.lab.cycle import CycleConfig, lab_recipe, run_cycle
+from modalign.train.fit import TrainConfig
+from modalign.train.recipe import MonitorSettings
 
 
 def test_tiny_cycle_from_scratch(tmp_path, tiny_specs):
@@ -15,12 +16,11 @@ def test_tiny_cycle_from_scratch(tmp_path, tiny_specs):
     cfg = CycleConfig(
         sizes=sizes,
         corpus_scenes=30,
-        pretrain=step,
-        sft=step,
+        pretrain=lab_recipe("pretrain", step, monitor=MonitorSettings(every=1, stop=False, n=6)),
+        sft=lab_recipe("sft", step),
         clip=step,
         lm=step,
         mir_samples=6,
-        mir_every=1,
         fresh_seeds=2,
         from_scratch=True,
         clip_spec=clip,

@@ -10,7 +10,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from modalign.data import Pair
 from modalign.lab.build_default import DefaultRecipe, build_default
 from modalign.lab.default import default_dir, default_eval_pairs, default_model_path
-from modalign.lab.trainer import TrainConfig
+from modalign.train.fit import TrainConfig
 
 
 def test_shipped_default_loads_like_a_real_checkpoint():

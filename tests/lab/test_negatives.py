@@ -92,7 +92,7 @@ def test_clip_batch_with_negatives(tiny_data):
     from modalign.lab.collators import ClipCollator
     from modalign.lab.llava import build_image_processor
     from modalign.lab.samples import CaptionDataset
-    from modalign.lab.stages import load_tokenizer
+    from modalign.lab.towers import load_tokenizer
     from modalign.lab.world.dataset import load_split
 
     tok = load_tokenizer(tiny_data)
@@ -111,8 +111,7 @@ def test_clip_batch_with_negatives(tiny_data):
     assert plain["return_loss"] is True and plain["input_ids"].shape[0] == 4
     # Without negatives the loss is exactly CLIPModel's own.
     from modalign.lab.clip_model import build_clip
-
-    from .conftest import TINY_CLIP
+    from tests.conftest import TINY_CLIP
 
     clip = build_clip(tok, TINY_CLIP, 0).eval()
     with torch.no_grad():

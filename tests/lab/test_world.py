@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from modalign.errors import DataError
 from modalign.lab.world.captions import LEVELS, captions
 from modalign.lab.world.dataset import load_corpus, load_split, read_manifest, write_dataset
 from modalign.lab.world.render import render_scene
@@ -118,9 +119,9 @@ def test_dataset_roundtrip(tmp_path):
     assert img.mode == "RGB" and img.size == (72, 72)
     assert len(recs[0].captions) == LEVELS and recs[0].vqa
     assert len(load_corpus(tmp_path)) > 20
-    with pytest.raises(FileNotFoundError, match="no 'val' split"):
+    with pytest.raises(DataError, match="no 'val' split"):
         load_split(tmp_path, "val")
-    with pytest.raises(FileNotFoundError, match="not a lab dataset"):
+    with pytest.raises(DataError, match="not a lab dataset"):
         load_split(tmp_path / "nope", "train")
 
 

@@ -11,61 +11,78 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from modalign.metrics import MIRAccumulator, compute_mir
+from modalign.metrics import median as median_mod
 
 
-def _data(mode_spikes: int):
+def _data(spikes: int):
     g = torch.Generator().manual_seed(11)
     vision = [torch.randn(300, 8, generator=g, dtype=torch.float64) * (1 + i) + 1 for i in range(2)]
     text = [torch.randn(120, 8, generator=g, dtype=torch.float64) * 2 for _ in range(2)]
     for v in vision:
-        v[:mode_spikes] *= 50
+        v[:spikes] *= 50
     return vision, text
 
 
-def _worker(rank: int, world: int, init: str, out: str, mode: str, tail: int, spikes: int) -> None:
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        vision, text = _data(spikes)
-        # uneven strided shards, as a distributed sampler without padding duplicates gives
-        shard = lambda xs: [x[rank::world] for x in xs]  # noqa: E731
-        acc = MIRAccumulator(2, outliers=mode, tail_capacity=tail)
+CASES = {  # name: (outliers, tail capacity, spikes, median sample, bracket z, passes)
+    "drop": ("drop", 512, 3, 4096, None, 1),
+    "drop, tail overflow": ("drop", 2, 12, 4096, None, 2),
+    "median, sample holds every token": ("median", 512, 3, 4096, None, 1),
+    "median, exact from the bracket": ("median", 512, 3, 64, None, 2),
+    "median, tail overflow, bracket misses": ("median", 2, 12, 64, 0.0, 3),
+    "none": ("none", 512, 3, 4096, None, 1),
+}
+
+
+def _run_case(rank: int, world: int, case: tuple) -> dict:
+    mode, tail, spikes, sample, z, _ = case
+    median_mod.BRACKET_Z = 6.0 if z is None else z
+    vision, text = _data(spikes)
+    # uneven strided shards, as a distributed sampler without padding duplicates gives
+    shard = lambda xs: [x[rank::world] for x in xs]  # noqa: E731
+    acc = MIRAccumulator(2, outliers=mode, tail_capacity=tail, median_sample=sample)
+    acc.update(shard(vision), shard(text))
+    acc.all_reduce()
+    while acc.needs_another_pass:
+        acc.begin_next_pass()
         acc.update(shard(vision), shard(text))
         acc.all_reduce()
-        second = acc.needs_second_pass
-        if second:
-            acc.begin_second_pass()
-            acc.update(shard(vision), shard(text))
-            acc.all_reduce()
-        res = acc.compute()
-        with open(f"{out}.{rank}", "w") as fh:
-            json.dump(
-                {
-                    "mir": res.mir,
-                    "per_layer": res.per_layer,
-                    "second": second,
-                    "n_vision": res.n_vision,
-                },
-                fh,
-            )
+    res = acc.compute()
+    medians = [
+        s.median_vector().tolist()
+        for s in acc.sets["vision"]
+        if mode == "median" and s.finalize()[1]
+    ]
+    return {"mir": res.mir, "passes": acc.passes, "n_vision": res.n_vision, "medians": medians}
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        results = {name: _run_case(rank, world, case) for name, case in CASES.items()}
+        Path(f"{out}.{rank}").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo file init on POSIX only")
-@pytest.mark.parametrize(
-    ("mode", "tail", "spikes"),
-    [("drop", 512, 3), ("drop", 2, 12), ("median", 512, 3), ("none", 512, 3)],
-)
-def test_two_process_reduction_equals_single_process(tmp_path, mode, tail, spikes):
+def test_two_process_reduction_equals_single_process(tmp_path):
+    """Every pass (tail-overflow filter, exact-median bracket, bracket-miss fallback) reduces
+    to the single-process result; both ranks agree and take the same number of passes."""
     init = f"file://{tmp_path / 'rendezvous'}"
     out = str(tmp_path / "res")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, init, out, mode, tail, spikes), nprocs=2, join=True)
-    vision, text = _data(spikes)
-    ref = compute_mir(vision, text, outliers=mode)
+    mp.spawn(_worker, args=(2, init, out), nprocs=2, join=True)
     results = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
-    for r in results:
-        assert r["mir"] == pytest.approx(ref.mir, rel=1e-10)
-        assert r["n_vision"] == ref.n_vision
-        assert r["second"] == (tail == 2)
+    for name, (mode, _, spikes, _, _, passes) in CASES.items():
+        vision, text = _data(spikes)
+        ref = compute_mir(vision, text, outliers=mode)  # one process, every token in the sample
+        exact = [v.sort(dim=0).values[(v.shape[0] - 1) // 2] for v in vision]
+        for r in results:
+            got = r[name]
+            assert got["mir"] == pytest.approx(ref.mir, rel=1e-10), name
+            assert got["n_vision"] == ref.n_vision, name
+            assert got["passes"] == passes, name
+            if mode == "median":
+                medians = [torch.tensor(m, dtype=torch.float64) for m in got["medians"]]
+                assert len(medians) == 2 and all(map(torch.equal, medians, exact)), name

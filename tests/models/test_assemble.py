@@ -13,12 +13,8 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
-from modalign.models.assemble import (
-    VICUNA_SYSTEM,
-    assemble_llava,
-    parse_projector,
-    read_state_dict,
-)
+from modalign.models.assemble import assemble_llava, parse_projector, read_state_dict
+from modalign.models.sequence import VICUNA_V1_SYSTEM
 
 WORDS = [
     "<unk>",
@@ -203,7 +199,7 @@ def test_chat_template_is_vicuna_v1(assembled: tuple[Any, Any]) -> None:
         {"role": "assistant", "content": [{"type": "text", "text": "red circle"}]},
     ]
     text = processor.apply_chat_template(messages, tokenize=False)
-    assert text == f"{VICUNA_SYSTEM} USER: <image>\nhello ASSISTANT: red circle</s>"
+    assert text == f"{VICUNA_V1_SYSTEM} USER: <image>\nhello ASSISTANT: red circle</s>"
 
 
 def test_save_and_reload_through_auto_classes(parts: dict[str, Path], tmp_path: Path) -> None:
@@ -340,24 +336,17 @@ def test_bad_folders(parts: dict[str, Path], tmp_path: Path) -> None:
 def test_assemble_cli(
     parts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
+    from modalign.cli import main
 
-    from modalign.cli import assemble_cmd
-
-    parser = argparse.ArgumentParser(prog="modalign")
-    assemble_cmd.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli_out"
     argv = ["assemble", "--llm", str(parts["llm"]), "--vision-tower", str(parts["clip"])]
-    args = parser.parse_args([*argv, "--projector", str(parts["projector"]), "--out", str(out)])
-    assert args.func(args) == 0
+    assert main([*argv, "--projector", str(parts["projector"]), "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert f"written to {out}" in stdout and f"{TOKENS_PER_IMAGE} image tokens" in stdout
     assert (out / "config.json").is_file() and (out / "chat_template.jinja").is_file()
-    args = parser.parse_args(
-        [*argv, "--projector", str(tmp_path / "missing.bin"), "--out", str(tmp_path / "o2")]
-    )
-    with pytest.raises(ValueError, match="do not exist"):
-        args.func(args)
+    missing = ["--projector", str(tmp_path / "missing.bin"), "--out", str(tmp_path / "o2")]
+    assert main([*argv, *missing]) == 2
+    assert "do not exist" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
 
 

@@ -1,4 +1,4 @@
-"""Result fixtures for the report tests: MIR results as plain dicts (the JSON schema)."""
+"""Result fixtures for the report tests: MIR results as plain dicts (as written to JSON)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def make_result(scale: float = 1.0, k: int = 6, model: str = "tiny-llava") -> di
         "n_text": [300 - i for i in range(k)],
         "outliers_vision": list(range(k)),
         "outliers_text": [1] * k,
+        "centroid_gap": [0.5] * k,
+        "cosine_gap": [0.01] * k,
         "settings": {"outliers": "drop", "sqrt": "exact", "seed": 0},
         "metadata": {
             "model": model,

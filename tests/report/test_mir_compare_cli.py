@@ -1,4 +1,4 @@
-"""`modalign mir compare` as a function: table on stdout, plot file, exit 2 on bad input."""
+"""`modalign mir compare` through the CLI: table on stdout, plot file, exit 2 on bad input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from modalign.cli.mir_compare import run_compare
+from modalign.cli import main
+
+
+def run_compare(argv: list[str]) -> int:
+    return main(["mir", "compare", *argv])
 
 
 def test_compare_prints_table_and_writes_plot(

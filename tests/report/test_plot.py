@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modalign.report import atomic_write, atomic_write_text, plot_layers
+from modalign.report import plot_layers
 from modalign.report.plot import choose_log_scale
 
 
@@ -84,19 +84,3 @@ def test_failed_plot_keeps_previous_file(result_factory, tmp_path: Path) -> None
     with pytest.raises(ValueError):
         plot_layers([bad], None, out, log_scale=True)
     assert out.read_bytes() == b"previous"
-
-
-def test_atomic_write_is_all_or_nothing(tmp_path: Path) -> None:
-    target = tmp_path / "out.txt"
-    atomic_write_text(target, "old")
-
-    def explode(fh) -> None:
-        fh.write(b"partial data")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(target, explode)
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
-    atomic_write_text(target, "new ✓")
-    assert target.read_text(encoding="utf-8") == "new ✓"

@@ -41,13 +41,6 @@ def test_long_settings_wrap(result_factory) -> None:
     assert " ".join(line.strip() for line in settings).count("option_") == 6
 
 
-def test_summary_without_optional_fields(result_factory) -> None:
-    data = {key: result_factory(k=2)[key] for key in ("mir", "per_layer", "layers")}
-    text = summary_table(data)
-    assert "(not recorded)" in text
-    assert text.splitlines()[-1].split() == ["2", "1.5", "60.0", "-", "-", "-/-"]
-
-
 def test_compare_table(result_factory) -> None:
     a, b = result_factory(1.0, k=3, model="A"), result_factory(0.1, k=4, model="B")
     text = compare_table([a, b], ["base", "better"])

@@ -1,7 +1,12 @@
 """Command-line entry point: `modalign <command> ...`.
 
-Each command lives in its own module exposing `register(subparsers)`, which adds its parser and
-sets `func`; this file only builds the top-level parser and dispatches.
+Commands are registered here by name, help line and module; a command's module (which may import
+torch, transformers...) is imported only when that command runs, so `modalign --help` stays fast.
+Each command module exposes `configure(parser)`, which adds its arguments and sets `func`.
+
+Error contract: a `ModalignError` (bad input, unsupported model, bad option) or an OS error
+(missing path, permission) is printed as one line and exits with status 2, having written
+nothing; anything else is a bug and keeps its traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -10,47 +15,77 @@ import argparse
 import importlib
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from modalign import __version__
-
-# Command modules, imported lazily so `modalign --help` stays fast.
-COMMANDS: dict[str, str] = {
-    "mir": "modalign.cli.mir_cmd",
-    "lab": "modalign.cli.lab_cmd",
-    "assemble": "modalign.cli.assemble_cmd",
-}
+from modalign.errors import ModalignError
+from modalign.registry import Registry
 
 
-class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: the module that configures and runs it, and its one-line help."""
+
+    module: str
+    help: str
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS: Registry[Command] = Registry("command")
+COMMANDS.register("mir")(
+    Command("modalign.cli.mir_cmd", "compute the Modality Integration Rate (or compare runs)")
+)
+COMMANDS.register("train")(
+    Command("modalign.cli.train_cmd", "pre-train or fine-tune an LVLM with alignment methods")
+)
+COMMANDS.register("lab")(
+    Command("modalign.cli.lab_cmd", "miniature LVLM world: data, tiny models, training, evaluation")
+)
+COMMANDS.register("assemble")(
+    Command(
+        "modalign.cli.assemble_cmd",
+        "build an HF LLaVA model from an LLM, a CLIP vision tower and mm_projector weights",
+    )
+)
+
+
+def _selected(argv: Sequence[str]) -> str | None:
+    """The command named in argv (its first positional word), if it is a known one."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only `command` (if given) gets its full arguments (imports its module)."""
     parser = argparse.ArgumentParser(
         prog="modalign",
         description="Measure and improve cross-modal alignment in vision-language models.",
     )
     parser.add_argument("--version", action="version", version=f"modalign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMANDS.values():
-        importlib.import_module(module_name).register(sub)
+    for name in COMMANDS:
+        entry = COMMANDS[name]
+        p = sub.add_parser(name, help=entry.help, description=entry.help)
+        if name == command:
+            importlib.import_module(entry.module).configure(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 usage / input error, 1 unexpected)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user/usage error, 1 unexpected failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["mir", "compare"]:  # `modalign mir compare A.json B.json ...`
-        from modalign.cli.mir_compare import run_compare
-
-        return _guarded(run_compare, argv[2:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser = build_parser(_selected(argv))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors exit 2
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return _guarded(args.func, args)
+    return run_guarded(args.func, args)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -58,14 +93,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"modalign: warning: {message}", file=file or sys.stderr)
 
 
-def _guarded(func, arg) -> int:
-    """Run a command; user-facing errors become one line on stderr and exit status 2."""
+def _os_message(exc: OSError) -> str:
+    """'permission denied: /path' style text for an OS error."""
+    reason = (exc.strerror or str(exc)).lower()
+    where = exc.filename if exc.filename is not None else ""
+    return f"{reason}: {where}" if where else reason
+
+
+def run_guarded(func: Callable[[Any], int | None], arg: Any) -> int:
+    """Run a command; user errors become one line on stderr and exit status 2."""
     with warnings.catch_warnings():  # restores the warning machinery on exit
         warnings.showwarning = _show_warning
         try:
             return int(func(arg) or 0)
-        except (CLIError, ValueError, FileNotFoundError) as exc:
+        except ModalignError as exc:
             print(f"modalign: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"modalign: error: {_os_message(exc)}", file=sys.stderr)
             return 2
 
 

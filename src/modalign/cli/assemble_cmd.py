@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 
-def register(subparsers: Any) -> None:
-    """Add the `assemble` command to the top-level CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "assemble",
-        help="build an HF LLaVA model from an LLM, a CLIP vision tower and mm_projector weights",
-        description=(
-            "Assemble a LlavaForConditionalGeneration + LlavaProcessor from the parts of an original "
-            "LLaVA-style pre-training run and save it, so `modalign mir --model OUT` can score it."
-        ),
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `modalign assemble`."""
+    parser.description = (
+        "Assemble a LlavaForConditionalGeneration + LlavaProcessor from the parts of an original "
+        "LLaVA-style pre-training run and save it, so `modalign mir --model OUT` can score it."
     )
     parser.add_argument("--llm", required=True, metavar="DIR", help="base LLM folder (HF format)")
     parser.add_argument(
@@ -49,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Assemble, save, and print what was built; bad inputs raise ValueError (exit 2 in main)."""
+    """Assemble, save, and print what was built; bad inputs raise ModalignError (exit 2 in main)."""
     from modalign.models.assemble import assemble_llava
 
     model, processor = assemble_llava(

@@ -1,10 +1,19 @@
-"""`modalign lab ...`: generate the miniature world, train each stage, evaluate, run the cycle."""
+"""`modalign lab ...`: generate the miniature world, train each stage, evaluate, run the cycle.
+
+`lab pretrain`, `lab sft` and `lab cycle` take the training flags of `modalign train`
+(`--connector`, `--moca`, `--llm`, `--vision`, `--objective`, `--mir-every` ...) and run the
+same training path on the world's data.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from modalign.atomic import atomic_write_json, check_writable
+from modalign.cli.train_options import add_recipe_arguments, recipe_from_args
+from modalign.errors import ConfigError
 
 
 def _level(value: str) -> int:
@@ -14,30 +23,36 @@ def _level(value: str) -> int:
     return MIXED if value == "mixed" else check_level(int(value))
 
 
-def _common(p: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
-    """Flags shared by training commands."""
+def _tower_flags(p: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    """Flags of the towers' pre-training (tiny CLIP, tiny LM)."""
     p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
     p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data order (default 0)")
     p.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps (0: none)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _train_config(args):
-    """TrainConfig from parsed flags."""
-    from modalign.lab.trainer import TrainConfig
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    """Flags every lab training command has."""
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _tower_config(args):
+    """TrainConfig of a tower stage from its flags."""
+    from modalign.train.fit import TrainConfig
 
     return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        save_steps=args.save_steps,
-        progress=not args.quiet,
-    )
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        save_steps=args.save_steps, progress=not args.quiet,
+    )  # fmt: skip
+
+
+def _lab_recipe(args, stage: str, n_samples: int):
+    """The flags' recipe with the lab's caption end (</s>)."""
+    extra = {"plain_end": "eos"} if stage == "pretrain" else {}
+    return recipe_from_args(args, stage, n_samples, **extra)
 
 
 def _threads(args) -> None:
@@ -55,7 +70,7 @@ def _print(obj: dict) -> int:
 
 
 def _data(args) -> int:
-    from modalign.lab.stages import make_data
+    from modalign.lab.towers import make_data
 
     make_data(
         args.out,
@@ -71,7 +86,7 @@ def _data(args) -> int:
 
 def _train_clip(args) -> int:
     from modalign.lab.specs import ClipSpec
-    from modalign.lab.stages import train_clip
+    from modalign.lab.towers import train_clip
     from modalign.lab.world.dataset import read_manifest
     from modalign.lab.world.vocab import GRID
 
@@ -84,7 +99,7 @@ def _train_clip(args) -> int:
             args.data,
             args.out,
             spec,
-            _train_config(args),
+            _tower_config(args),
             args.limit,
             hard_negatives=not args.no_hard_negatives,
         )
@@ -93,41 +108,48 @@ def _train_clip(args) -> int:
 
 def _train_lm(args) -> int:
     from modalign.lab.specs import LMSpec
-    from modalign.lab.stages import train_lm
+    from modalign.lab.towers import train_lm
 
     _threads(args)
-    return _print(train_lm(args.data, args.out, LMSpec(), _train_config(args), args.limit))
+    return _print(train_lm(args.data, args.out, LMSpec(), _tower_config(args), args.limit))
+
+
+def _n_train(data: Path, limit: int | None) -> int:
+    from modalign.lab.world.dataset import read_manifest
+
+    n = read_manifest(data)["sizes"].get("train", 0)
+    return min(n, limit) if limit else n
 
 
 def _pretrain(args) -> int:
-    from modalign.lab.stages import pretrain, pretrain_from_llava
+    from modalign.lab.stages import pretrain
 
     _threads(args)
-    cfg = _train_config(args)
-    opts = {"level": args.level, "limit": args.limit, "mir_every": args.mir_every}
-    if args.base is not None:
-        if args.clip or args.lm:
-            raise ValueError("give either --base or --clip/--lm, not both")
-        return _print(pretrain_from_llava(args.data, args.base, args.out, cfg, **opts))
-    if not (args.clip and args.lm):
-        raise ValueError("pretrain needs --clip DIR and --lm DIR (or --base LLAVA_DIR)")
-    return _print(pretrain(args.data, args.clip, args.lm, args.out, cfg, **opts))
+    towers_given = bool(args.clip and args.lm) and args.base is None
+    if not towers_given and not (args.base is not None and not args.clip and not args.lm):
+        raise ConfigError("lab pretrain needs --clip DIR and --lm DIR, or --base LLAVA_DIR")
+    recipe = _lab_recipe(args, "pretrain", _n_train(args.data, args.limit))
+    return _print(
+        pretrain(
+            args.data,
+            args.out,
+            recipe,
+            clip=args.clip,
+            lm=args.lm,
+            base=args.base,
+            level=args.level,
+            limit=args.limit,
+        )
+    )
 
 
 def _sft(args) -> int:
     from modalign.lab.stages import sft
 
     _threads(args)
+    recipe = _lab_recipe(args, "sft", _n_train(args.data, args.limit))
     return _print(
-        sft(
-            args.data,
-            args.model,
-            args.out,
-            _train_config(args),
-            args.limit,
-            multi_turn=args.multi_turn,
-            unlock_vision=args.unlock_vision,
-        )
+        sft(args.data, args.model, args.out, recipe, args.limit, multi_turn=not args.single_turn)
     )
 
 
@@ -135,33 +157,44 @@ def _eval(args) -> int:
     from modalign.lab.stages import evaluate
 
     _threads(args)
+    if args.json:
+        check_writable(args.json, "--json")
     report = evaluate(args.model, args.data, args.split, level=args.level, limit=args.limit)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(args.json, report)
     return _print(report)
 
 
 def _cycle(args) -> int:
     from dataclasses import replace
 
-    from modalign.lab.cycle import CycleConfig, run_cycle
+    from modalign.lab.cycle import CycleConfig, lab_recipe, run_cycle
+    from modalign.train.fit import TrainConfig
 
     _threads(args)
-    cfg = CycleConfig(
+    base = CycleConfig()
+    sizes = {**base.sizes, "train": args.train or base.sizes["train"]}
+    args.steps = args.pretrain_steps or args.steps
+    pretrain = _lab_recipe(args, "pretrain", sizes["train"])
+    sft_steps = args.sft_steps or base.sft.train.steps
+    sft_train = TrainConfig(
+        steps=sft_steps, batch_size=base.sft.train.batch_size, lr=args.sft_lr or base.sft.train.lr,
+        seed=args.seed, save_steps=args.save_steps, progress=not args.quiet,
+    )  # fmt: skip
+    sft = lab_recipe("sft", sft_train)
+    if args.unlock_vision:
+        sft = replace(
+            sft, stage=replace(sft.stage, unlock=replace(sft.stage.unlock, vision="full"))
+        )
+    cfg = replace(
+        base,
         seed=args.seed,
         from_scratch=args.from_scratch,
         caption_level=args.level,
         multi_turn=not args.single_turn,
-        unlock_vision=args.unlock_vision,
-    )
-    # Unset flags keep CycleConfig's defaults (one place for the recipe).
-    pt_steps = args.pretrain_steps or cfg.pretrain.steps
-    sft_steps = args.sft_steps or cfg.sft.steps
-    cfg = replace(
-        cfg,
-        pretrain=replace(cfg.pretrain, steps=pt_steps, seed=args.seed, progress=not args.quiet),
-        sft=replace(cfg.sft, steps=sft_steps, seed=args.seed, progress=not args.quiet),
-        sizes={**cfg.sizes, "train": args.train or cfg.sizes["train"]},
+        pretrain=pretrain,
+        sft=sft,
+        sizes=sizes,
     )
     return _print(run_cycle(args.out, cfg, base=args.base))
 
@@ -182,11 +215,8 @@ def _build_default(args) -> int:
     )
 
 
-def register(subparsers) -> None:
-    """Add `modalign lab` and its sub-commands."""
-    lab = subparsers.add_parser(
-        "lab", help="miniature LVLM world: data, tiny models, training, evaluation"
-    )
+def configure(lab: argparse.ArgumentParser) -> None:
+    """Add the sub-commands of `modalign lab`."""
     sub = lab.add_subparsers(dest="lab_command", metavar="STEP", required=True)
 
     p = sub.add_parser("data", help="generate images, captions (4 levels), VQA, corpus, tokenizer")
@@ -215,16 +245,18 @@ def register(subparsers) -> None:
         default=None,
         help="ViT patch side in px (default: image size / 3, one patch per grid cell)",
     )
-    _common(p, 800, 64, 5e-4)
+    _tower_flags(p, 800, 64, 5e-4)
+    _run_flags(p)
     p.set_defaults(func=_train_clip)
 
     p = sub.add_parser("train-lm", help="tiny Llama on the text corpus")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    _common(p, 1200, 32, 1e-3)
+    _tower_flags(p, 1200, 32, 1e-3)
+    _run_flags(p)
     p.set_defaults(func=_train_lm)
 
-    p = sub.add_parser("pretrain", help="LLaVA stage 1: connector only, image captioning")
+    p = sub.add_parser("pretrain", help="LLaVA stage 1 (default: connector only, captions)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--clip", type=Path, help="train-clip output directory")
@@ -233,24 +265,19 @@ def register(subparsers) -> None:
     p.add_argument(
         "--level", type=_level, default=3, help="caption detail level 0-3 or 'mixed' (default 3)"
     )
-    p.add_argument(
-        "--mir-every",
-        type=int,
-        default=0,
-        help="also record MIR on 100 test pairs every N steps (metrics.json: mir_trace)",
-    )
-    _common(p, 1600, 32, 1e-3)
+    _run_flags(p)
+    add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3)
     p.set_defaults(func=_pretrain)
 
-    p = sub.add_parser("sft", help="LLaVA stage 2: connector + LLM on VQA (chat template)")
+    p = sub.add_parser("sft", help="LLaVA stage 2 (default: connector + LLM) on VQA chats")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True, help="pretrain output directory")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
-        "--multi-turn", action="store_true", help="one conversation per image (all its questions)"
+        "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
     )
-    p.add_argument("--unlock-vision", action="store_true", help="also train the vision tower")
-    _common(p, 1500, 32, 1e-3)
+    _run_flags(p)
+    add_recipe_arguments(p, steps=1500, batch_size=32, lr=1e-3)
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("eval", help="held-out caption loss and VQA accuracy per question type")
@@ -263,7 +290,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("cycle", help="data -> pre-train -> MIR -> SFT -> accuracy, timed")
+    p = sub.add_parser(
+        "cycle",
+        help="data -> pre-train -> MIR -> SFT -> accuracy, timed (training flags: pre-training)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
         "--base",
@@ -272,17 +302,17 @@ def register(subparsers) -> None:
         help="towers from this LLaVA (default: the embedded default)",
     )
     p.add_argument("--from-scratch", action="store_true", help="also train CLIP and LM")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=int, default=None, help="training images (default 4000)")
     p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="default 1600")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="same as --steps")
     p.add_argument("--sft-steps", type=int, default=None, help="default 1500")
+    p.add_argument("--sft-lr", type=float, default=None, help="SFT learning rate (default 1e-3)")
     p.add_argument(
         "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
     )
     p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3, mir_every=100)
     p.set_defaults(func=_cycle)
 
     p = sub.add_parser(

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `modalign mir compare` (standalone; dispatched by `mir`)."""
-    parser = argparse.ArgumentParser(
-        prog="modalign mir compare",
-        description="Compare MIR results (JSON files written by `modalign mir --json`).",
-        epilog="Put --labels after the result files: it takes every word that follows it.",
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `modalign mir compare` to its sub-parser."""
+    parser.description = "Compare MIR results (JSON files written by `modalign mir --json`)."
+    parser.epilog = "Put --labels after the result files: it takes every word that follows it."
     parser.add_argument("results", nargs="+", metavar="RESULT.json", help="result files")
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per result file")
     parser.add_argument("--plot", metavar="OUT.png", help="write the per-layer gap plot here")
@@ -26,27 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # default (neither): log when the per-layer distances span more than 100x
     parser.add_argument("--title", help="plot title")
-    return parser
+    parser.set_defaults(func=run_compare)
 
 
-def run_compare(argv: Sequence[str]) -> int:
-    """Parse argv, print the comparison table, optionally write the plot; 0 ok, 2 on bad input."""
-    from modalign.report import as_run, compare_table, plot_layers  # lazy: matplotlib on use
+def run_compare(args: argparse.Namespace) -> int:
+    """Print the comparison table and optionally write the plot."""
+    from modalign.cli.outputs import check_outputs
+    from modalign.metrics import MIRResult
+    from modalign.report import check_labels, compare_table, plot_layers  # matplotlib on use
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
-        return int(exc.code or 0)
-    try:
-        runs = [as_run(path) for path in args.results]
-        print(compare_table(runs, args.labels))
-        if args.plot:
-            path = plot_layers(
-                runs, args.labels, args.plot, log_scale=args.log_scale, title=args.title
-            )
-            print(f"\nplot written to {path}")
-    except (ValueError, OSError) as exc:
-        print(f"modalign mir compare: error: {exc}", file=sys.stderr)
-        return 2
+    check_outputs(args, "plot")
+    runs = [MIRResult.load(path) for path in args.results]
+    labels = check_labels(runs, args.labels, sources=args.results)
+    print(compare_table(runs, labels))
+    if args.plot:
+        path = plot_layers(runs, labels, args.plot, log_scale=args.log_scale, title=args.title)
+        print(f"\nplot written to {path}")
     return 0

@@ -5,7 +5,8 @@
 
 Under `torchrun` every rank scores a strided shard and the sums are all-reduced; rank 0 prints
 and writes (`torchrun --nproc_per_node 2 $(which modalign) mir --model ... --num-samples 100`;
-torchrun's own parser mistakes `--n` for an abbreviation of its flags). Outputs are written only after the whole computation succeeded (atomically).
+torchrun's own parser mistakes `--n` for an abbreviation of its flags). Output paths are checked
+before any work and written only after the whole computation succeeded (atomically).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modalign.cli import CLIError
+from modalign.cli.outputs import check_outputs, print_summary, resolve_settings
+from modalign.errors import ConfigError, DataError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +77,7 @@ def parse_layers(spec: str | None) -> list[int] | None:
             else:
                 out.append(int(part))
         except ValueError:
-            raise ValueError(f"--layers: cannot parse {part!r} (use e.g. 1-8,12)") from None
+            raise ConfigError(f"--layers: cannot parse {part!r} (use e.g. 1-8,12)") from None
     return out
 
 
@@ -98,8 +99,8 @@ def _apply_default(args: argparse.Namespace) -> None:
 
     try:
         args.model = str(default_model_path())
-    except FileNotFoundError as exc:
-        raise CLIError(f"no --model given and {exc}") from exc
+    except DataError as exc:
+        raise ConfigError(f"no --model given and {exc}") from exc
     if not (args.images or args.texts or args.pairs or args.dataset):
         args.images = default_dir() / "eval" / "images"
         args.texts = default_dir() / "eval" / "passages.txt"
@@ -109,9 +110,9 @@ def _check_args(args: argparse.Namespace) -> None:
     _apply_default(args)
     for name in ("n", "batch_size", "repeats"):
         if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
     if args.max_text_tokens is not None and args.max_text_tokens < 1:
-        raise CLIError("--max-text-tokens must be >= 1")
+        raise ConfigError("--max-text-tokens must be >= 1")
 
 
 def _source(args: argparse.Namespace) -> Any:
@@ -129,39 +130,34 @@ def _source(args: argparse.Namespace) -> Any:
     )
 
 
-def _metadata(
-    args: argparse.Namespace, adapter: Any, source: Any, pairs: Sequence[Any], opts: Any
-) -> dict:
-    """What a reader needs to reproduce the run: model, data ids, layers, settings, versions."""
+def _record(result: Any, args: argparse.Namespace, adapter: Any, source: Any, pairs: Any) -> None:
+    """What a reader needs to reproduce the run: run settings (once, in `settings`), and the
+    model, data, samples and versions in `metadata`."""
     from modalign.data import sample_ids
 
-    return {
-        "model": args.model,
-        "model_type": adapter.model.config.model_type,
-        "samples": sample_ids(pairs),
-        "layers": adapter.layer_ids(opts.layers),
-        "seed": args.seed,
-        "data": dict(source.description),
-        "settings": {
+    result.settings.update(
+        {
             "n": args.n,
             "seed": args.seed,
-            "batch_size": opts.batch_size,
-            "template": opts.template,
-            "max_text_tokens": opts.max_text_tokens,
             "repeats": args.repeats,
             "compat": args.compat,
-            "sqrt": opts.sqrt,
-            "outliers": opts.outliers,
             "device": str(adapter.device),
             "dtype": str(adapter.dtype).replace("torch.", ""),
-        },
-        "versions": _versions(),
-    }
+        }
+    )
+    result.metadata.update(
+        {
+            "model": args.model,
+            "model_type": adapter.model.config.model_type,
+            "samples": sample_ids(pairs),
+            "data": dict(source.description),
+            "versions": _versions(),
+        }
+    )
 
 
 def run_model(args: argparse.Namespace) -> int:
-    """Run `modalign mir --model ...`; returns the exit status (errors raise ValueError/CLIError)."""
-    from modalign.cli.mir_cmd import print_summary, resolve_settings
+    """Run `modalign mir --model ...`; returns the exit status (user errors raise ModalignError)."""
     from modalign.data import sample_ids
     from modalign.models import load_adapter
     from modalign.runner import (
@@ -173,6 +169,7 @@ def run_model(args: argparse.Namespace) -> int:
     )
 
     _check_args(args)
+    check_outputs(args, "json", "plot")
     sqrt, outliers = resolve_settings(args)
     template = args.template or ("official" if args.compat == "official" else "chat")
     layers = parse_layers(args.layers)
@@ -221,8 +218,7 @@ def run_model(args: argparse.Namespace) -> int:
         else:
             pairs = source.sample(args.n, args.seed, lazy=True)
             result = run_mir(adapter, pairs, opts)
-        result.settings["compat"] = args.compat
-        result.metadata.update(_metadata(args, adapter, source, pairs, opts))
+        _record(result, args, adapter, source, pairs)
         if rank != 0:
             return 0
         if args.plot:

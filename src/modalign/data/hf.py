@@ -14,6 +14,7 @@ from PIL import Image
 from modalign.data.images import ImageItem, open_rgb, skipped_message
 from modalign.data.refs import PairRef
 from modalign.data.texts import TextItem
+from modalign.errors import DataError
 
 SAVED_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -40,7 +41,7 @@ def to_rgb(value: object, where: str) -> Image.Image:
         if value.get("bytes"):
             return open_rgb(io.BytesIO(value["bytes"]))  # type: ignore[arg-type]
         return open_rgb(str(value["path"]))
-    raise ValueError(f"{where}: image cell of type {type(value).__name__} is not an image")
+    raise DataError(f"{where}: image cell of type {type(value).__name__} is not an image")
 
 
 def _passage(value: object) -> str:
@@ -63,11 +64,11 @@ def _open_dataset(name_or_path: str | os.PathLike[str], split: str) -> tuple[Any
         try:
             loaded = datasets.load_dataset(os.fspath(name_or_path), split=split)
         except (OSError, ValueError) as exc:  # includes datasets' not-found and connection errors
-            raise ValueError(f"cannot load dataset {os.fspath(name_or_path)!r}: {exc}") from exc
+            raise DataError(f"cannot load dataset {os.fspath(name_or_path)!r}: {exc}") from exc
         return loaded, split
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ValueError(
+            raise DataError(
                 f"dataset {os.fspath(path)!r} has no split {split!r} (splits: {', '.join(loaded)})"
             )
         return loaded[split], split
@@ -86,7 +87,7 @@ def load_hf_dataset(
     ds, used_split = _open_dataset(name_or_path, split)
     for column in (image_column, text_column):
         if column not in ds.column_names:
-            raise ValueError(
+            raise DataError(
                 f"dataset {os.fspath(name_or_path)!r} has no column {column!r} "
                 f"(columns: {', '.join(ds.column_names)})"
             )
@@ -98,7 +99,7 @@ def load_hf_dataset(
         text = _passage(cell)
         if not text:
             if strict:
-                raise ValueError(f"dataset row {index}: empty {text_column!r} (strict mode)")
+                raise DataError(f"dataset row {index}: empty {text_column!r} (strict mode)")
             skipped.append((f"row {index}", f"empty {text_column!r}"))
             continue
         loader = HFImageLoader(images, image_column, index)
@@ -108,5 +109,5 @@ def load_hf_dataset(
         where = f"dataset {os.fspath(name_or_path)!r}"
         warnings.warn(skipped_message(where, skipped, total, "rows"), stacklevel=2)
     if not refs:
-        raise ValueError(f"dataset {os.fspath(name_or_path)!r} has no usable rows ({total} rows)")
+        raise DataError(f"dataset {os.fspath(name_or_path)!r} has no usable rows ({total} rows)")
     return refs

@@ -1,4 +1,9 @@
-"""Image folders: a sorted, verified list of lazily opened images (ids = relative paths)."""
+"""Image folders: a sorted list of lazily opened images (ids = relative paths).
+
+Listing a folder opens no file: candidates are the files with an image extension PIL knows.
+Whether a file really decodes is checked only for the images a run samples (`verify`, which
+reads the file without decoding pixels), and each sampled image is decoded once, when used.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from PIL import Image
+
+from modalign.errors import DataError
 
 
 class ImageItem(NamedTuple):
@@ -28,6 +35,12 @@ class FileImageLoader:
     def __call__(self) -> Image.Image:
         return open_rgb(self.path)
 
+    def verify(self) -> str | None:
+        """None if the file is a readable image (checked without decoding), else why not."""
+        if not self.path.is_file():
+            return "file not found"
+        return verify_image(self.path)
+
 
 @dataclass
 class ImageScan:
@@ -44,7 +57,7 @@ def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
             img.load()
             return img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image {os.fspath(path)!r}: {exc}") from exc
+        raise DataError(f"cannot read image {os.fspath(path)!r}: {exc}") from exc
 
 
 def verify_image(path: str | os.PathLike[str]) -> str | None:
@@ -72,22 +85,28 @@ def _walk_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def image_suffixes() -> frozenset[str]:
+    """File suffixes PIL can open (lower case, with the dot)."""
+    Image.init()
+    return frozenset(Image.registered_extensions())
+
+
 def scan_images(directory: str | os.PathLike[str], *, strict: bool = False) -> ImageScan:
-    """Scan a folder recursively; verify each file with PIL; skip (or, strict, reject) bad ones."""
+    """List a folder recursively without opening files; files that are not image types are
+    skipped (or, strict, rejected). Unreadable image files are found when sampled."""
     root = Path(directory)
     if not root.exists():
-        raise ValueError(f"image folder {os.fspath(root)!r} does not exist")
+        raise DataError(f"image folder {os.fspath(root)!r} does not exist")
     if not root.is_dir():
-        raise ValueError(f"image folder {os.fspath(root)!r} is not a directory")
+        raise DataError(f"image folder {os.fspath(root)!r} is not a directory")
+    suffixes = image_suffixes()
     scan = ImageScan()
     for path in _walk_files(root):
         rel = path.relative_to(root).as_posix()
-        reason = verify_image(path)
-        if reason is not None:
+        if path.suffix.lower() not in suffixes:
+            reason = f"not an image file type ({path.suffix or 'no suffix'})"
             if strict:
-                raise ValueError(
-                    f"not a readable image (strict mode): {os.fspath(path)!r}: {reason}"
-                )
+                raise DataError(f"not an image (strict mode): {os.fspath(path)!r}: {reason}")
             scan.skipped.append((rel, reason))
             continue
         scan.items.append(ImageItem(rel, FileImageLoader(path)))
@@ -111,6 +130,6 @@ def load_images(directory: str | os.PathLike[str], strict: bool = False) -> list
         message = skipped_message(os.fspath(directory), scan.skipped, total, "files (not images)")
         warnings.warn(message, stacklevel=2)
     if not scan.items:
-        detail = f" ({total} files, none a readable image)" if total else " (no files found)"
-        raise ValueError(f"image folder {os.fspath(directory)!r} contains no images{detail}")
+        detail = f" ({total} files, none an image type)" if total else " (no files found)"
+        raise DataError(f"image folder {os.fspath(directory)!r} contains no images{detail}")
     return scan.items

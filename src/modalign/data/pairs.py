@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from modalign.errors import DataError
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -20,4 +22,4 @@ class Pair:
         if not isinstance(self.image, Image.Image):
             raise TypeError(f"Pair.image must be a PIL image, got {type(self.image).__name__}")
         if not self.text or not self.text.strip():
-            raise ValueError(f"empty text passage (text_id={self.text_id!r})")
+            raise DataError(f"empty text passage (text_id={self.text_id!r})")

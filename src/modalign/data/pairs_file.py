@@ -9,9 +9,10 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from modalign.data.images import FileImageLoader, ImageItem, skipped_message, verify_image
+from modalign.data.images import FileImageLoader, ImageItem, skipped_message
 from modalign.data.refs import PairRef
 from modalign.data.texts import JSONL_SUFFIXES, TextItem
+from modalign.errors import DataError
 
 IMAGE_KEYS = ("image", "image_path", "file_name", "path")
 TEXT_KEYS = ("text", "caption")
@@ -25,7 +26,7 @@ def _pick_key(
     for key in candidates:
         if key in available:
             return key
-    raise ValueError(
+    raise DataError(
         f"{where}: no {what} column (looked for {', '.join(map(repr, candidates))}; "
         f"found {', '.join(map(repr, available)) or 'none'})"
     )
@@ -40,11 +41,11 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(
+                raise DataError(
                     f"{os.fspath(path)!r} line {index}: invalid JSON: {exc.msg}"
                 ) from exc
             if not isinstance(record, dict):
-                raise ValueError(f"{os.fspath(path)!r} line {index}: expected a JSON object")
+                raise DataError(f"{os.fspath(path)!r} line {index}: expected a JSON object")
             yield index, record
 
 
@@ -53,7 +54,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
-            raise ValueError(f"pairs file {os.fspath(path)!r} is empty (no CSV header)")
+            raise DataError(f"pairs file {os.fspath(path)!r} is empty (no CSV header)")
         for index, row in enumerate(reader):
             yield index, dict(row)
 
@@ -65,17 +66,17 @@ def load_pairs(
     text_key: str | None = None,
     strict: bool = False,
 ) -> list[PairRef]:
-    """Read a JSONL or CSV pairs file into verified, lazily loaded pair references."""
+    """Read a JSONL or CSV pairs file into lazily loaded pair references (no image opened)."""
     src = Path(path)
     if not src.is_file():
-        raise ValueError(f"pairs file {os.fspath(src)!r} does not exist or is not a file")
+        raise DataError(f"pairs file {os.fspath(src)!r} does not exist or is not a file")
     suffix = src.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         rows = _jsonl_rows(src)
     elif suffix in (".csv", ".tsv"):
         rows = _csv_rows(src)
     else:
-        raise ValueError(f"pairs file {os.fspath(src)!r}: expected .jsonl, .ndjson, .csv or .tsv")
+        raise DataError(f"pairs file {os.fspath(src)!r}: expected .jsonl, .ndjson, .csv or .tsv")
     base = src.parent
     refs: list[PairRef] = []
     skipped: list[tuple[str, str]] = []
@@ -89,14 +90,21 @@ def load_pairs(
             )
         image_value, text_value = row.get(keys[0]), row.get(keys[1])
         if not isinstance(image_value, str) or not image_value.strip():
-            raise ValueError(f"{where}: {keys[0]!r} must be a non-empty path string")
+            raise DataError(f"{where}: {keys[0]!r} must be a non-empty path string")
         if not isinstance(text_value, str):
-            raise ValueError(f"{where}: {keys[1]!r} must be a string")
+            raise DataError(f"{where}: {keys[1]!r} must be a string")
         image_path = base / image_value
-        reason = "empty text" if not text_value.strip() else verify_image(image_path)
+        # No file is opened here: a sampled image is checked (and decoded once) when drawn.
+        reason = (
+            "empty text"
+            if not text_value.strip()
+            else None
+            if image_path.is_file()
+            else "image file not found"
+        )
         if reason is not None:
             if strict:
-                raise ValueError(f"{where}: unusable pair (strict mode): {image_value!r}: {reason}")
+                raise DataError(f"{where}: unusable pair (strict mode): {image_value!r}: {reason}")
             skipped.append((image_value, reason))
             continue
         item = ImageItem(image_value, FileImageLoader(image_path))
@@ -105,5 +113,5 @@ def load_pairs(
     if skipped:
         warnings.warn(skipped_message(os.fspath(src), skipped, total, "pairs"), stacklevel=2)
     if not refs:
-        raise ValueError(f"pairs file {os.fspath(src)!r} contains no usable pairs ({total} rows)")
+        raise DataError(f"pairs file {os.fspath(src)!r} contains no usable pairs ({total} rows)")
     return refs

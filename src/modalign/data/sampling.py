@@ -13,6 +13,7 @@ from modalign.data.images import ImageItem
 from modalign.data.pairs import Pair
 from modalign.data.refs import LazyPairs, PairRef
 from modalign.data.texts import TextItem
+from modalign.errors import ConfigError, DataError
 
 ImageLike = ImageItem | tuple[str, Callable[[], Image.Image]]
 TextLike = TextItem | tuple[int | str, str] | str
@@ -42,11 +43,11 @@ def _check_n(n: int | None, available: int, what: str, strict: bool) -> int:
     if n is None:
         return available
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of samples must be a positive integer, got {n!r}")
+        raise ConfigError(f"number of samples must be a positive integer, got {n!r}")
     if available < n:
         message = f"asked for {n} samples but only {available} {what} are available"
         if strict:
-            raise ValueError(message + " (strict mode)")
+            raise DataError(message + " (strict mode)")
         warnings.warn(message + f"; using all {available}", stacklevel=3)
         return available
     return n
@@ -60,6 +61,21 @@ def _as_text(item: TextLike, index: int) -> TextItem:
     return TextItem(text_id, text)
 
 
+def _check(ref: PairRef, lazy: bool) -> tuple[Pair | None, str | None]:
+    """(decoded pair or None, reason it is unusable or None) for one candidate.
+
+    Lazy: loaders with a `verify()` (image files) are checked without decoding; other loaders
+    are decoded once to prove them readable. Eager: decoded once and kept.
+    """
+    verify = getattr(ref.image.load, "verify", None)
+    if lazy and verify is not None:
+        return None, verify()
+    try:
+        return ref.load(), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
 def _draw(
     order: Iterator[int],
     make_ref: Callable[[int, int], PairRef],
@@ -68,12 +84,12 @@ def _draw(
     lazy: bool,
     verified: set[str] | None = None,
 ) -> list[Pair] | LazyPairs:
-    """Decode candidates in draw order until n succeed; unreadable images are skipped (warned).
+    """Take candidates in draw order until n are usable; unusable images are skipped (warned).
 
     `make_ref(index, slot)` builds the candidate for draw `index` filling output position `slot`.
-    Eager: the decoded Pairs are kept. Lazy: each image is decoded once to prove it readable,
-    then dropped; only references are kept and images are decoded again on access. Image ids in
-    `verified` are trusted without decoding in lazy mode; ids that decode are added to it.
+    Eager: each image is decoded once and kept in the returned Pairs. Lazy: only references are
+    kept (see `_check`) and each image is decoded when the Pair is accessed. Image ids in
+    `verified` are trusted without checking in lazy mode; ids that pass are added to it.
     """
     kept: list[Pair] = []
     refs: list[PairRef] = []
@@ -85,17 +101,16 @@ def _draw(
         if lazy and verified is not None and ref.image.image_id in verified:
             refs.append(ref)
             continue
-        try:
-            pair = ref.load()
-        except ValueError as exc:
+        pair, reason = _check(ref, lazy)
+        if reason is not None:
             if strict:
-                raise ValueError(f"image {ref.image.image_id!r}: {exc} (strict mode)") from exc
-            skipped.append(f"image {ref.image.image_id!r} ({exc})")
+                raise DataError(f"image {ref.image.image_id!r}: {reason} (strict mode)")
+            skipped.append(f"image {ref.image.image_id!r} ({reason})")
             continue
         refs.append(ref)
         if verified is not None:
             verified.add(ref.image.image_id)
-        if not lazy:
+        if pair is not None and not lazy:
             kept.append(pair)
     if skipped:
         shown = "; ".join(skipped[:5]) + (
@@ -105,7 +120,7 @@ def _draw(
     if len(refs) < n:
         warnings.warn(f"only {len(refs)} of {n} requested samples could be loaded", stacklevel=3)
     if not refs:
-        raise ValueError("no sample could be loaded (every selected image was unreadable)")
+        raise DataError("no sample could be loaded (every selected image was unreadable)")
     return LazyPairs(refs) if lazy else kept
 
 
@@ -149,9 +164,9 @@ def sample_pairs(
     pass the same `verified` set to repeated lazy calls to decode each image only once to check it.
     """
     if not images:
-        raise ValueError("no images to sample from")
+        raise DataError("no images to sample from")
     if not texts:
-        raise ValueError("no text passages to sample from")
+        raise DataError("no text passages to sample from")
     n = _check_n(n, min(len(images), len(texts)), "image/text pairs", strict)
     text_order = seeded_order(len(texts), seed, "texts")
     chosen = [_as_text(texts[i], i) for i, _ in zip(text_order, range(n), strict=False)]
@@ -175,7 +190,7 @@ def sample_refs(
 ) -> list[Pair] | LazyPairs:
     """Pick N pairs that belong together (pairs file, HF dataset) at random, seeded, no replacement."""
     if not refs:
-        raise ValueError("no pairs to sample from")
+        raise DataError("no pairs to sample from")
     n = _check_n(n, len(refs), "pairs", strict)
     order = seeded_order(len(refs), seed, "pairs")
     return _draw(order, lambda i, _slot: refs[i], n, strict, lazy, verified)

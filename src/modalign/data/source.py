@@ -14,6 +14,7 @@ from modalign.data.pairs_file import load_pairs
 from modalign.data.refs import LazyPairs, PairRef
 from modalign.data.sampling import sample_pairs, sample_refs
 from modalign.data.texts import TextItem, load_texts
+from modalign.errors import ConfigError
 
 
 @dataclass
@@ -34,9 +35,11 @@ class SampleSource:
     def __post_init__(self) -> None:
         pools = self.images is not None or self.texts is not None
         if pools == (self.refs is not None):
-            raise ValueError("give either images and texts, or paired references, not both/neither")
+            raise ConfigError(
+                "give either images and texts, or paired references, not both/neither"
+            )
         if pools and (not self.images or not self.texts):
-            raise ValueError("both images and texts are needed (one of them is missing or empty)")
+            raise ConfigError("both images and texts are needed (one of them is missing or empty)")
 
     @classmethod
     def from_folder(
@@ -101,16 +104,16 @@ class SampleSource:
             if v
         ]
         if len(given) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "give exactly one input: --images DIR with --texts FILE, or --pairs FILE, "
-                f"or --hf-dataset NAME (got {', '.join(given) or 'none'})"
+                f"or --dataset NAME (got {', '.join(given) or 'none'})"
             )
         if pairs:
             return cls.from_pairs_file(pairs, strict=strict)
         if hf_dataset:
             return cls.from_hf(hf_dataset, split, image_column, text_column, strict=strict)
         if not images or not texts:
-            raise ValueError("--images and --texts must be given together")
+            raise ConfigError("--images and --texts must be given together")
         return cls.from_folder(images, texts, strict=strict)
 
     def __len__(self) -> int:

@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+from modalign.errors import DataError
+
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -24,7 +26,7 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n")
-        raise ValueError(
+        raise DataError(
             f"{os.fspath(path)!r} is not valid UTF-8 (line {line}): {exc.reason}"
         ) from exc
 
@@ -35,14 +37,14 @@ def _jsonl_text(path: Path, index: int, line: str, text_key: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: invalid JSON: {exc.msg}") from exc
+        raise DataError(f"{where}: invalid JSON: {exc.msg}") from exc
     if isinstance(record, str):
         return record
     if not isinstance(record, dict) or text_key not in record:
-        raise ValueError(f"{where}: expected an object with a {text_key!r} key")
+        raise DataError(f"{where}: expected an object with a {text_key!r} key")
     value = record[text_key]
     if not isinstance(value, str):
-        raise ValueError(f"{where}: {text_key!r} must be a string, got {type(value).__name__}")
+        raise DataError(f"{where}: {text_key!r} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -50,7 +52,7 @@ def load_texts(path: str | os.PathLike[str], text_key: str = "text") -> list[Tex
     """Load passages: JSONL for .jsonl/.ndjson, else one per line; blank ones skipped, ids kept."""
     src = Path(path)
     if not src.is_file():
-        raise ValueError(f"text file {os.fspath(src)!r} does not exist or is not a file")
+        raise DataError(f"text file {os.fspath(src)!r} does not exist or is not a file")
     is_jsonl = src.suffix.lower() in JSONL_SUFFIXES
     items: list[TextItem] = []
     empty_records = 0
@@ -69,5 +71,5 @@ def load_texts(path: str | os.PathLike[str], text_key: str = "text") -> list[Tex
             stacklevel=2,
         )
     if not items:
-        raise ValueError(f"text file {os.fspath(src)!r} contains no passages (empty or blank)")
+        raise DataError(f"text file {os.fspath(src)!r} contains no passages (empty or blank)")
     return items

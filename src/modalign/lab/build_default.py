@@ -16,13 +16,18 @@ from pathlib import Path
 
 import torch
 
+from modalign.atomic import atomic_write_json
+from modalign.errors import ConfigError
+from modalign.lab.cycle import lab_recipe
 from modalign.lab.default import default_dir
-from modalign.lab.io import load_llava
+from modalign.lab.llava import load_llava
 from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
 from modalign.lab.specs import ClipSpec, LMSpec
-from modalign.lab.stages import make_data, pretrain, train_clip, train_lm
-from modalign.lab.trainer import TrainConfig
+from modalign.lab.stages import pretrain
+from modalign.lab.towers import make_data, train_clip, train_lm
 from modalign.lab.world.dataset import DEFAULT_SIZES, load_split
+from modalign.train.fit import TrainConfig
+from modalign.train.recipe import MonitorSettings
 
 
 @dataclass(frozen=True)
@@ -91,15 +96,18 @@ def build_default(work: Path, out: Path | None = None, recipe: DefaultRecipe | N
         lm_metrics = train_lm(data, work / "lm", recipe.lm, recipe.lm_train)
         timings["lm_s"] = time.perf_counter() - t
         t = time.perf_counter()
+        pt_recipe = lab_recipe(
+            "pretrain",
+            recipe.pretrain_train,
+            monitor=MonitorSettings(every=recipe.mir_every, stop=False, n=recipe.eval_images),
+        )
         pt_metrics = pretrain(
             data,
-            work / "clip",
-            work / "lm",
             work / "pretrain",
-            recipe.pretrain_train,
+            pt_recipe,
+            clip=work / "clip",
+            lm=work / "lm",
             level=recipe.caption_level,
-            mir_every=recipe.mir_every,
-            mir_samples=recipe.eval_images,
         )
         timings["pretrain_s"] = time.perf_counter() - t
         mir_metrics = _mir_evidence(work, data, recipe)
@@ -127,7 +135,7 @@ def build_default(work: Path, out: Path | None = None, recipe: DefaultRecipe | N
             if p.is_file() and p.name != "BUILD.json"
         },
     }
-    (out / "BUILD.json").write_text(json.dumps(build, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "BUILD.json", build)
     return build
 
 
@@ -150,7 +158,7 @@ def _install(work: Path, data: Path, out: Path, n_eval: int) -> None:
     (out / "eval" / "images").mkdir(parents=True)
     records = load_split(data, "test", n_eval)
     if len(records) < n_eval:
-        raise ValueError(f"test split has {len(records)} images, fewer than eval_images={n_eval}")
+        raise ConfigError(f"test split has {len(records)} images, fewer than eval_images={n_eval}")
     for rec in records:
         shutil.copyfile(rec.image_path, out / "eval" / "images" / rec.image_path.name)
     passages = "\n".join(rec.captions[-1] for rec in records) + "\n"

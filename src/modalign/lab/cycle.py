@@ -13,24 +13,26 @@ from pathlib import Path
 
 import torch
 
-from modalign.lab.io import load_llava
+from modalign.atomic import atomic_write_json
+from modalign.lab.llava import load_llava
 from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
 from modalign.lab.specs import ClipSpec, LMSpec
-from modalign.lab.stages import (
-    evaluate,
-    make_data,
-    pretrain,
-    pretrain_from_llava,
-    sft,
-    train_clip,
-    train_lm,
-)
-from modalign.lab.trainer import TrainConfig
+from modalign.lab.stages import evaluate, pretrain, sft
+from modalign.lab.towers import make_data, train_clip, train_lm
+from modalign.train.fit import TrainConfig
+from modalign.train.recipe import MonitorSettings, Recipe
+from modalign.train.stage import Stage
+
+
+def lab_recipe(stage: str, train: TrainConfig, **changes) -> Recipe:
+    """A recipe with the lab's choices: captions end with </s> (the lab LM's document end)."""
+    extra = {"plain_end": "eos"} if stage == "pretrain" else {}
+    return Recipe(Stage.defaults(stage, **extra), train, **changes)
 
 
 @dataclass(frozen=True)
 class CycleConfig:
-    """Sizes and schedules of one cycle (defaults: 631 s on 2 CPU cores from the default's towers,
+    """Sizes and recipes of one cycle (defaults: 631 s on 2 CPU cores from the default's towers,
     benchmarks/results/lab_cpu.json; from_scratch adds the CLIP and LM stages)."""
 
     seed: int = 0
@@ -38,21 +40,25 @@ class CycleConfig:
     image_size: int = 96
     corpus_scenes: int = 20000
     caption_level: int = 3
-    pretrain: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1600, batch_size=32, lr=1e-3)
+    pretrain: Recipe = field(
+        default_factory=lambda: lab_recipe(
+            "pretrain",
+            TrainConfig(steps=1600, batch_size=32, lr=1e-3, save_steps=100),
+            monitor=MonitorSettings(every=100, stop=False),
+        )
     )
-    sft: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3)
+    sft: Recipe = field(
+        default_factory=lambda: lab_recipe(
+            "sft", TrainConfig(steps=1500, batch_size=32, lr=1e-3, save_steps=100)
+        )
     )
-    multi_turn: bool = True  # SFT on one conversation per image (all its questions)
-    unlock_vision: bool = False  # SFT also trains the vision tower
+    multi_turn: bool = True  # SFT on one conversation per image (all its questions), as lab sft
     clip: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1)
     )
     lm: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, batch_size=32, lr=1e-3))
     clip_hard_negatives: bool = True  # from_scratch only: NegCLIP captions (see train_clip)
     mir_samples: int = 100
-    mir_every: int = 100  # MIR trace during pre-training (0: off)
     fresh_seeds: int = 5  # fresh-connector baseline: MIR over this many connector seeds
     from_scratch: bool = False
     clip_spec: ClipSpec = field(default_factory=ClipSpec)  # from_scratch only
@@ -86,7 +92,7 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
         corpus_scenes=cfg.corpus_scenes,
         tokenizer_from=None if cfg.from_scratch else base,
     )
-    report: dict = {"config": json.loads(json.dumps(asdict(cfg), default=str)), "base": str(base)}
+    report: dict = {"config": _config_record(cfg), "base": str(base)}
     if cfg.from_scratch:
         report["clip"] = timed(
             "train_clip",
@@ -98,17 +104,17 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
             hard_negatives=cfg.clip_hard_negatives,
         )
         report["lm"] = timed("train_lm", train_lm, data, out / "lm", cfg.lm_spec, cfg.lm)
-        stage1 = (pretrain, data, out / "clip", out / "lm")  # function + its leading args
+        towers = {"clip": out / "clip", "lm": out / "lm"}
     else:
-        stage1 = (pretrain_from_llava, data, base)
+        towers = {"base": base}
     report["pretrain"] = timed(
         "pretrain",
-        *stage1,
+        pretrain,
+        data,
         out / "pretrain",
         cfg.pretrain,
         level=cfg.caption_level,
-        mir_every=cfg.mir_every,
-        mir_samples=cfg.mir_samples,
+        **towers,
     )
     pairs = eval_pairs(data, "test", cfg.mir_samples, level=3)
     model, processor = load_llava(out / "pretrain" / "model")
@@ -118,18 +124,18 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
         model, processor, pairs, range(cfg.fresh_seeds)
     )
     report["sft"] = timed(
-        "sft",
-        sft,
-        data,
-        out / "pretrain",
-        out / "sft",
-        cfg.sft,
-        multi_turn=cfg.multi_turn,
-        unlock_vision=cfg.unlock_vision,
+        "sft", sft, data, out / "pretrain", out / "sft", cfg.sft, multi_turn=cfg.multi_turn
     )
     report["eval"] = timed("eval", evaluate, out / "sft", data, "test", level=cfg.caption_level)
     report["wall_s"] = times
     report["wall_s"]["total"] = round(sum(times.values()), 2)
     report["threads"] = torch.get_num_threads()
-    (out / "cycle.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "cycle.json", report)
     return report
+
+
+def _config_record(cfg: CycleConfig) -> dict:
+    """JSON-ready record of the cycle's settings (recipes in full)."""
+    record = json.loads(json.dumps(asdict(cfg), default=str))
+    record["pretrain"], record["sft"] = cfg.pretrain.to_dict(), cfg.sft.to_dict()
+    return json.loads(json.dumps(record, default=str))

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 from modalign.data.pairs import Pair
+from modalign.errors import ConfigError, DataError
 
 
 def default_dir() -> Path:
@@ -21,7 +22,7 @@ def default_model_path() -> Path:
     """Directory of the default model (config.json + model.safetensors + processor files)."""
     path = default_dir() / "model"
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"default model missing at {path}; rebuild it with `modalign lab build-default`"
         )
     return path
@@ -31,7 +32,7 @@ def _eval_dir() -> Path:
     """Directory of the default evaluation set; clear error if absent."""
     path = default_dir() / "eval"
     if not (path / "passages.txt").is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"default evaluation set missing at {path}; run `modalign lab build-default`"
         )
     return path
@@ -43,11 +44,11 @@ def default_eval_pairs(n: int | None = None, seed: int = 0) -> list[Pair]:
     passages = (root / "passages.txt").read_text(encoding="utf-8").splitlines()
     images = sorted((root / "images").glob("*.png"))
     if len(images) != len(passages):
-        raise ValueError(f"{root}: {len(images)} images but {len(passages)} passages")
+        raise DataError(f"{root}: {len(images)} images but {len(passages)} passages")
     order = list(range(len(images)))
     if n is not None:
         if not 1 <= n <= len(order):
-            raise ValueError(f"n must be in 1..{len(order)} (size of the default set), got {n}")
+            raise ConfigError(f"n must be in 1..{len(order)} (size of the default set), got {n}")
         order = random.Random(seed).sample(order, n)
     pairs = []
     for i in order:

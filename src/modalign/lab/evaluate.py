@@ -1,7 +1,9 @@
-"""Held-out evaluation: caption loss (pre-training objective) and VQA accuracy per question type.
+"""Held-out evaluation: caption loss (the pre-training objective) and VQA accuracy per question type.
 
-VQA uses greedy decoding (max a few tokens, stop at </s>) and exact match of the decoded answer,
-so a wrong word or extra words count as errors; no answer candidates are given to the model.
+Both build their batches with the training collators (`modalign.train.collate`), so what is
+scored is exactly what was trained. VQA uses greedy decoding (a few tokens, stop at </s>) and
+exact match of the decoded answer: a wrong word or extra words count as errors; no answer
+candidates are given to the model.
 """
 
 from __future__ import annotations
@@ -9,13 +11,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import torch
-from torch.utils.data import DataLoader
 
-from modalign.lab.collators import IGNORE, CaptionCollator, SFTCollator
-from modalign.lab.io import num_image_tokens
-from modalign.lab.samples import CaptionDataset, VQADataset
+from modalign.lab.conversations import caption_conversations, question_items
 from modalign.lab.world.dataset import Record
 from modalign.lab.world.vocab import COLOURS, GLYPHS, POSITIONS, SHAPES
+from modalign.train.collate import IGNORE, ChatCollator, PlainCollator
+from modalign.train.data import ConversationDataset
 
 # Uniform-guess accuracy per type (count: the 4 possible numbers).
 CHANCE: dict[str, float] = {
@@ -28,18 +29,22 @@ CHANCE: dict[str, float] = {
 }
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def caption_loss(
     model, processor, records: list[Record], level: int, batch_size: int = 32
 ) -> float:
     """Mean per-token NLL of the captions (and </s>) given the image, 'plain' template."""
-    collate = CaptionCollator(
-        processor.tokenizer, processor.image_processor, num_image_tokens(processor)
-    )
-    loader = DataLoader(CaptionDataset(records, level), batch_size=batch_size, collate_fn=collate)
+    collate = PlainCollator(processor, end="eos")
+    data = ConversationDataset(caption_conversations(records, level))
     model.eval()
     total, count = 0.0, 0
-    for batch in loader:
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        batch = {k: v.to(_device(model)) for k, v in batch.items()}
         labels = batch.pop("labels")
         logits = model(**batch).logits[:, :-1]  # (B, T-1, V)
         target = labels[:, 1:]  # (B, T-1)
@@ -65,14 +70,16 @@ def vqa_accuracy(
 ) -> dict[str, dict[str, float]]:
     """Exact-match accuracy per question type, with uniform chance and majority-answer baselines."""
     tok = processor.tokenizer
-    collate = SFTCollator(tok, processor.image_processor, num_image_tokens(processor))
-    data = VQADataset(records)
-    loader = DataLoader(data, batch_size=batch_size, collate_fn=lambda items: items)
+    collate = ChatCollator(processor)
+    items = question_items(records)
+    data = ConversationDataset([conv for conv, _ in items])
     model.eval()
     hits: dict[str, list[bool]] = defaultdict(list)
     answers: dict[str, Counter] = defaultdict(Counter)
-    for items in loader:
-        batch = collate.generation_batch(items)
+    for start in range(0, len(items), batch_size):
+        chunk = range(start, min(start + batch_size, len(items)))
+        batch = collate.generation_batch([data[i] for i in chunk])
+        batch = {k: v.to(_device(model)) for k, v in batch.items()}
         out = model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
@@ -81,10 +88,11 @@ def vqa_accuracy(
             eos_token_id=tok.eos_token_id,
         )
         new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
-        for it, ids in zip(items, new, strict=True):
+        for i, ids in zip(chunk, new, strict=True):
+            qa = items[i][1]
             pred = _normalise(tok.decode(ids, skip_special_tokens=True))
-            hits[it.qtype].append(pred == it.answer)
-            answers[it.qtype][it.answer] += 1
+            hits[qa.qtype].append(pred == qa.answer)
+            answers[qa.qtype][qa.answer] += 1
     report = {}
     for qtype in sorted(hits):
         n = len(hits[qtype])

@@ -13,6 +13,9 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerBase,
 )
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+from modalign.errors import DataError
 
 # "default" drops CLS, as LLaVA-1.5 does; the processor then expands <image> to num_patches.
 FEATURE_STRATEGY = "default"
@@ -52,7 +55,7 @@ def build_processor(
     )
 
 
-def assemble_llava(
+def llava_from_towers(
     clip: CLIPModel, lm: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> LlavaForConditionalGeneration:
     """LLaVA with the given towers' weights and a connector initialised from `seed`."""
@@ -78,10 +81,20 @@ def assemble_llava(
     return model
 
 
-def reset_connector(model: LlavaForConditionalGeneration, seed: int) -> None:
-    """Re-initialise the connector from `seed` (the fresh-connector baseline uses this too)."""
-    gen = torch.Generator().manual_seed(seed)
+def reset_connector(model, seed: int) -> None:
+    """Re-initialise the model's connector in place from `seed` (fresh-connector baselines).
+
+    A registered connector (`modalign.methods.connectors`) resets itself; HF LLaVA's own
+    two-layer projector gets nn.Linear's default (kaiming-uniform, a = sqrt(5)) ranges drawn
+    from `seed`, the rule the shipped default was built with.
+    """
     proj = model.model.multi_modal_projector
+    if not isinstance(proj, LlavaMultiModalProjector):
+        from modalign.methods.connectors import reset_connector as reset_registered
+
+        reset_registered(proj, seed)
+        return
+    gen = torch.Generator().manual_seed(seed)
     for lin in (proj.linear_1, proj.linear_2):
         bound = 1 / lin.in_features**0.5  # nn.Linear's default (kaiming-uniform a=sqrt(5)) range
         with torch.no_grad():
@@ -89,10 +102,18 @@ def reset_connector(model: LlavaForConditionalGeneration, seed: int) -> None:
             lin.bias.copy_(torch.empty_like(lin.bias).uniform_(-bound, bound, generator=gen))
 
 
-def save_llava(model: LlavaForConditionalGeneration, processor: LlavaProcessor, out: Path) -> Path:
-    """save_pretrained (safetensors) for both, so Auto* classes load the directory."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    return out
+def load_llava(path: Path):
+    """(model, processor) of a saved lab (or any LLaVA-family) model, extensions re-attached."""
+    from modalign.models.loading import load_model, load_processor
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path} is not a saved model directory (no config.json)")
+    return load_model(str(path), torch.device("cpu"), torch.float32), load_processor(str(path))
+
+
+def save_llava(model, processor, out: Path) -> Path:
+    """The one model writer (`modalign.models.checkpoint.save_model`), replacing `out`."""
+    from modalign.models.checkpoint import save_model
+
+    return save_model(model, processor, out, overwrite=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from transformers import TrainerCallback
-
 from modalign.data.pairs import Pair
+from modalign.errors import ConfigError
 from modalign.lab.llava import reset_connector
 from modalign.lab.world.dataset import load_split
 
@@ -33,36 +31,6 @@ def mir_of(model, processor, pairs: list[Pair], batch_size: int = 16) -> dict:
     return {"mir": result.mir, "per_layer": list(result.per_layer), "n": len(pairs)}
 
 
-class MIRTrace(TrainerCallback):
-    """Trainer callback: MIR of the model every `every` steps (and before step 1), for Fig.-4-style
-    convergence curves. The torch RNG state is restored afterwards so the run is unchanged."""
-
-    def __init__(self, processor, pairs: list[Pair], every: int):
-        if every <= 0:
-            raise ValueError(f"every must be positive, got {every}")
-        if not pairs:
-            raise ValueError("MIRTrace needs evaluation pairs")
-        self.processor, self.pairs, self.every = processor, pairs, every
-        self.history: list[dict] = []
-
-    def _record(self, model, step: int) -> None:
-        state, training = torch.get_rng_state(), model.training
-        try:
-            r = mir_of(model, self.processor, self.pairs)
-        finally:
-            torch.set_rng_state(state)
-            model.train(training)
-        self.history.append({"step": step, "mir": r["mir"], "per_layer": r["per_layer"]})
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not self.history and state.global_step == 0:
-            self._record(model, 0)
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self._record(model, state.global_step)
-
-
 def fresh_connector_mir(model, processor, pairs: list[Pair], seeds: Sequence[int]) -> dict:
     """MIR of `model` with its connector re-initialised from each seed (the pre-stage-1 model).
 
@@ -70,7 +38,7 @@ def fresh_connector_mir(model, processor, pairs: list[Pair], seeds: Sequence[int
     random MLP varies with the seed), so the baseline is a spread over several seeds.
     """
     if not seeds:
-        raise ValueError("fresh_connector_mir needs at least one seed")
+        raise ConfigError("fresh_connector_mir needs at least one seed")
     proj = model.model.multi_modal_projector
     saved = {k: v.clone() for k, v in proj.state_dict().items()}
     per_seed = []

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from modalign.errors import ConfigError, DataError
 from modalign.lab.world.captions import LEVELS
 from modalign.lab.world.dataset import Record
 from modalign.lab.world.negatives import hard_negative_caption
@@ -19,7 +20,7 @@ MIXED = -1  # caption level meaning "every level, one item each"
 def check_level(level: int) -> int:
     """Validate a caption level (0..3, or MIXED)."""
     if level != MIXED and not 0 <= level < LEVELS:
-        raise ValueError(
+        raise ConfigError(
             f"caption level must be in 0..{LEVELS - 1} or {MIXED} (mixed), got {level}"
         )
     return level
@@ -34,24 +35,6 @@ class ImageText:
     negative: str | None = None  # caption of a minimally edited scene (CLIP hard negative)
 
 
-@dataclass(frozen=True)
-class ImageQA:
-    """An image with a question, its answer and the question type (SFT / eval items)."""
-
-    image: Image.Image
-    question: str
-    answer: str
-    qtype: str
-
-
-@dataclass(frozen=True)
-class ImageChat:
-    """An image with several (question, answer) turns (multi-turn SFT items)."""
-
-    image: Image.Image
-    turns: tuple[tuple[str, str], ...]
-
-
 class CaptionDataset(Dataset):
     """(image, caption) items; with MIXED each image appears once per level.
 
@@ -61,7 +44,7 @@ class CaptionDataset(Dataset):
 
     def __init__(self, records: list[Record], level: int, negatives_seed: int | None = None):
         if not records:
-            raise ValueError("no records: the split is empty")
+            raise DataError("no records: the split is empty")
         self.records = records
         self.level = check_level(level)
         self.negatives_seed = negatives_seed
@@ -81,63 +64,20 @@ class CaptionDataset(Dataset):
         return ImageText(rec.load_image(), rec.captions[level], negative)
 
 
-class VQADataset(Dataset):
-    """One item per question of every record (optionally only some question types)."""
-
-    def __init__(self, records: list[Record], qtypes: tuple[str, ...] | None = None):
-        self.records = records
-        self.index = [
-            (i, j)
-            for i, rec in enumerate(records)
-            for j, qa in enumerate(rec.vqa)
-            if qtypes is None or qa.qtype in qtypes
-        ]
-        if not self.index:
-            raise ValueError("no questions selected")
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, idx: int) -> ImageQA:
-        i, j = self.index[idx]
-        rec = self.records[i]
-        qa = rec.vqa[j]
-        return ImageQA(rec.load_image(), qa.question, qa.answer, qa.qtype)
-
-
-class ChatDataset(Dataset):
-    """One conversation per image with all its questions, in a seeded per-image order."""
-
-    def __init__(self, records: list[Record], seed: int = 0):
-        if not records:
-            raise ValueError("no records: the split is empty")
-        self.records = records
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, idx: int) -> ImageChat:
-        rec = self.records[idx]
-        turns = [(qa.question, qa.answer) for qa in rec.vqa]
-        random.Random(f"chat:{self.seed}:{rec.image_id}").shuffle(turns)
-        return ImageChat(rec.load_image(), tuple(turns))
-
-
 class PackedTextDataset(Dataset):
     """The corpus as <s> line </s> <s> line </s> ... cut into equal blocks (no padding waste)."""
 
     def __init__(self, lines: list[str], tokenizer, block_size: int):
         if not lines:
-            raise ValueError("empty text corpus")
+            raise DataError("empty text corpus")
         if block_size < 2:
-            raise ValueError(f"block_size must be >= 2, got {block_size}")
+            raise ConfigError(f"block_size must be >= 2, got {block_size}")
         ids: list[int] = []
         for row in tokenizer(lines, add_special_tokens=False)["input_ids"]:
             ids.extend([tokenizer.bos_token_id, *row, tokenizer.eos_token_id])
         n_blocks = len(ids) // block_size
         if n_blocks == 0:
-            raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block_size}")
+            raise DataError(f"corpus has {len(ids)} tokens, fewer than one block of {block_size}")
         self.blocks = torch.tensor(ids[: n_blocks * block_size]).view(
             n_blocks, block_size
         )  # (N, L)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modalign.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -26,7 +28,7 @@ class ClipSpec:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"image_size {self.image_size} not a multiple of patch_size {self.patch_size}"
             )
 

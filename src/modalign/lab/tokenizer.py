@@ -20,6 +20,8 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
+from modalign.errors import ConfigError
+
 PAD, UNK, BOS, EOS, IMAGE = "<pad>", "<unk>", "<s>", "</s>", "<image>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, IMAGE)
 
@@ -43,7 +45,7 @@ CHAT_TEMPLATE = (
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """BPE over Metaspace words; the alphabet covers printable ASCII so nothing maps to <unk>."""
     if vocab_size < len(SPECIAL_TOKENS) + len(string.printable):
-        raise ValueError(f"vocab_size {vocab_size} too small for the ASCII alphabet")
+        raise ConfigError(f"vocab_size {vocab_size} too small for the ASCII alphabet")
     tok = Tokenizer(models.BPE(unk_token=UNK))
     # Newlines/tabs become spaces so template line breaks never map to <unk>.
     tok.normalizer = normalizers.Sequence(

@@ -18,15 +18,18 @@ from modalign.metrics.frechet import (
     trace_sqrt_product,
     trace_sqrt_product_tokens,
 )
+from modalign.metrics.median import MEDIAN_MODES, MedianSearch
 from modalign.metrics.moments import Moments, merge_moments, moments_from_tokens, subtract_moments
 from modalign.metrics.outliers import OUTLIER_MODES, NormBounds, norm_bounds
 from modalign.metrics.result import MIRResult
 
 __all__ = [
+    "MEDIAN_MODES",
     "OUTLIER_MODES",
     "SQRT_BACKENDS",
     "MIRAccumulator",
     "MIRResult",
+    "MedianSearch",
     "Moments",
     "NormBounds",
     "baseline_report",

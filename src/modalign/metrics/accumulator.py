@@ -1,14 +1,20 @@
-"""MIRAccumulator: the one stateful piece of the MIR math.
+"""MIRAccumulator: the stateful piece of the MIR math, and `compute_mir` for in-memory tokens.
 
 Feed per-layer vision and text tokens batch by batch; memory stays O(K d^2) plus one norm per
-token for the exact 3-sigma rule. Typical use (see also `modalign.runner`):
+token for the exact 3-sigma rule (plus, in `median` mode, the median's sample and bracket; see
+`modalign.metrics.median`). Outlier handling may need the same tokens fed again; the protocol
+(see also `modalign.runner`, which all-reduces after every pass under torch.distributed):
 
     acc = MIRAccumulator(num_layers=K)
-    for batch in data: acc.update(vision=[...K tensors (n_v, d)], text=[...K tensors (n_t, d)])
-    if acc.needs_second_pass:            # rare: more outliers than the exact tail cache holds
-        acc.begin_second_pass()
-        for batch in data: acc.update(...)  # exactly the same tokens again
+    feed(acc)                    # every batch: acc.update(vision=[K x (n_v, d)], text=[K x (n_t, d)])
+    while acc.needs_another_pass:
+        acc.begin_next_pass()
+        feed(acc)                # exactly the same tokens again
     result = acc.compute(sqrt="exact")
+
+A further pass happens only when more outliers exist than the exact tail cache holds, or in
+`median` mode to find the exact per-dimension median (one pass normally, two at most; both share
+one re-feed).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from collections.abc import Sequence
 
 import torch
 
+from modalign.errors import ConfigError, MetricError
+from modalign.metrics.median import MEDIAN_MODES
 from modalign.metrics.mir import layer_gap, mir_from_per_layer
 from modalign.metrics.result import MIRResult
+from modalign.metrics.state import ReduceContext
 from modalign.metrics.tokenset import TokenSetAccumulator
 
 __all__ = ["MIRAccumulator", "compute_mir"]
@@ -28,7 +37,37 @@ MODALITIES = ("vision", "text")
 
 
 class MIRAccumulator:
-    """Streaming per-layer state for MIR over any number of batches (and processes)."""
+    """Streaming per-layer state for MIR over any number of batches, passes and processes.
+
+    MIR (lower is better aligned) is log10 of the summed per-layer Fréchet distances between
+    the vision and the text tokens after text-centric scaling and 3-sigma norm outlier handling.
+
+    Args:
+        num_layers: K, the number of layers fed per batch.
+        layer_ids: a label per layer (default 0..K-1), recorded in the result.
+        outliers: `drop` (remove outlier tokens), `median` (replace them by the per-dimension
+            lower median of all tokens, as the official code does) or `none`.
+        k: the outlier rule's k: tokens with | ||f|| - median ||f|| | > k std ||f|| are outliers.
+        tail_capacity: tokens kept exactly at each end of the norm range; more outliers than
+            this cost one more pass over the data.
+        median: `exact` (default: the exact median, which may cost one more pass, two at
+            most) or `estimate` (the lower median of a seeded sample of `median_sample` tokens:
+            exact up to that many tokens, an estimate beyond, never an extra pass).
+        median_sample: size of that sample; also the source of the exact median's bracket.
+        seed: seed of the samples.
+
+    Example (see the module docstring for the multi-pass protocol):
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> vision = [torch.randn(200, 4, generator=g) + 2.0]
+        >>> text = [torch.randn(100, 4, generator=g)]
+        >>> acc = MIRAccumulator(1, outliers="median")
+        >>> acc.update(vision, text)
+        >>> acc.needs_another_pass
+        False
+        >>> round(acc.compute().mir, 4)
+        0.7166
+    """
 
     def __init__(
         self,
@@ -38,15 +77,18 @@ class MIRAccumulator:
         *,
         k: float = 3.0,
         tail_capacity: int = 512,
+        median: str = "exact",
         median_sample: int = 4096,
         seed: int = 0,
     ) -> None:
         if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+            raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
         self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(num_layers))
         if len(self.layer_ids) != num_layers:
-            raise ValueError(f"{len(self.layer_ids)} layer ids for {num_layers} layers")
-        self.outliers, self.k = outliers, k
+            raise ConfigError(f"{len(self.layer_ids)} layer ids for {num_layers} layers")
+        if median not in MEDIAN_MODES:
+            raise ConfigError(f"median must be one of {MEDIAN_MODES}, got {median!r}")
+        self.outliers, self.k, self.median = outliers, k, median
         self.tail_capacity, self.median_sample, self.seed = tail_capacity, median_sample, seed
         self.sets = {
             mod: [
@@ -54,6 +96,7 @@ class MIRAccumulator:
                     outliers,
                     k=k,
                     tail_capacity=tail_capacity,
+                    median=median,
                     median_sample=median_sample,
                     seed=seed * 1_000_003 + 2 * i + j,
                 )
@@ -63,6 +106,8 @@ class MIRAccumulator:
         }
         self.dim: int | None = None
         self.dtype: torch.dtype | None = None
+        self.pass_index = 0  # 0 = the first pass over the data
+        self._reduced_pass = -1  # the last pass all-reduced
 
     @property
     def num_layers(self) -> int:
@@ -70,26 +115,31 @@ class MIRAccumulator:
 
     def _validate(self, mod: str, tokens: Sequence[torch.Tensor]) -> None:
         if len(tokens) != self.num_layers:
-            raise ValueError(f"{mod}: got {len(tokens)} layers, expected {self.num_layers}")
+            raise MetricError(f"{mod}: got {len(tokens)} layers, expected {self.num_layers}")
         for lid, x in zip(self.layer_ids, tokens, strict=True):
             if not isinstance(x, torch.Tensor) or x.ndim != 2:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"layer {lid}, {mod}: expected a (n, d) tensor, got {shape}")
+                raise MetricError(f"layer {lid}, {mod}: expected a (n, d) tensor, got {shape}")
             if self.dim is None:
                 self.dim, self.dtype = x.shape[1], x.dtype
             if x.shape[1] != self.dim:
-                raise ValueError(
+                raise MetricError(
                     f"layer {lid}, {mod}: hidden size {x.shape[1]} differs from {self.dim}"
                 )
             if x.numel() and not torch.isfinite(x).all():
                 bad = int((~torch.isfinite(x)).any(dim=1).sum())
-                raise ValueError(
+                raise MetricError(
                     f"layer {lid}, {mod}: {bad} token(s) contain NaN or inf activations "
                     "(in half precision this is usually an overflow: try --dtype float32/bfloat16)"
                 )
 
+    def _all_sets(self) -> list[TokenSetAccumulator]:
+        return [a for sets in self.sets.values() for a in sets]
+
     def update(self, vision: Sequence[torch.Tensor], text: Sequence[torch.Tensor]) -> None:
         """Add one batch: per layer, vision tokens (n_v, d) and text tokens (n_t, d)."""
+        if self._reduced_pass == self.pass_index:
+            raise RuntimeError("this pass was all-reduced already: begin the next pass first")
         self._validate("vision", vision)
         self._validate("text", text)
         for mod, tokens in (("vision", vision), ("text", text)):
@@ -98,34 +148,47 @@ class MIRAccumulator:
                     acc.update(x.detach())
 
     @property
-    def needs_second_pass(self) -> bool:
-        return any(a.needs_second_pass() for sets in self.sets.values() for a in sets)
+    def passes(self) -> int:
+        """Passes over the data begun so far (1 during and after the first)."""
+        return self.pass_index + 1
 
-    def begin_second_pass(self) -> None:
-        """Freeze outlier bounds; the caller must then feed exactly the same tokens again."""
-        for sets in self.sets.values():
-            for a in sets:
-                a.begin_second_pass()
+    @property
+    def needs_another_pass(self) -> bool:
+        """True when the tokens fed so far must be fed once more (after `begin_next_pass`).
+
+        Ask after feeding a whole pass (and, under torch.distributed, after `all_reduce`, so
+        that every rank gets the same answer).
+        """
+        return any(a.needs_another_pass() for a in self._all_sets())
+
+    def begin_next_pass(self) -> None:
+        """Plan the next pass from what the last one found; then feed exactly the same tokens."""
+        if not self.needs_another_pass:
+            raise RuntimeError("no further pass is needed: call compute()")
+        for a in self._all_sets():
+            a.begin_next_pass()
+        self.pass_index += 1
 
     def all_reduce(self, group=None) -> None:
-        """Combine the states of all processes in `group` (call once per pass, on every rank)."""
-        import torch.distributed as dist
+        """Combine the states of all processes in `group`: call once after every pass, on every
+        rank. Reduces the states each token set declares for the current pass."""
+        from modalign.metrics.distributed import agree_rows, all_reduce_state
 
-        from modalign.metrics.distributed import all_reduce_tokenset
-
-        dims = torch.tensor([self.dim or 0])
-        dist.all_reduce(dims, op=dist.ReduceOp.MAX, group=group)
-        self.dim = int(dims)
+        if self._reduced_pass == self.pass_index:
+            raise RuntimeError(f"pass {self.passes} was all-reduced already")
+        sets = self._all_sets()
+        self.dim, dtypes, rank, world = agree_rows(self.dim, [a.dtype for a in sets], group)
         if self.dtype is None:
-            self.dtype = torch.float32
-        for sets in self.sets.values():
-            for a in sets:
-                all_reduce_tokenset(a, self.dim, self.dtype, group)
+            self.dtype = next((t for t in dtypes if t is not None), torch.float32)
+        for a, dtype in zip(sets, dtypes, strict=True):
+            a.dim, a.dtype = self.dim, dtype or self.dtype  # also a rank that saw none
+            all_reduce_state(a, ReduceContext(self.dim, a.dtype, rank, world), group)
+        self._reduced_pass = self.pass_index
 
     def compute(self, sqrt: str = "exact") -> MIRResult:
         """MIR and per-layer numbers. Errors name the layer and modality at fault."""
         if self.dim is None:
-            raise ValueError("no tokens were fed to the MIR accumulator")
+            raise MetricError("no tokens were fed to the MIR accumulator")
         rows = []
         with warnings.catch_warnings():
             if sqrt == "official":
@@ -135,9 +198,9 @@ class MIRAccumulator:
             ):
                 for mod, a in (("vision", va), ("text", ta)):
                     if a.n_seen == 0:
-                        raise ValueError(f"layer {lid}: no {mod} tokens were fed")
+                        raise MetricError(f"layer {lid}: no {mod} tokens were fed")
                 if ta.norm_sum <= 0.0:
-                    raise ValueError(
+                    raise MetricError(
                         f"layer {lid}: text tokens all have zero norm; text-centric scaling "
                         "(alpha = 1 / mean text norm) is undefined"
                     )
@@ -171,7 +234,9 @@ class MIRAccumulator:
                 "scaling": "text-centric (alpha = 1 / mean text-token norm, before outliers)",
                 "covariance": "unbiased (n - 1)",
                 "tail_capacity": self.tail_capacity,
+                "median": self.median,
                 "median_sample": self.median_sample,
+                "passes": self.passes,
             },
         )
 
@@ -183,12 +248,36 @@ def compute_mir(
     layer_ids: Sequence[int] | None = None,
     outliers: str = "drop",
     sqrt: str = "exact",
+    median: str = "exact",
     **kwargs,
 ) -> MIRResult:
-    """MIR of in-memory per-layer token sets (lists of (n_v, d) and (n_t, d) tensors)."""
-    acc = MIRAccumulator(len(vision), layer_ids=layer_ids, outliers=outliers, **kwargs)
+    """MIR of in-memory per-layer token sets; lower is better aligned.
+
+    Args:
+        vision: per layer, the vision tokens (n_v, d).
+        text: per layer, the text tokens (n_t, d).
+        layer_ids: a label per layer (default 0..K-1).
+        outliers: `drop`, `median` or `none` (see `MIRAccumulator`).
+        sqrt: trace-square-root backend (`SQRT_BACKENDS`); `official` with `outliers="median"`
+            reproduces the official code (`--compat official`).
+        median: `exact` (default) or `estimate` (see `MIRAccumulator`).
+        **kwargs: further `MIRAccumulator` options (k, tail_capacity, median_sample, seed).
+
+    Returns:
+        The `MIRResult` (MIR, per-layer distances, counts, settings).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> vision = [torch.randn(300, 4, generator=g) + 1.0 for _ in range(2)]
+    >>> text = [torch.randn(200, 4, generator=g) for _ in range(2)]
+    >>> result = compute_mir(vision, text)
+    >>> result.layers, round(result.mir, 3)
+    ([0, 1], 0.402)
+    """
+    acc = MIRAccumulator(
+        len(vision), layer_ids=layer_ids, outliers=outliers, median=median, **kwargs
+    )
     acc.update(vision, text)
-    if acc.needs_second_pass:
-        acc.begin_second_pass()
+    while acc.needs_another_pass:
+        acc.begin_next_pass()
         acc.update(vision, text)
     return acc.compute(sqrt=sqrt)

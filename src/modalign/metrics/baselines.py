@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from modalign.errors import ConfigError, MetricError
+
 __all__ = [
     "baseline_report",
     "centroid_gap",
@@ -31,22 +33,33 @@ def polynomial_kernel(
     gamma: float | None = None,
     coef: float = 1.0,
 ) -> torch.Tensor:
-    """(gamma x y^T + coef)^degree, (n, m); gamma defaults to 1 / d."""
+    """The polynomial kernel matrix (gamma x y^T + coef)^degree, torchmetrics' KID kernel.
+
+    Args:
+        x: tokens (n, d); y: tokens (m, d).
+        degree, gamma, coef: the kernel's parameters; gamma defaults to 1 / d.
+
+    Returns:
+        The kernel matrix (n, m).
+
+    >>> polynomial_kernel(torch.ones(1, 2), torch.ones(1, 2))
+    tensor([[8.]])
+    """
     gamma = 1.0 / x.shape[1] if gamma is None else gamma
     return (x @ y.T * gamma + coef) ** degree
 
 
 def _check_sets(x: torch.Tensor, y: torch.Tensor, min_n: int = 2) -> None:
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(
+        raise MetricError(
             f"token sets must be (n, d) with one d, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if x.shape[0] < min_n or y.shape[0] < min_n:
-        raise ValueError(
+        raise MetricError(
             f"each token set needs at least {min_n} tokens, got {x.shape[0]} and {y.shape[0]}"
         )
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-        raise ValueError("token sets contain NaN or inf")
+        raise MetricError("token sets contain NaN or inf")
 
 
 def _kernel_sum(a: torch.Tensor, b: torch.Tensor, block: int, same: bool, **kw) -> torch.Tensor:
@@ -69,7 +82,22 @@ def mmd2_unbiased(
     dtype: torch.dtype = torch.float64,
     **kernel,
 ) -> float:
-    """Unbiased MMD^2 between token sets x (m, d) and y (n, d) with the polynomial kernel."""
+    """Unbiased MMD^2 between token sets with the polynomial kernel; lower is better (closer).
+
+    Args:
+        x: tokens (m, d); y: tokens (n, d); at least 2 each.
+        block: rows per kernel block (memory O(block * n)).
+        dtype: computation dtype.
+        **kernel: `polynomial_kernel` parameters (degree, gamma, coef).
+
+    Returns:
+        MMD^2 (unbiased: can be slightly negative for identical distributions).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(200, 2, generator=g), torch.randn(200, 2, generator=g)
+    >>> round(mmd2_unbiased(x, y), 3), round(mmd2_unbiased(x, y + 2.0), 1)  # same, shifted
+    (0.029, 206.0)
+    """
     _check_sets(x, y)
     x, y = x.to(dtype), y.to(x.device, dtype)
     m, n = x.shape[0], y.shape[0]
@@ -88,10 +116,27 @@ def kid(
     seed: int = 0,
     **kernel,
 ) -> tuple[float, float]:
-    """Kernel Inception Distance: (mean, std) of unbiased MMD^2 over random subsets."""
+    """Kernel Inception Distance: (mean, std) of unbiased MMD^2 over random subsets; lower is
+    better (closer).
+
+    Args:
+        x: tokens (n_x, d); y: tokens (n_y, d).
+        subsets: number of random subset pairs; subset_size: tokens per subset.
+        seed: seed of the subsets.
+        **kernel: `polynomial_kernel` parameters.
+
+    Returns:
+        (mean, population std) of MMD^2 over the subsets, as torchmetrics reports them.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(50, 3, generator=g), torch.randn(50, 3, generator=g) + 1.0
+    >>> mean, std = kid(x, y, subsets=10, subset_size=20)
+    >>> mean > 0, std >= 0
+    (True, True)
+    """
     _check_sets(x, y)
     if subset_size < 2 or subset_size > min(x.shape[0], y.shape[0]):
-        raise ValueError(
+        raise MetricError(
             f"subset_size={subset_size} must be in [2, min(n_x, n_y)={min(x.shape[0], y.shape[0])}]"
         )
     gen = torch.Generator().manual_seed(seed)
@@ -105,7 +150,17 @@ def kid(
 
 
 def centroid_gap(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(||mean x - mean y||, 1 - cos(mean x, mean y)): the 'modality gap' of centroids."""
+    """The 'modality gap' of the centroids; lower is better (closer) for both numbers.
+
+    Args:
+        x: tokens (n, d); y: tokens (m, d); at least 1 each.
+
+    Returns:
+        (||mean x - mean y||, 1 - cos(mean x, mean y)).
+
+    >>> centroid_gap(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 4.0]]))
+    (5.0, 1.0)
+    """
     _check_sets(x, y, min_n=1)
     mx, my = x.to(torch.float64).mean(0), y.to(x.device, torch.float64).mean(0)
     cos = torch.nn.functional.cosine_similarity(mx, my, dim=0)
@@ -122,22 +177,36 @@ def layerwise(
 ) -> tuple[float, list[float]]:
     """Apply a two-set measure at every layer (scaled by 1 / mean text norm) and reduce.
 
-    `reduce='mean'` matches the supplementary's "layer-wise accumulation" magnitudes; 'sum'
-    accumulates as MIR does. Returns (reduced value, per-layer values).
+    For the distances here (MMD, KID, centroid gap) lower is better.
+
+    Args:
+        fn: the measure, fn(vision (n_v, d), text (n_t, d)) -> float.
+        vision, text: per layer, the token sets.
+        reduce: `mean` (the supplementary's "layer-wise accumulation" magnitudes) or `sum`
+            (accumulates as MIR does).
+        text_centric: scale both sets by 1 / mean text-token norm first, as MIR does.
+
+    Returns:
+        (reduced value, per-layer values).
+
+    >>> v = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 3.0]])]
+    >>> t = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])]
+    >>> layerwise(lambda a, b: centroid_gap(a, b)[0], v, t)
+    (1.5, [1.0, 2.0])
     """
     if len(vision) != len(text) or not vision:
-        raise ValueError(
+        raise MetricError(
             f"need the same non-zero number of layers, got {len(vision)} and {len(text)}"
         )
     if reduce not in ("mean", "sum"):
-        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+        raise ConfigError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
     values = []
     for k, (v, t) in enumerate(zip(vision, text, strict=True)):
         alpha = 1.0
         if text_centric:
             mean_norm = float(t.to(torch.float64).norm(dim=1).mean())
             if mean_norm == 0:
-                raise ValueError(f"layer {k}: text tokens have zero norm; cannot scale")
+                raise MetricError(f"layer {k}: text tokens have zero norm; cannot scale")
             alpha = 1.0 / mean_norm
         values.append(float(fn(v.to(torch.float64) * alpha, t.to(torch.float64) * alpha)))
     total = sum(values)
@@ -153,11 +222,28 @@ def baseline_report(
     kid_subset_size: int = 1000,
     seed: int = 0,
 ) -> dict[str, float | list[float]]:
-    """The supplementary Table 1 baselines for per-layer token sets.
+    """The supplementary Table 1 baselines for per-layer token sets; lower is better for all.
 
     "Plain" values are taken at the first given layer (the LLM's input space when layer 0 is the
     embedding output), "layerwise" ones averaged over all layers after text-centric scaling.
     Each set is subsampled (seeded) to at most `max_tokens` tokens since MMD costs O(n^2 d).
+
+    Args:
+        vision, text: per layer, the token sets (n_v, d) and (n_t, d).
+        max_tokens: subsample size per set.
+        kid_subsets, kid_subset_size: KID's subsets (the size is capped by the set sizes).
+        seed: seed of the subsampling and of KID.
+
+    Returns:
+        {"mmd", "mmd_layerwise", "kid", "kid_layerwise", "mmd_per_layer",
+        "centroid_gap_raw", "cosine_gap", "tokens_per_set_max", "kid_subset_size"}.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> vision = [torch.randn(30, 3, generator=g) + 1.0 for _ in range(2)]
+    >>> text = [torch.randn(30, 3, generator=g) for _ in range(2)]
+    >>> report = baseline_report(vision, text, kid_subsets=5, kid_subset_size=10)
+    >>> report["kid_subset_size"], len(report["mmd_per_layer"])
+    (10, 2)
     """
     gen = torch.Generator().manual_seed(seed)
     picks: dict[int, torch.Tensor] = {}  # same token positions at every layer

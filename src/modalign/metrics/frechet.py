@@ -19,6 +19,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from modalign.errors import MetricError
+from modalign.registry import Registry
+
 __all__ = [
     "SQRT_BACKENDS",
     "frechet_distance",
@@ -28,21 +31,14 @@ __all__ = [
 ]
 
 TraceSqrt = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SQRT_BACKENDS: dict[str, TraceSqrt] = {}
-
-
-def _backend(name: str) -> Callable[[TraceSqrt], TraceSqrt]:
-    def register(fn: TraceSqrt) -> TraceSqrt:
-        SQRT_BACKENDS[name] = fn
-        return fn
-
-    return register
+# name -> tr((A B)^{1/2}) of two covariances; an unknown name is a ConfigError listing the choices.
+SQRT_BACKENDS: Registry[TraceSqrt] = Registry("trace-sqrt backend")
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise MetricError(f"{name} contains NaN or inf")
     return t.to(torch.float64)
 
 
@@ -61,7 +57,7 @@ def _psd_factor(cov: torch.Tensor) -> torch.Tensor:
 
     packed, piv, rank, info = lapack.dpstrf(cov.cpu().numpy(), lower=1, tol=-1)
     if info < 0:
-        raise ValueError(f"pivoted Cholesky failed (LAPACK info {info})")
+        raise MetricError(f"pivoted Cholesky failed (LAPACK info {info})")
     factor = np.zeros((cov.shape[0], rank))
     factor[piv - 1, :] = np.tril(packed)[:, :rank]  # undo the pivoting: cov = F F^T
     return torch.from_numpy(factor).to(cov.device)
@@ -73,7 +69,7 @@ def _drop_null(w: torch.Tensor) -> torch.Tensor:
     return torch.where(w > tol, w, torch.zeros_like(w))
 
 
-@_backend("exact")
+@SQRT_BACKENDS.register("exact")
 def _trace_sqrt_exact(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
     """tr((S_a S_b)^{1/2}) = sum sqrt(eig(L^T S_a L)), S_b = L L^T, float64."""
     a, b = cov_a.to(torch.float64), cov_b.to(torch.float64)
@@ -89,8 +85,18 @@ def newton_schulz_sqrt(
     """Coupled Newton-Schulz square root of a matrix with non-negative real spectrum.
 
     Normalized by the Frobenius norm so the iteration converges; differentiable (matmuls only).
-    Stops when the trace of the iterate changes by less than `tol` (relative). Returns
-    (sqrt(a), iterations used).
+
+    Args:
+        a: square matrix (d, d) whose eigenvalues are real and >= 0 (e.g. S_a S_b).
+        max_iter: iteration cap.
+        tol: stop when the trace of the iterate changes by less than this (relative).
+
+    Returns:
+        (sqrt(a), iterations used).
+
+    >>> root, iters = newton_schulz_sqrt(torch.diag(torch.tensor([4.0, 9.0], dtype=torch.float64)))
+    >>> [round(v, 6) for v in root.diagonal().tolist()]
+    [2.0, 3.0]
     """
     d = a.shape[0]
     norm = torch.linalg.matrix_norm(a)
@@ -109,13 +115,13 @@ def newton_schulz_sqrt(
     return y * norm.sqrt(), max_iter
 
 
-@_backend("newton_schulz")
+@SQRT_BACKENDS.register("newton_schulz")
 def _trace_sqrt_newton_schulz(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
     root, _ = newton_schulz_sqrt(cov_a @ cov_b)
     return torch.trace(root)
 
 
-@_backend("scipy")
+@SQRT_BACKENDS.register("scipy")
 def _trace_sqrt_scipy(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
     """scipy.linalg.sqrtm of the product (pytorch-fid); imaginary parts are reported."""
     from scipy import linalg
@@ -132,7 +138,7 @@ def _trace_sqrt_scipy(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(np.real(tr)), dtype=torch.float64)
 
 
-@_backend("official")
+@SQRT_BACKENDS.register("official")
 def _trace_sqrt_official(cov_a: torch.Tensor, cov_b: torch.Tensor, iters: int = 5) -> torch.Tensor:
     """The official code's iteration: Y0 = A, Z0 = I, Y <- (Y + Z^-1 A)/2, Z <- (Z + Y^-1 A)/2.
 
@@ -156,28 +162,52 @@ def _check_pair(mu_a, cov_a, mu_b, cov_b):
     cov_a, cov_b = _as_tensor(cov_a, "cov_a"), _as_tensor(cov_b, "cov_b")
     d = mu_a.shape[-1]
     if mu_b.shape != (d,) or mu_a.shape != (d,):
-        raise ValueError(
+        raise MetricError(
             f"means must be vectors of one length, got {tuple(mu_a.shape)} and {tuple(mu_b.shape)}"
         )
     if cov_a.shape != (d, d) or cov_b.shape != (d, d):
-        raise ValueError(
+        raise MetricError(
             f"covariances must be ({d}, {d}), got {tuple(cov_a.shape)} and {tuple(cov_b.shape)}"
         )
     return mu_a, cov_a, mu_b.to(mu_a.device), cov_b.to(cov_a.device)
 
 
 def trace_sqrt_product(cov_a, cov_b, *, sqrt: str = "exact") -> float:
-    """tr((S_a S_b)^{1/2}) with the chosen backend."""
-    if sqrt not in SQRT_BACKENDS:
-        raise ValueError(f"sqrt must be one of {sorted(SQRT_BACKENDS)}, got {sqrt!r}")
+    """tr((S_a S_b)^{1/2}) with the chosen backend.
+
+    Args:
+        cov_a, cov_b: covariances (d, d), tensors or arrays.
+        sqrt: a name in `SQRT_BACKENDS` (exact, newton_schulz, scipy, official).
+
+    Returns:
+        The trace, as a float.
+
+    >>> a = torch.diag(torch.tensor([1.0, 4.0]))
+    >>> trace_sqrt_product(a, torch.diag(torch.tensor([4.0, 1.0])))
+    4.0
+    """
     a, b = _as_tensor(cov_a, "cov_a"), _as_tensor(cov_b, "cov_b")
     return float(SQRT_BACKENDS[sqrt](a, b.to(a.device)))
 
 
 def frechet_distance(mu_a, cov_a, mu_b, cov_b, *, sqrt: str = "exact") -> float:
-    """Fréchet distance between N(mu_a, cov_a) and N(mu_b, cov_b) (tensors or arrays)."""
-    if sqrt not in SQRT_BACKENDS:
-        raise ValueError(f"sqrt must be one of {sorted(SQRT_BACKENDS)}, got {sqrt!r}")
+    """Fréchet distance between N(mu_a, cov_a) and N(mu_b, cov_b); lower is better (closer).
+
+    FD = ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^{1/2}).
+
+    Args:
+        mu_a, mu_b: means (d,); cov_a, cov_b: covariances (d, d); tensors or arrays.
+        sqrt: the trace-square-root backend (`SQRT_BACKENDS`); `official` reproduces the
+            official MIR code (tr(S_a S_b) in place of the root: not a Fréchet distance).
+
+    Returns:
+        The distance, as a float.
+
+    >>> eye = torch.eye(2)
+    >>> frechet_distance(torch.zeros(2), eye, torch.tensor([3.0, 4.0]), 4 * eye)
+    27.0
+    """
+    backend = SQRT_BACKENDS[sqrt]
     if sqrt == "official":
         warnings.warn(
             "sqrt='official' reproduces the official MIR code, which uses tr(S_a S_b) in place of "
@@ -187,7 +217,7 @@ def frechet_distance(mu_a, cov_a, mu_b, cov_b, *, sqrt: str = "exact") -> float:
         )
     mu_a, cov_a, mu_b, cov_b = _check_pair(mu_a, cov_a, mu_b, cov_b)
     diff = mu_a - mu_b
-    tr_sqrt = SQRT_BACKENDS[sqrt](cov_a, cov_b)
+    tr_sqrt = backend(cov_a, cov_b)
     return float(diff @ diff + torch.trace(cov_a) + torch.trace(cov_b) - 2.0 * tr_sqrt)
 
 
@@ -196,11 +226,22 @@ def trace_sqrt_product_tokens(x_a: torch.Tensor, x_b: torch.Tensor) -> float:
 
     Equals the nuclear norm of Xa_c Xb_c^T / sqrt((n_a - 1)(n_b - 1)) (centered tokens); costs
     O(n_a n_b d) instead of O(d^3), so it wins when token counts are below d.
+
+    Args:
+        x_a, x_b: token sets (n_a, d) and (n_b, d), at least 2 tokens each.
+
+    Returns:
+        The trace, as a float.
+
+    >>> x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    >>> round(trace_sqrt_product_tokens(x, x), 6) == round(trace_sqrt_product(torch.cov(x.T),
+    ...     torch.cov(x.T)), 6)
+    True
     """
     a = x_a.to(torch.float64)
     b = x_b.to(a.device, torch.float64)
     if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError("each token set needs at least 2 tokens")
+        raise MetricError("each token set needs at least 2 tokens")
     a, b = a - a.mean(0), b - b.mean(0)
     cross = a @ b.T  # (n_a, n_b)
     gram = cross @ cross.T if cross.shape[0] <= cross.shape[1] else cross.T @ cross
@@ -209,17 +250,28 @@ def trace_sqrt_product_tokens(x_a: torch.Tensor, x_b: torch.Tensor) -> float:
 
 
 def frechet_distance_tokens(x_a, x_b, *, sqrt: str = "exact") -> float:
-    """Fréchet distance between the Gaussians fitted to two token sets (n_a, d), (n_b, d).
+    """Fréchet distance between the Gaussians fitted to two token sets; lower is better.
 
     With sqrt='exact' and fewer tokens than dimensions, uses the low-rank route.
+
+    Args:
+        x_a, x_b: token sets (n_a, d) and (n_b, d), tensors or arrays, at least 2 tokens each.
+        sqrt: the trace-square-root backend (`SQRT_BACKENDS`).
+
+    Returns:
+        FD between N(mean, unbiased covariance) of each set, as a float.
+
+    >>> x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    >>> frechet_distance_tokens(x, x + 1.0)
+    2.0
     """
     a, b = _as_tensor(x_a, "x_a"), _as_tensor(x_b, "x_b")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(
+        raise MetricError(
             f"token sets must be (n, d) with one d, got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError("each token set needs at least 2 tokens for a covariance")
+        raise MetricError("each token set needs at least 2 tokens for a covariance")
     if sqrt == "exact" and min(a.shape[0], b.shape[0]) < a.shape[1]:
         diff = a.mean(0) - b.mean(0)
         tr_a = float(((a - a.mean(0)) ** 2).sum()) / (a.shape[0] - 1)

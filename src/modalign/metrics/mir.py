@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from modalign.errors import MetricError
 from modalign.metrics.frechet import frechet_distance
 from modalign.metrics.moments import Moments
 
@@ -32,7 +33,7 @@ def layer_gap(
     """FD between alpha * vision and alpha * text tokens (both sets scaled by the same alpha)."""
     for name, m in (("vision", vision), ("text", text)):
         if m.n < 2:
-            raise ValueError(
+            raise MetricError(
                 f"layer {layer}: {m.n} {name} token(s) after outlier handling; "
                 "a covariance needs at least 2"
             )
@@ -40,25 +41,40 @@ def layer_gap(
     cov_v, cov_t = vision.covariance() * alpha**2, text.covariance() * alpha**2
     fd = frechet_distance(mu_v, cov_v, mu_t, cov_t.to(cov_v.device), sqrt=sqrt)
     if not math.isfinite(fd):
-        raise ValueError(f"layer {layer}: Fréchet distance is not finite ({fd})")
+        raise MetricError(f"layer {layer}: Fréchet distance is not finite ({fd})")
     mu_t = mu_t.to(mu_v.device)
     cos = float(torch.nn.functional.cosine_similarity(mu_v, mu_t, dim=0))
     return LayerGap(fd=fd, centroid=float((mu_v - mu_t).norm()), cosine=1.0 - cos)
 
 
 def mir_from_per_layer(per_layer: list[float], *, sqrt: str = "exact") -> float:
-    """log10 of the summed per-layer distances; a non-positive or non-finite sum is an error."""
+    """MIR = log10 of the summed per-layer distances; lower is better aligned.
+
+    A non-positive or non-finite sum is an error (MIR is undefined there).
+
+    Args:
+        per_layer: the per-layer Fréchet distances.
+        sqrt: the backend they came from (only changes the error message and the check for
+            negative per-layer values, which `official` produces legitimately).
+
+    Returns:
+        log10(sum(per_layer)).
+
+    >>> mir_from_per_layer([40.0, 60.0])
+    2.0
+    """
     if not per_layer:
-        raise ValueError("no layers to compute MIR from")
+        raise MetricError("no layers to compute MIR from")
     total = math.fsum(per_layer)
     if not math.isfinite(total) or total <= 0:
-        hint = (
-            " (sqrt='official' uses tr(S_v S_t) in place of the square root and can go negative;"
-            " the official code reports NaN here)"
-            if sqrt == "official"
-            else ""
-        )
-        raise ValueError(f"sum of per-layer distances is {total!r}: MIR is undefined{hint}")
+        hint = ""
+        if sqrt == "official" and total <= 0:
+            hint = (
+                " (sqrt='official' uses tr(S_v S_t) in place of the square root, which can make "
+                "the sum negative; the official code's math.log(sum, 10) stops there with "
+                "'ValueError: math domain error')"
+            )
+        raise MetricError(f"sum of per-layer distances is {total!r}: MIR is undefined{hint}")
     if sqrt != "official" and min(per_layer) < -1e-6 * total:
         warnings.warn(
             f"a per-layer FD is negative ({min(per_layer):.3g})", RuntimeWarning, stacklevel=2

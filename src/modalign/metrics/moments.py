@@ -13,12 +13,24 @@ from dataclasses import dataclass
 
 import torch
 
+from modalign.errors import MetricError
+
 __all__ = ["Moments", "merge_moments", "moments_from_tokens", "subtract_moments"]
 
 
 @dataclass
 class Moments:
-    """Count, mean and centered scatter of a token set (float64)."""
+    """Count, mean and centered scatter of a token set (float64).
+
+    Args:
+        n: number of tokens.
+        mean: their mean (d,), float64.
+        m2: sum of centered outer products (d, d), float64.
+
+    >>> m = Moments.empty(2).update(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
+    >>> m.n, m.mean.tolist(), m.covariance().tolist()
+    (2, [1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]])
+    """
 
     n: int
     mean: torch.Tensor  # (d,) float64
@@ -41,7 +53,7 @@ class Moments:
     def covariance(self) -> torch.Tensor:
         """Unbiased covariance (divides by n - 1); needs at least two tokens."""
         if self.n < 2:
-            raise ValueError(f"covariance needs at least 2 tokens, got {self.n}")
+            raise MetricError(f"covariance needs at least 2 tokens, got {self.n}")
         return self.m2 / (self.n - 1)
 
     def update(self, x: torch.Tensor) -> Moments:
@@ -65,9 +77,20 @@ class Moments:
 
 
 def moments_from_tokens(x: torch.Tensor) -> Moments:
-    """Moments of the rows of x (n, d), computed in float64 on x's device."""
+    """Moments of the rows of x (n, d), computed in float64 on x's device.
+
+    Args:
+        x: tokens (n, d), any float dtype.
+
+    Returns:
+        Their `Moments` (empty when n = 0).
+
+    >>> m = moments_from_tokens(torch.tensor([[1.0], [3.0]]))
+    >>> m.n, m.mean.item(), m.m2.item()
+    (2, 2.0, 2.0)
+    """
     if x.ndim != 2:
-        raise ValueError(f"tokens must be a 2-D (n, d) tensor, got shape {tuple(x.shape)}")
+        raise MetricError(f"tokens must be a 2-D (n, d) tensor, got shape {tuple(x.shape)}")
     x = x.to(torch.float64)
     n = x.shape[0]
     if n == 0:
@@ -78,7 +101,19 @@ def moments_from_tokens(x: torch.Tensor) -> Moments:
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
-    """Exact combination of two disjoint token sets (Chan et al. 1979)."""
+    """Exact combination of two disjoint token sets (Chan et al. 1979).
+
+    Args:
+        a, b: moments of two disjoint token sets of one dimension.
+
+    Returns:
+        The moments of their union (new tensors; a and b are unchanged).
+
+    >>> x = torch.tensor([[1.0], [2.0], [6.0]])
+    >>> both = merge_moments(moments_from_tokens(x[:1]), moments_from_tokens(x[1:]))
+    >>> both.n, both.mean.item(), both.m2.item()
+    (3, 3.0, 14.0)
+    """
     if a.dim != b.dim:
         raise ValueError(f"cannot merge moments of dimension {a.dim} and {b.dim}")
     if b.n == 0:
@@ -94,7 +129,20 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
 
 
 def subtract_moments(a: Moments, b: Moments) -> Moments:
-    """Moments of set a with its subset b removed: the exact inverse of `merge_moments`."""
+    """Moments of set a with its subset b removed: the exact inverse of `merge_moments`.
+
+    Args:
+        a: moments of a token set.
+        b: moments of a subset of it (the tokens to remove).
+
+    Returns:
+        The moments of the remaining tokens.
+
+    >>> x = torch.tensor([[1.0], [2.0], [6.0]])
+    >>> rest = subtract_moments(moments_from_tokens(x), moments_from_tokens(x[2:]))
+    >>> rest.n, rest.mean.item(), rest.m2.item()
+    (2, 1.5, 0.5)
+    """
     rest = a.n - b.n
     if rest < 0:
         raise ValueError(f"cannot remove {b.n} tokens from a set of {a.n}")

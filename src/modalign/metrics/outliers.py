@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from modalign.errors import MetricError
+
 __all__ = ["OUTLIER_MODES", "NormBounds", "norm_bounds"]
 
 OUTLIER_MODES = ("drop", "median", "none")
@@ -18,7 +20,17 @@ OUTLIER_MODES = ("drop", "median", "none")
 
 @dataclass(frozen=True)
 class NormBounds:
-    """Median and std of a token set's norms; decides which norms are outliers."""
+    """Median and std of a token set's norms; decides which norms are outliers.
+
+    Args:
+        median: the (lower) median norm.
+        std: the unbiased std of the norms.
+        k: outliers lie more than k std from the median.
+
+    >>> b = NormBounds(median=1.0, std=0.1)
+    >>> b.is_outlier(torch.tensor([1.2, 1.31, 0.6])).tolist()
+    [False, True, True]
+    """
 
     median: float
     std: float
@@ -36,9 +48,20 @@ class NormBounds:
 
 
 def norm_bounds(norms: torch.Tensor, k: float = 3.0) -> NormBounds:
-    """Bounds of the k-sigma rule from all token norms of one layer and modality."""
+    """Bounds of the k-sigma rule from all token norms of one layer and modality.
+
+    Args:
+        norms: every token norm (n,).
+        k: the rule's k.
+
+    Returns:
+        `NormBounds` with torch's conventions: lower median, unbiased std.
+
+    >>> norm_bounds(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    NormBounds(median=2.0, std=1.2909944487358056, k=3.0)
+    """
     if norms.numel() == 0:
-        raise ValueError("no token norms to compute outlier bounds from")
+        raise MetricError("no token norms to compute outlier bounds from")
     norms = norms.to(torch.float64)
     std = float(norms.std()) if norms.numel() > 1 else 0.0
     return NormBounds(median=float(norms.median()), std=std, k=k)

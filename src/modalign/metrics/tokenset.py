@@ -1,76 +1,51 @@
 """Streaming state of one token set (one layer, one modality) with an exact 3-sigma outlier rule.
 
-How the exact rule streams (one pass in the common case, two when needed):
+How the exact rule streams. The first pass over the data:
 - every token updates the float64 moments of *all* tokens, and its norm goes to a norm cache
   (8 bytes a token: 1/d of the tokens' own size; the rule's median needs every norm);
-- the `tail` tokens with the largest and the smallest norms (up to `tail_capacity` each side,
-  kept in their input dtype, so exactly) are kept aside;
-- at the end the bounds come from the cached norms; outliers are the most extreme norms, so when
-  they all fit in the tails their moments are subtracted exactly (drop) and, for `median`,
-  replaced by copies of the per-dimension median;
-- if more outliers exist than the tails hold, `needs_second_pass` is set: the caller feeds the
-  same tokens again and they are filtered against the now known bounds.
-The per-dimension median (`median` mode only) is taken over a seeded uniform reservoir of at
-most `median_sample` tokens: exact when the set is no larger, an estimate beyond.
+- the tokens with the largest and the smallest norms (up to `tail_capacity` each side, kept in
+  their input dtype, so exactly) are kept aside (`Tail`);
+- in `median` mode a seeded uniform sample of up to `median_sample` tokens is kept (`Reservoir`).
+At the end of the first pass the bounds come from the cached norms. Outliers are the most
+extreme norms, so when they all fit in the tails their moments are subtracted exactly (drop)
+and, for `median`, replaced by copies of the per-dimension lower median of all tokens.
+
+Further passes over the same tokens happen only when needed, and share one re-feed:
+- tail overflow (more outliers than the tails hold): the second pass rebuilds the moments,
+  filtering every token against the now known bounds;
+- `median` mode with `median="exact"` (the default), for a set that has outliers and more tokens
+  than the sample: the median is found exactly by bracketing from the sample (`MedianSearch`):
+  the second pass normally settles it; a bracket that missed (~1e-9 per dimension) costs one
+  third pass. `median="estimate"` takes the sample's median instead (exact when the set has at
+  most `median_sample` tokens, an estimate beyond) and never adds a pass.
 """
 
 from __future__ import annotations
 
 import torch
 
+from modalign.errors import ConfigError, DataError
+from modalign.metrics.median import MEDIAN_MODES, MedianSearch
 from modalign.metrics.moments import Moments, moments_from_tokens, subtract_moments
 from modalign.metrics.outliers import OUTLIER_MODES, NormBounds, norm_bounds
+from modalign.metrics.reservoir import Reservoir
+from modalign.metrics.state import Stateful
+from modalign.metrics.tails import Tail
 
 __all__ = ["TokenSetAccumulator"]
 
 
-class _Tail:
-    """The `capacity` tokens with the largest (or smallest) norms seen so far, kept exactly.
+class TokenSetAccumulator(Stateful):
+    """Moments, norms and outlier bookkeeping of one layer's tokens of one modality.
 
-    Buffers are allocated once and overwritten in place: long-lived allocations made batch
-    after batch fragment the heap and grow the process's memory with N.
+    Args:
+        outliers: one of `OUTLIER_MODES` (drop, median, none).
+        k: the outlier rule's k (tokens beyond k standard deviations of the median norm).
+        tail_capacity: tokens kept exactly at each end of the norm range.
+        median: `exact` or `estimate` (see the module docstring).
+        median_sample: size of the uniform sample behind the median.
+        seed: seed of that sample.
     """
-
-    def __init__(self, capacity: int, largest: bool) -> None:
-        self.capacity, self.largest = capacity, largest
-        self.size = 0
-        self._x: torch.Tensor | None = None  # (capacity, d) input dtype
-        self._norm = torch.empty(0, dtype=torch.float64)  # (capacity,)
-        self._idx = torch.empty(0, dtype=torch.int64)  # (capacity,) global token index
-
-    @property
-    def x(self) -> torch.Tensor | None:
-        return None if self._x is None else self._x[: self.size]
-
-    @property
-    def norm(self) -> torch.Tensor:
-        return self._norm[: self.size]
-
-    @property
-    def idx(self) -> torch.Tensor:
-        return self._idx[: self.size]
-
-    def update(self, x: torch.Tensor, norm: torch.Tensor, idx: torch.Tensor) -> None:
-        if self.capacity == 0 or x.shape[0] == 0:
-            return
-        if self._x is None:
-            self._x = torch.empty(self.capacity, x.shape[1], dtype=x.dtype, device=x.device)
-            self._norm = torch.empty(self.capacity, dtype=torch.float64, device=x.device)
-            self._idx = torch.empty(self.capacity, dtype=torch.int64, device=x.device)
-        pick = torch.topk(norm, min(self.capacity, norm.shape[0]), largest=self.largest).indices
-        cand_norm = torch.cat([self.norm, norm[pick].to(self._norm.device)])
-        keep = min(self.capacity, cand_norm.shape[0])
-        order = torch.topk(cand_norm, keep, largest=self.largest).indices
-        cand_x = torch.cat([self.x, x[pick].to(self._x.device, self._x.dtype)])
-        cand_idx = torch.cat([self.idx, idx[pick].to(self._idx.device)])
-        self._x[:keep].copy_(cand_x[order])
-        self._norm[:keep].copy_(cand_norm[order])
-        self._idx[:keep].copy_(cand_idx[order])
-        self.size = keep
-
-
-class TokenSetAccumulator:
-    """Moments, norms and outlier bookkeeping of one layer's tokens of one modality."""
 
     def __init__(
         self,
@@ -78,132 +53,189 @@ class TokenSetAccumulator:
         *,
         k: float = 3.0,
         tail_capacity: int = 512,
+        median: str = "exact",
         median_sample: int = 4096,
         seed: int = 0,
     ) -> None:
         if outliers not in OUTLIER_MODES:
-            raise ValueError(f"outliers must be one of {OUTLIER_MODES}, got {outliers!r}")
-        self.outliers, self.k = outliers, k
-        self.moments: Moments | None = None
-        self.n_seen = 0  # tokens fed in pass 1
-        self.norm_sum = 0.0  # float64 sum of norms, pass 1 (text-centric scale)
-        self.norm_chunks: list[torch.Tensor] = []  # cache of norms (float64, CPU)
-        self.top = _Tail(tail_capacity, largest=True)
-        self.bottom = _Tail(tail_capacity, largest=False)
-        self.median_sample = median_sample
-        self.reservoir: torch.Tensor | None = None  # (<= median_sample, d)
-        self._gen = torch.Generator().manual_seed(seed)
-        self._bounds: NormBounds | None = None  # memo of compute_bounds
+            raise ConfigError(f"outliers must be one of {OUTLIER_MODES}, got {outliers!r}")
+        if median not in MEDIAN_MODES:
+            raise ConfigError(f"median must be one of {MEDIAN_MODES}, got {median!r}")
+        self.outliers, self.k, self.median = outliers, k, median
+        self.median_sample, self.seed = median_sample, seed
+        # first pass
+        self.add_state("moments", None, "moments")
+        self.add_state("n_seen", 0, "sum")
+        self.add_state("norm_sum", 0.0, "sum")  # float64 sum of norms (text-centric scale)
+        self.add_state("norms", [torch.empty(0, dtype=torch.float64)], "cat")  # norm cache
+        self.add_state("top", Tail(tail_capacity, largest=True), "merge")
+        self.add_state("bottom", Tail(tail_capacity, largest=False), "merge")
+        self.add_state("reservoir", Reservoir(median_sample, seed), "merge")
+        # later passes
+        self.add_state("pass_seen", 0, "sum")
+        self.add_state("pass_removed", 0, "sum")
+        self.add_state("search", None, "nested")  # MedianSearch
+        self.pass_index = 0  # 0 = first pass
+        self.bounds: NormBounds | None = None  # frozen bounds of a filtering second pass
+        self.dim: int | None = None
+        self.dtype: torch.dtype | None = None
+        self._search_pass = -1  # the pass the median search accumulates in
+        self._bounds: NormBounds | None = None  # memo of the bounds and outlier counts
+        self._counts: tuple[int, int] = (0, 0)
         self._bounds_key: tuple | None = None
-        # second pass state
-        self.bounds: NormBounds | None = None
-        self.pass2_removed = 0
-        self.pass2_seen = 0
 
     # ------------------------------------------------------------------ feeding
     @property
-    def dim(self) -> int | None:
-        return None if self.moments is None else self.moments.dim
-
-    @property
     def in_second_pass(self) -> bool:
+        """True once the moments are being rebuilt from a filtered re-feed (tail overflow)."""
         return self.bounds is not None
+
+    def _search_active(self) -> bool:
+        return self.search is not None and self._search_pass == self.pass_index
+
+    def states_to_reduce(self) -> list[str]:
+        """The states the current pass accumulates (each pass is all-reduced once)."""
+        if self.pass_index == 0:
+            names = ["moments", "n_seen", "norm_sum"]
+            if self.outliers != "none":
+                names += ["norms", "top", "bottom"]
+            if self.outliers == "median":
+                names.append("reservoir")
+            return names
+        names = ["pass_seen"]
+        if self.pass_index == 1 and self.in_second_pass:
+            names += ["moments", "pass_removed"]
+        if self._search_active():
+            names.append("search")
+        return names
 
     def update(self, x: torch.Tensor) -> None:
         """Feed tokens x (n, d). Caller has validated shape and finiteness."""
-        norms = x.to(torch.float64).norm(dim=1)  # (n,)
-        if self.in_second_pass:
-            out = self.bounds.is_outlier(norms)
-            self.pass2_seen += x.shape[0]
-            self.pass2_removed += int(out.sum())
-            self.moments = _merge_into(self.moments, x[~out])
+        if self.dtype is None:
+            self.dim, self.dtype = x.shape[1], x.dtype
+        elif x.dtype != self.dtype:
+            raise DataError(f"tokens changed dtype between batches ({self.dtype} -> {x.dtype})")
+        if self.pass_index > 0:
+            self._update_later_pass(x)
             return
+        norms = x.to(torch.float64).norm(dim=1)  # (n,)
         self.moments = _merge_into(self.moments, x)
         self.norm_sum += float(norms.sum())
         if self.outliers != "none":
-            idx = torch.arange(self.n_seen, self.n_seen + x.shape[0], device=x.device)
-            self.norm_chunks.append(norms.cpu())
-            self.top.update(x, norms, idx)
-            self.bottom.update(x, norms, idx)
+            self.norms.append(norms.cpu())
+            self.top.update(x, norms)
+            self.bottom.update(x, norms)
             if self.outliers == "median":
-                self._reservoir_update(x)
+                self.reservoir.update(x)
         self.n_seen += x.shape[0]
 
-    def _reservoir_update(self, x: torch.Tensor) -> None:
-        """Uniform reservoir sample (Algorithm R, seeded) for the per-dimension median."""
-        cap, n0 = self.median_sample, self.n_seen
-        free = max(0, min(cap - n0, x.shape[0]))
-        if free:
-            head = x[:free].detach().clone()
-            self.reservoir = head if self.reservoir is None else torch.cat([self.reservoir, head])
-        if free == x.shape[0]:
-            return
-        pos = torch.arange(free, x.shape[0])
-        slots = (
-            torch.rand(pos.shape[0], generator=self._gen, dtype=torch.float64) * (n0 + pos + 1)
-        ).long()
-        for p, s in zip(pos[slots < cap].tolist(), slots[slots < cap].tolist(), strict=True):
-            self.reservoir[s] = x[p]
+    def _update_later_pass(self, x: torch.Tensor) -> None:
+        self.pass_seen += x.shape[0]
+        if self.pass_index == 1 and self.in_second_pass:
+            out = self.bounds.is_outlier(x.to(torch.float64).norm(dim=1))
+            self.pass_removed += int(out.sum())
+            self.moments = _merge_into(self.moments, x[~out])
+        if self._search_active():
+            self.search.update(x)
 
-    # ------------------------------------------------------------------ results
+    # ------------------------------------------------------------------ passes
     def all_norms(self) -> torch.Tensor:
-        return (
-            torch.cat(self.norm_chunks) if self.norm_chunks else torch.empty(0, dtype=torch.float64)
-        )
+        """Every cached norm of the first pass (float64)."""
+        return torch.cat(self.norms)
 
     def compute_bounds(self) -> NormBounds | None:
         """3-sigma bounds from every cached norm (memoized until more norms arrive)."""
-        if self.outliers == "none" or self.n_seen == 0:
-            return None
-        key = (self.n_seen, len(self.norm_chunks), id(self.norm_chunks[-1]))
-        if self._bounds_key != key:
-            self._bounds, self._bounds_key = norm_bounds(self.all_norms(), self.k), key
+        self._memo_bounds()
         return self._bounds
 
-    def needs_second_pass(self) -> bool:
-        """True when the outliers outnumber the exactly kept tails (see module docstring)."""
-        bounds = self.compute_bounds()
-        if bounds is None or self.in_second_pass:
-            return False
-        norms = self.all_norms()
-        n_high, n_low = int(bounds.is_high(norms).sum()), int(bounds.is_low(norms).sum())
-        return n_high > self.top.norm.shape[0] or n_low > self.bottom.norm.shape[0]
+    def _outlier_counts(self) -> tuple[int, int]:
+        """(high, low) outliers among the first pass's norms."""
+        self._memo_bounds()
+        return self._counts
 
-    def begin_second_pass(self) -> None:
-        """Freeze the bounds from pass 1 and reset the moments for a filtered re-feed."""
-        self.bounds = self.compute_bounds()
-        self.moments = None
-        self.pass2_seen = self.pass2_removed = 0
+    def _memo_bounds(self) -> None:
+        """Bounds and outlier counts of the cached norms, recomputed only when norms arrive."""
+        if self.outliers == "none" or self.n_seen == 0:
+            self._bounds, self._counts = None, (0, 0)
+            return
+        key = (self.n_seen, len(self.norms), id(self.norms[-1]))
+        if self._bounds_key != key:
+            norms = self.all_norms()
+            bounds = norm_bounds(norms, self.k)
+            self._counts = int(bounds.is_high(norms).sum()), int(bounds.is_low(norms).sum())
+            self._bounds, self._bounds_key = bounds, key
 
+    def _tails_overflow(self) -> bool:
+        high, low = self._outlier_counts()
+        return high > self.top.size or low > self.bottom.size
+
+    def _search_needed(self) -> bool:
+        return (
+            self.outliers == "median"
+            and self.median == "exact"
+            and self.search is None
+            and not self.reservoir.complete
+            and sum(self._outlier_counts()) > 0
+        )
+
+    def needs_another_pass(self) -> bool:
+        """After a pass was fed (and all-reduced): must the same tokens be fed once more?"""
+        if self.pass_index == 0:
+            return self._tails_overflow() or self._search_needed()
+        if self.pass_seen != self.n_seen:
+            raise DataError(
+                f"pass {self.pass_index + 1} saw {self.pass_seen} tokens, the first pass "
+                f"{self.n_seen}: the same tokens must be fed again"
+            )
+        return self._search_active() and self.search.needs_pass()
+
+    def begin_next_pass(self) -> None:
+        """Plan the next pass (idle for this set if it needs none): freeze the outlier bounds
+        for a filtering re-feed, and/or start or continue the exact median search."""
+        if self.pass_index == 0:
+            if self._tails_overflow():
+                self.bounds = self.compute_bounds()
+                self.moments = None
+                self.pass_removed = 0
+            if self._search_needed():
+                self.search = MedianSearch(self.n_seen, self.reservoir.rows)
+                self.reservoir = Reservoir(self.median_sample, self.seed)  # free the sample
+                self._search_pass = 1
+        elif self._search_active() and self.needs_another_pass():
+            self.search.begin_pass()
+            self._search_pass = self.pass_index + 1
+        self.pass_index += 1
+        self.pass_seen = 0
+
+    # ------------------------------------------------------------------ results
     def median_vector(self) -> torch.Tensor:
-        """Per-dimension (lower) median over the reservoir, float64."""
-        if self.reservoir is None:
-            raise ValueError("no tokens for the per-dimension median")
-        return self.reservoir.to(torch.float64).median(dim=0).values
+        """Per-dimension lower median (d,) in the tokens' dtype: exact unless median="estimate"
+        and the set has more tokens than the sample."""
+        if self.search is not None:
+            return self.search.result()
+        return self.reservoir.lower_median()
 
     def finalize(self) -> tuple[Moments, int]:
         """Moments after outlier handling, and the number of outlier tokens found."""
-        if self.moments is None or self.n_seen == 0:
+        if self.n_seen == 0:
             return Moments.empty(self.dim or 0), 0
         if self.outliers == "none":
             return self.moments, 0
+        if self.needs_another_pass():
+            raise RuntimeError(
+                "outlier handling needs another pass over the same tokens first "
+                "(see MIRAccumulator.needs_another_pass)"
+            )
         if self.in_second_pass:
-            if self.pass2_seen != self.n_seen:
-                raise ValueError(
-                    f"second pass saw {self.pass2_seen} tokens, first pass {self.n_seen}: "
-                    "the same tokens must be fed again"
-                )
-            kept, removed = self.moments or Moments.empty(self.dim or 0), self.pass2_removed
+            kept, removed = self.moments or Moments.empty(self.dim), self.pass_removed
         else:
-            if self.needs_second_pass():
-                raise RuntimeError("outliers exceed the tail cache: run a second pass first")
             bounds = self.compute_bounds()
             parts = [
                 t.x[bounds.is_high(t.norm) if t is self.top else bounds.is_low(t.norm)]
                 for t in (self.top, self.bottom)
                 if t.x is not None
             ]
-            out = torch.cat(parts) if parts else torch.empty(0, self.moments.dim)
+            out = torch.cat(parts) if parts else torch.empty(0, self.dim)
             kept = subtract_moments(self.moments, moments_from_tokens(out))
             removed = out.shape[0]
         if self.outliers == "median" and removed:

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from modalign.models import families  # noqa: F401  (fills ADAPTERS)
 from modalign.models.base import VLMAdapter
-from modalign.models.registry import ADAPTERS, REFUSED, adapter_class_for, register_adapter
+from modalign.models.registry import ADAPTERS, REFUSED, adapter_class_for
 from modalign.models.states import LayerStates, ModelBatch
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "adapter_class_for",
     "get_adapter",
     "load_adapter",
-    "register_adapter",
 ]
 
 
@@ -38,10 +38,18 @@ def load_adapter(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> VLMAdapter:
-    """Load model + processor with `from_pretrained` (auto: CUDA bf16, else CPU float32)."""
+    """Load model + processor with `from_pretrained` (auto: CUDA bf16, else CPU float32).
+
+    A family that cannot be scored is refused from its config, before any weights are loaded.
+    """
+    from transformers import AutoConfig
+
+    from modalign.models.connector_llava import register_auto_classes
     from modalign.models.loading import load_model, load_processor, resolve_device_dtype
 
+    register_auto_classes()  # AutoConfig must know modalign_llava checkpoints
+    adapter_cls = adapter_class_for(AutoConfig.from_pretrained(str(path_or_id)))
     dev, dt = resolve_device_dtype(device, dtype)
     model = load_model(str(path_or_id), dev, dt)
     processor = load_processor(str(path_or_id))
-    return get_adapter(model, processor)
+    return adapter_cls(model, processor)

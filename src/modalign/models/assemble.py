@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +20,23 @@ from typing import Any
 
 import torch
 
+from modalign.atomic import atomic_dir
+from modalign.errors import ConfigError, DataError, ModelError
+from modalign.models.loading import parse_dtype
+from modalign.models.processor_compat import torchvision_available
+from modalign.models.sequence import VICUNA_V1_SYSTEM
+
 PROJECTOR_FILES = ("mm_projector.bin", "mm_projector.safetensors")
 PROJECTOR_TYPES = ("mlp2x_gelu", "linear")
 # LLaVA's `mm_vision_select_feature` -> transformers' `vision_feature_select_strategy`.
 SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
 # LLaVA-1.5's conversation format (conv_vicuna_v1): "SYSTEM USER: <image>\n... ASSISTANT: ...</s>".
 VICUNA_V1_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' -%}"
     "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
     "else messages[0]['content'][0]['text'] -%}"
     "{%- set loop_messages = messages[1:] -%}"
-    '{%- else -%}{%- set system = "' + VICUNA_SYSTEM + '" -%}'
+    '{%- else -%}{%- set system = "' + VICUNA_V1_SYSTEM + '" -%}'
     "{%- set loop_messages = messages -%}{%- endif -%}"
     "{{- system -}}"
     "{%- for message in loop_messages -%}"
@@ -70,9 +70,9 @@ def _projector_file(path: Path) -> Path:
         for name in PROJECTOR_FILES:
             if (path / name).is_file():
                 return path / name
-        raise ValueError(f"no {' or '.join(PROJECTOR_FILES)} in folder {os.fspath(path)!r}")
+        raise DataError(f"no {' or '.join(PROJECTOR_FILES)} in folder {os.fspath(path)!r}")
     if not path.is_file():
-        raise ValueError(f"projector weights {os.fspath(path)!r} do not exist")
+        raise DataError(f"projector weights {os.fspath(path)!r} do not exist")
     return path
 
 
@@ -85,18 +85,18 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         try:
             return load_file(os.fspath(file), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"cannot read safetensors file {os.fspath(file)!r}: {exc}") from exc
+            raise DataError(f"cannot read safetensors file {os.fspath(file)!r}: {exc}") from exc
     if file.suffix not in (".bin", ".pt", ".pth"):
-        raise ValueError(f"{os.fspath(file)!r}: expected a .bin, .pt, .pth or .safetensors file")
+        raise DataError(f"{os.fspath(file)!r}: expected a .bin, .pt, .pth or .safetensors file")
     try:
         state = torch.load(os.fspath(file), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for non-tensor pickles, RuntimeError for garbage
-        raise ValueError(
+        raise DataError(
             f"cannot read {os.fspath(file)!r} as a tensor state dict (loaded with "
             f"weights_only=True; arbitrary pickles are refused): {exc}"
         ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{os.fspath(file)!r} does not hold a dict of tensors")
+        raise DataError(f"{os.fspath(file)!r} does not hold a dict of tensors")
     return state
 
 
@@ -115,15 +115,17 @@ def parse_projector(state: dict[str, torch.Tensor], projector_type: str | None) 
     inferred = "linear" if "weight" in weights else "mlp2x_gelu" if indices == [0, 2] else None
     if indices and indices != [0, 2]:
         depth = len(indices)
-        raise ValueError(
+        raise ModelError(
             f"projector has {depth} linear layers (keys: {', '.join(keys)}); HF LLaVA supports "
             "mlp2x_gelu (2 layers) and linear connectors only"
         )
     if projector_type is not None and projector_type not in PROJECTOR_TYPES:
-        raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}")
+        raise ConfigError(
+            f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}"
+        )
     kind = projector_type or inferred
     if kind is None or (projector_type and inferred and projector_type != inferred):
-        raise ValueError(
+        raise ModelError(
             f"projector keys ({', '.join(keys) or 'none'}) do not match "
             f"{projector_type or 'a known connector'} (mlp2x_gelu expects 0.weight, 0.bias, "
             "2.weight, 2.bias; linear expects weight, bias)"
@@ -135,13 +137,13 @@ def parse_projector(state: dict[str, torch.Tensor], projector_type: str | None) 
         for part in ("weight", "bias") if bias else ("weight",):
             key = f"{src}.{part}" if src else part
             if key not in weights:
-                raise ValueError(
+                raise ModelError(
                     f"projector weights are missing key {key!r} (have: {', '.join(keys)})"
                 )
             mapped[f"{dst}.{part}"] = weights[key]
     unused = set(keys) - {f"{s}.{p}" if s else p for s in names for p in ("weight", "bias")}
     if unused:
-        raise ValueError(f"unexpected projector keys for {kind}: {', '.join(sorted(unused))}")
+        raise ModelError(f"unexpected projector keys for {kind}: {', '.join(sorted(unused))}")
     return ProjectorWeights(mapped, kind, bias)
 
 
@@ -166,7 +168,7 @@ def check_projector_shapes(weights: ProjectorWeights, vision_dim: int, text_dim:
         if tuple(weights.state[k].shape) != shape
     ]
     if wrong:
-        raise ValueError(
+        raise ModelError(
             f"projector shape mismatch (vision hidden {vision_dim}, LLM hidden {text_dim}): "
             + "; ".join(wrong)
         )
@@ -192,7 +194,7 @@ def _run_config(projector: Path) -> dict[str, Any]:
     try:
         data = json.loads(config.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"run config {os.fspath(config)!r} is not valid JSON: {exc}") from exc
+        raise DataError(f"run config {os.fspath(config)!r} is not valid JSON: {exc}") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -203,7 +205,7 @@ def _vision_class(vision_config: Any) -> type:
     try:
         return MODEL_MAPPING[type(vision_config)]
     except KeyError as exc:
-        raise ValueError(f"unsupported vision tower type {vision_config.model_type!r}") from exc
+        raise ModelError(f"unsupported vision tower type {vision_config.model_type!r}") from exc
 
 
 def load_vision_tower(vision_tower: str | os.PathLike[str], dtype: torch.dtype) -> Any:
@@ -212,11 +214,11 @@ def load_vision_tower(vision_tower: str | os.PathLike[str], dtype: torch.dtype) 
 
     folder = Path(vision_tower)
     if not folder.is_dir():
-        raise ValueError(f"vision tower folder {os.fspath(folder)!r} does not exist")
+        raise DataError(f"vision tower folder {os.fspath(folder)!r} does not exist")
     config = AutoConfig.from_pretrained(folder)
     vision_config = getattr(config, "vision_config", None) or config
     if not hasattr(vision_config, "patch_size") or not hasattr(vision_config, "image_size"):
-        raise ValueError(
+        raise ModelError(
             f"{os.fspath(folder)!r} is not a ViT-style vision tower ({config.model_type})"
         )
     composite = vision_config is not config  # e.g. a full CLIPModel: its text tower is skipped
@@ -250,7 +252,7 @@ def _check_loaded(info: dict[str, Any], what: str) -> None:
     ]
     if missing or mismatched:
         names = ", ".join((missing + mismatched)[:5])
-        raise ValueError(f"{what}: checkpoint lacks or mismatches weights ({names} ...)")
+        raise ModelError(f"{what}: checkpoint lacks or mismatches weights ({names} ...)")
 
 
 def _check_causal_lm(llm: Path) -> None:
@@ -259,33 +261,24 @@ def _check_causal_lm(llm: Path) -> None:
 
     config = AutoConfig.from_pretrained(llm)
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise ValueError(
+        raise ModelError(
             f"LLM folder {os.fspath(llm)!r} holds a {config.model_type!r} model, not a causal LM"
         )
 
 
 def _resolve_dtype(dtype: torch.dtype | str, llm: Path) -> torch.dtype:
-    """`auto` -> the LLM checkpoint's dtype (float32 if unrecorded); strings -> torch dtypes."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
+    """`auto` -> the LLM checkpoint's dtype (float32 if unrecorded); names as `parse_dtype`."""
     if dtype == "auto":
         from transformers import AutoConfig
 
         recorded = getattr(AutoConfig.from_pretrained(llm), "dtype", None)
-        if isinstance(recorded, torch.dtype):
-            return recorded
-        dtype = str(recorded or "float32").removeprefix("torch.")
-    resolved = getattr(torch, str(dtype), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
-    return resolved
+        dtype = recorded if isinstance(recorded, torch.dtype) else str(recorded or "float32")
+    return parse_dtype(dtype)
 
 
 def _image_processor(vision_tower: Path, image_size: int, pad_to_square: bool) -> Any:
     """The tower's own preprocessor if saved, else CLIP preprocessing at the tower's resolution."""
-    from transformers.utils import is_torchvision_available
-
-    if is_torchvision_available():
+    if torchvision_available():
         from transformers import CLIPImageProcessor as ClipProcessor
         from transformers import LlavaImageProcessor as PadProcessor
     else:
@@ -311,7 +304,7 @@ def _image_processor(vision_tower: Path, image_size: int, pad_to_square: bool) -
         (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
     )
     if crop_hw != (image_size, image_size):
-        raise ValueError(
+        raise ModelError(
             f"image preprocessor crops to {crop_hw} but the vision tower expects "
             f"{image_size}x{image_size}; the number of image tokens would not match"
         )
@@ -329,7 +322,7 @@ def _add_tokens(tokenizer: Any, image_token: str) -> int:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
     ids = tokenizer.encode(image_token, add_special_tokens=False)
     if len(ids) != 1:
-        raise ValueError(f"image token {image_token!r} does not encode to one token: {ids}")
+        raise ModelError(f"image token {image_token!r} does not encode to one token: {ids}")
     return int(ids[0])
 
 
@@ -357,21 +350,11 @@ def _grow_vocab(causal_lm: Any, size: int) -> None:
                 bias[old:] = bias[:old].mean()
 
 
-def _atomic_save(model: Any, processor: Any, out_dir: Path) -> None:
-    """save_pretrained into a temp folder beside out_dir, then rename it into place."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"output folder {os.fspath(out_dir)!r} exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+def _save(model: Any, processor: Any, out_dir: Path) -> None:
+    """save_pretrained of both into a temporary folder renamed into place (all or nothing)."""
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -390,13 +373,13 @@ def _resolve_options(
     run = _run_config(projector) if projector.exists() else {}
     chosen = strategy or SELECT_FEATURE.get(run.get("mm_vision_select_feature", "patch"), "")
     if chosen not in ("default", "full"):
-        raise ValueError(
+        raise ConfigError(
             f"vision_feature_select_strategy must be 'default' or 'full' (or the run's "
             f"mm_vision_select_feature 'patch' / 'cls_patch'), got {strategy or chosen!r}"
         )
     layer = layer if layer is not None else run.get("mm_vision_select_layer", -2)
     if isinstance(layer, bool) or not isinstance(layer, int):
-        raise ValueError(f"vision_feature_layer must be an integer, got {layer!r}")
+        raise ConfigError(f"vision_feature_layer must be an integer, got {layer!r}")
     return _Options(projector_type or run.get("mm_projector_type"), layer, chosen)
 
 
@@ -410,11 +393,11 @@ def _check_vision(vision: Any, options: _Options) -> None:
     """The vision layer must exist and the 'default' strategy needs a CLS token to drop."""
     n_layers = vision.config.num_hidden_layers
     if not -n_layers - 1 <= options.layer <= n_layers:
-        raise ValueError(
+        raise ModelError(
             f"vision_feature_layer {options.layer} is out of range for a {n_layers}-layer tower"
         )
     if options.strategy == "default" and not _has_cls(vision):
-        raise ValueError(
+        raise ModelError(
             "the vision tower has no CLS token; use vision_feature_select_strategy='full'"
         )
 
@@ -490,7 +473,7 @@ def assemble_llava(
 
     llm_dir, tower_dir, projector_path = Path(llm), Path(vision_tower), Path(projector)
     if not llm_dir.is_dir():
-        raise ValueError(f"LLM folder {os.fspath(llm_dir)!r} does not exist")
+        raise DataError(f"LLM folder {os.fspath(llm_dir)!r} does not exist")
     _check_causal_lm(llm_dir)
     options = _resolve_options(
         projector_path, projector_type, vision_feature_layer, vision_feature_select_strategy
@@ -523,5 +506,5 @@ def assemble_llava(
         num_additional_image_tokens=int(_has_cls(vision)),
     )
     if out_dir is not None:
-        _atomic_save(model, processor, Path(out_dir))
+        _save(model, processor, Path(out_dir))
     return model, processor

@@ -20,9 +20,14 @@ from typing import Any, ClassVar
 import torch
 
 from modalign.data.pairs import Pair
+from modalign.errors import ConfigError, DataError, ModelError
 from modalign.models.describe import describe_sample
-from modalign.models.sequence import VICUNA_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
+from modalign.models.sequence import VICUNA_V1_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
 from modalign.models.states import LayerStates, ModelBatch
+
+# Sequence templates; `prepare` builds each row with the adapter's `_{template}_row` method, which
+# a family adapter overrides where its layout differs (e.g. PaliGemma's `_chat_row`).
+TEMPLATES = ("chat", "plain", "official")
 
 # Stands in for the passage when locating the assistant turn in a chat template.
 _SENTINEL = "\ue000modalign-passage\ue001"
@@ -35,12 +40,6 @@ class VLMAdapter:
     """Adapter for decoder-only LVLMs that put expanded image tokens into the token sequence."""
 
     family: ClassVar[str] = "generic"
-    # template name -> method building one RowSpec per sample (a registry, see `prepare`).
-    TEMPLATES: ClassVar[dict[str, str]] = {
-        "chat": "_chat_rows",
-        "plain": "_plain_rows",
-        "official": "_official_rows",
-    }
     tail_token_type: ClassVar[int] = 0  # token_type_ids of tokens appended after the processor's
 
     def __init__(self, model: Any, processor: Any) -> None:
@@ -48,7 +47,7 @@ class VLMAdapter:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", None)
         if self.tokenizer is None:
-            raise ValueError(
+            raise ModelError(
                 f"{type(processor).__name__} has no tokenizer; pass the model's processor"
             )
         config = model.config
@@ -56,12 +55,12 @@ class VLMAdapter:
         if token_id is None:
             token_id = getattr(config, "image_token_index", None)
         if token_id is None:
-            raise ValueError(f"{config.model_type}: config defines no image token id")
+            raise ModelError(f"{config.model_type}: config defines no image token id")
         self.image_token_id = int(token_id)
         self.num_layers = int(config.get_text_config().num_hidden_layers)
         decoder_layers = getattr(model.get_decoder(), "layers", None)
         if decoder_layers is not None and len(decoder_layers) != self.num_layers:
-            raise ValueError(
+            raise ModelError(
                 f"decoder has {len(decoder_layers)} layers but the config says {self.num_layers}"
             )
 
@@ -82,7 +81,7 @@ class VLMAdapter:
             {"role": "assistant", "content": [{"type": "text", "text": passage}]},
         ]
         if not getattr(self.processor, "chat_template", None):
-            raise ValueError(
+            raise ModelError(
                 f"{self.family}: the processor has no chat template; use --template plain or official"
             )
         return self.processor.apply_chat_template(
@@ -98,13 +97,13 @@ class VLMAdapter:
         """
         with_sentinel = self.render_chat(_SENTINEL)
         if with_sentinel.count(_SENTINEL) != 1:
-            raise ValueError(
+            raise ModelError(
                 f"{self.family}: the chat template does not show the assistant turn once"
             )
         start = with_sentinel.index(_SENTINEL)
         rendered = with_sentinel[:start] + passage + with_sentinel[start + len(_SENTINEL) :]
         if self.render_chat(passage) != rendered:
-            raise ValueError(
+            raise ModelError(
                 f"{self.family}: the chat template alters the passage {passage[:40]!r}; "
                 "use --template plain"
             )
@@ -119,7 +118,7 @@ class VLMAdapter:
 
     # ------------------------------------------------------------------ templates
 
-    def _chat_rows(self, passage: str, max_tokens: int | None) -> RowSpec:
+    def _chat_row(self, passage: str, max_tokens: int | None) -> RowSpec:
         """Chat template tokenized jointly; passage located by offsets, counted from the end."""
         truncated = False
         text = passage
@@ -138,7 +137,7 @@ class VLMAdapter:
                 break
             text, truncated = cut_text(self.tokenizer, text, max(1, e - s - 1))[0], True
         if max_tokens is not None and e - s > max_tokens:
-            raise ValueError(
+            raise DataError(
                 f"{self.family}: cannot fit the passage into {max_tokens} tokens in context"
             )
         return RowSpec(
@@ -150,7 +149,7 @@ class VLMAdapter:
             add_special_tokens=special,
         )
 
-    def _plain_rows(self, passage: str, max_tokens: int | None) -> RowSpec:
+    def _plain_row(self, passage: str, max_tokens: int | None) -> RowSpec:
         """Processor-expanded image (with BOS if the tokenizer adds one) + the passage's ids."""
         ids, truncated = self._passage_ids(passage, max_tokens)
         return RowSpec(
@@ -161,7 +160,7 @@ class VLMAdapter:
             truncated=truncated,
         )
 
-    def _official_rows(self, passage: str, max_tokens: int | None) -> RowSpec:
+    def _official_row(self, passage: str, max_tokens: int | None) -> RowSpec:
         """vicuna_v1: `SYSTEM USER: <image>\\n ASSISTANT: passage</s>`; text = all after the image."""
         ids, truncated = self._passage_ids(passage, max_tokens)
         if not ids:
@@ -171,7 +170,7 @@ class VLMAdapter:
         eos = self.tokenizer.eos_token or ""
         tail = self.tokenizer("\n ASSISTANT: " + passage + eos, add_special_tokens=False)
         return RowSpec(
-            head=f"{VICUNA_SYSTEM} USER: {self.placeholder()}",
+            head=f"{VICUNA_V1_SYSTEM} USER: {self.placeholder()}",
             tail_ids=tail["input_ids"],
             tail_type=self.tail_token_type,
             text_len=None,
@@ -188,19 +187,17 @@ class VLMAdapter:
     ) -> ModelBatch:
         """Tokenize and pad a batch; masks mark the expanded image tokens and the passage tokens."""
         if not pairs:
-            raise ValueError("prepare() needs at least one pair")
-        if template not in self.TEMPLATES:
-            raise ValueError(
-                f"unknown template {template!r}; use one of {', '.join(self.TEMPLATES)}"
-            )
+            raise DataError("prepare() needs at least one pair")
+        if template not in TEMPLATES:
+            raise ConfigError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
         if max_text_tokens is not None and max_text_tokens < 1:
-            raise ValueError(f"max_text_tokens must be >= 1, got {max_text_tokens}")
-        build = getattr(self, self.TEMPLATES[template])
+            raise ConfigError(f"max_text_tokens must be >= 1, got {max_text_tokens}")
+        build = getattr(self, f"_{template}_row")
         specs = []
         for p in pairs:
             spec = build(p.text.strip(), max_text_tokens)
             if spec.text_len == 0:
-                raise ValueError(
+                raise DataError(
                     f"text passage {p.text_id!r} tokenizes to zero tokens ({p.text[:40]!r})"
                 )
             specs.append(spec)
@@ -231,7 +228,7 @@ class VLMAdapter:
         """One processor call for the whole batch (images + heads), as plain tensors."""
         special = {s.add_special_tokens for s in specs}
         if len(special) != 1:
-            raise ValueError(f"{self.family}: rows of one batch disagree on special tokens")
+            raise ModelError(f"{self.family}: rows of one batch disagree on special tokens")
         return self.processor(
             images=self.processor_images(pairs),
             text=[s.head for s in specs],
@@ -256,7 +253,7 @@ class VLMAdapter:
             row = {k: enc[k][i][keep].tolist() for k in token_keys}
             ids = row["input_ids"]
             if spec.check_ids and ids[-len(spec.check_ids) :] != spec.check_ids:
-                raise ValueError(
+                raise ModelError(
                     f"{self.family}: the processor changed the tokens of passage {pair.text_id!r} "
                     "while expanding the image; cannot locate the passage exactly"
                 )
@@ -268,7 +265,7 @@ class VLMAdapter:
             ids = row["input_ids"]
             vis = [int(t == self.image_token_id) for t in ids]
             if not any(vis):
-                raise ValueError(
+                raise ModelError(
                     f"{self.family}: no image tokens (id {self.image_token_id}) in the sequence of "
                     f"sample {pair.image_id!r}; the processor did not expand the image placeholder"
                 )
@@ -282,9 +279,9 @@ class VLMAdapter:
                 for j in range(end - spec.text_len, end):
                     txt[j] = 1
             if not any(txt):
-                raise ValueError(f"text passage {pair.text_id!r} has no tokens in the sequence")
+                raise DataError(f"text passage {pair.text_id!r} has no tokens in the sequence")
             if any(v and t for v, t in zip(vis, txt, strict=True)):
-                raise ValueError(
+                raise ModelError(
                     f"{self.family}: passage and image tokens overlap in {pair.text_id!r}"
                 )
             rows.append(row)
@@ -301,12 +298,12 @@ class VLMAdapter:
         ids = [int(k) for k in layers]
         bad = [k for k in ids if not 0 <= k <= self.num_layers]
         if bad or not ids:
-            raise ValueError(
+            raise ConfigError(
                 f"layers {bad or ids} out of range: this decoder has layers 1..{self.num_layers} "
                 "(0 = input embeddings)"
             )
         if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate layers in {ids}")
+            raise ConfigError(f"duplicate layers in {ids}")
         return ids
 
     @property
@@ -343,7 +340,7 @@ class VLMAdapter:
             except ValueError as exc:
                 msg = str(exc)
                 if "token" in msg.lower() and ("match" in msg or "features" in msg):
-                    raise ValueError(
+                    raise ModelError(
                         f"{self.family}: image token count mismatch: the processor expanded each "
                         "image into a number of tokens that differs from the number of features "
                         "the model's vision tower produces (processor and model configs disagree, "
@@ -353,7 +350,7 @@ class VLMAdapter:
         hidden = out.hidden_states
         if hidden is None or len(hidden) != self.num_layers + 1:
             got = None if hidden is None else len(hidden)
-            raise ValueError(
+            raise ModelError(
                 f"{self.family}: expected {self.num_layers + 1} hidden states, got {got}"
             )
         mask_dev = hidden[0].device

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from modalign.models.base import VLMAdapter
-from modalign.models.registry import register_adapter
+from modalign.models.registry import ADAPTERS
 from modalign.models.sequence import RowSpec
 
 
-@register_adapter("llava", "llava_next", "llava_onevision")
+@ADAPTERS.register("llava", "llava_next", "llava_onevision", "modalign_llava")
 class LlavaAdapter(VLMAdapter):
-    """LLaVA-1.5 / NeXT / OneVision: `<image>` expands to the projected patch tokens."""
+    """LLaVA-1.5 / NeXT / OneVision / modalign_llava (any connector): `<image>` expands to the
+    projected image tokens."""
 
     family = "llava"
 
 
-@register_adapter("qwen2_vl", "qwen2_5_vl")
+@ADAPTERS.register("qwen2_vl", "qwen2_5_vl")
 class QwenVLAdapter(VLMAdapter):
     """Qwen2-VL / Qwen2.5-VL: `<|image_pad|>` framed by vision start/end markers.
 
@@ -30,14 +31,14 @@ class QwenVLAdapter(VLMAdapter):
         return f"<|vision_start|>{self.processor.image_token}<|vision_end|>"
 
 
-@register_adapter("idefics3", "smolvlm")
+@ADAPTERS.register("idefics3", "smolvlm")
 class Idefics3Adapter(VLMAdapter):
     """Idefics3 / SmolVLM: `<image>` expands to `<fake_token_around_image><global-img><image>...`."""
 
     family = "idefics3"
 
 
-@register_adapter("gemma3")
+@ADAPTERS.register("gemma3")
 class Gemma3Adapter(VLMAdapter):
     """Gemma3: `<start_of_image>` expands to boi + soft image tokens + eoi; the vision positions
     are the soft tokens (`config.image_token_id`), not `<start_of_image>`."""
@@ -48,14 +49,14 @@ class Gemma3Adapter(VLMAdapter):
         return self.processor.boi_token
 
 
-@register_adapter("internvl")
+@ADAPTERS.register("internvl")
 class InternVLAdapter(VLMAdapter):
     """InternVL: `<IMG_CONTEXT>` expands to `<img>` + context tokens per tile + `</img>`."""
 
     family = "internvl"
 
 
-@register_adapter("paligemma")
+@ADAPTERS.register("paligemma")
 class PaliGemmaAdapter(VLMAdapter):
     """PaliGemma: image tokens, BOS, prompt and "\\n" form a bidirectional prefix; the answer is a
     causal suffix (token_type_ids = 1). PaliGemma has no chat template: `chat` uses this native
@@ -63,10 +64,9 @@ class PaliGemmaAdapter(VLMAdapter):
     the processor's framing of the image alone (`<image>... <bos> \\n`) + the passage's ids."""
 
     family = "paligemma"
-    TEMPLATES: ClassVar[dict[str, str]] = {**VLMAdapter.TEMPLATES, "chat": "_native_rows"}
     tail_token_type = 1
 
-    def _native_rows(self, passage: str, max_tokens: int | None) -> RowSpec:
+    def _chat_row(self, passage: str, max_tokens: int | None) -> RowSpec:
         """`<image>... <bos> \\n` prefix from the processor + passage ids + EOS as the suffix."""
         ids, truncated = self._passage_ids(passage, max_tokens)
         eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []

@@ -9,26 +9,40 @@ from typing import Any
 
 import torch
 
+from modalign.errors import ConfigError
 from modalign.models.processor_compat import processor_class_for
+
+# The one dtype vocabulary (CLI --dtype flags, assemble, training): names -> torch dtypes.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}  # fmt: skip
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A floating torch dtype from its name (float32, fp16, bf16, ...); anything else is refused."""
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ConfigError(f"dtype must be a floating-point type, got {dtype}")
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def resolve_device_dtype(
     device: str | torch.device | None, dtype: str | torch.dtype | None
 ) -> tuple[torch.device, torch.dtype]:
-    """`auto`/None -> CUDA bf16 when available, else CPU float32; strings like 'float16' accepted."""
+    """`auto`/None -> CUDA bf16 when available, else CPU float32; names as in `parse_dtype`."""
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dtype is None or dtype == "auto":
         return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dev, dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float64": torch.float64}  # fmt: skip
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(names)}")
-    return dev, names[dtype]
+    return dev, parse_dtype(dtype)
 
 
 def _processor_class_name(path_or_id: str) -> str | None:
@@ -51,8 +65,15 @@ def load_processor(path_or_id: str) -> Any:
     """AutoProcessor, or the same processor class without its video part when torchvision is absent."""
     import transformers
 
+    from modalign.models.connector_llava import processor_class_named, register_auto_classes
+
+    register_auto_classes()
     cls_name = _processor_class_name(path_or_id)
-    cls = getattr(transformers, cls_name, None) if cls_name else None
+    cls = (
+        (getattr(transformers, cls_name, None) or processor_class_named(cls_name))
+        if cls_name
+        else None
+    )
     if cls is not None:
         chosen = processor_class_for(cls)
         if chosen is not cls:  # image-only variant: the (required) video argument is None
@@ -71,16 +92,17 @@ def _dtype_kwarg() -> str:
 
 def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any:
     """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype`."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
-    config = AutoConfig.from_pretrained(path_or_id)
-    # Refuse before loading weights: cross-attention families cannot be scored (see registry).
-    from modalign.models.registry import adapter_class_for
+    from modalign.models.connector_llava import register_auto_classes
 
-    adapter_class_for(config)
+    register_auto_classes()
     # transformers renamed torch_dtype to dtype in 4.56; keep older 4.x working.
     kwargs: dict[str, Any] = {_dtype_kwarg(): dtype}
     if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
-    model = AutoModelForImageTextToText.from_pretrained(path_or_id, **kwargs)
+    # Extensions recorded in the checkpoint (MoCa, kept LoRA) are re-attached with their tensors.
+    from modalign.models.extensions import load_pretrained
+
+    model = load_pretrained(AutoModelForImageTextToText, path_or_id, **kwargs)
     return model.to(device).eval()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from modalign.errors import ModelError
+from modalign.registry import Registry
 
-# model_type -> adapter class; filled by `register_adapter` when modalign.models.families loads.
-ADAPTERS: dict[str, type] = {}
+# model_type -> adapter class; filled by `@ADAPTERS.register(...)` in modalign.models.families,
+# which `modalign.models` imports, so the registry is complete once the package is imported.
+ADAPTERS: Registry[type] = Registry("model adapter")
 
 # Families whose vision features never enter the decoder's token sequence: MIR (a gap between
 # vision and text *tokens* of the same layer) is undefined for them.
@@ -21,38 +22,21 @@ REFUSED: dict[str, str] = {
 }
 
 
-def register_adapter(*model_types: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make the adapter handle every listed `config.model_type`."""
-
-    def register(cls: type[T]) -> type[T]:
-        for name in model_types:
-            if name in ADAPTERS:
-                raise ValueError(
-                    f"model_type {name!r} already has adapter {ADAPTERS[name].__name__}"
-                )
-            ADAPTERS[name] = cls
-        return cls
-
-    return register
-
-
 def adapter_class_for(config: Any) -> type:
-    """The adapter class for a model config, or a ValueError saying why it cannot be scored."""
-    import modalign.models.families  # noqa: F401  (registers the adapters)
-
+    """The adapter class for a model config, or a ModelError saying why it cannot be scored."""
     model_type = getattr(config, "model_type", None)
     if model_type in REFUSED:
-        raise ValueError(f"cannot compute MIR for model_type {model_type!r}: {REFUSED[model_type]}")
+        raise ModelError(f"cannot compute MIR for model_type {model_type!r}: {REFUSED[model_type]}")
     if model_type not in ADAPTERS:
         if (
             getattr(config, "image_token_id", None) is None
             and getattr(config, "image_token_index", None) is None
         ):
-            raise ValueError(
+            raise ModelError(
                 f"cannot compute MIR for model_type {model_type!r}: its config defines no image "
                 "token, so vision features are not tokens in the decoder sequence"
             )
-        raise ValueError(
-            f"no MIR adapter for model_type {model_type!r}; supported: {', '.join(sorted(ADAPTERS))}"
+        raise ModelError(
+            f"no MIR adapter for model_type {model_type!r}; supported: {', '.join(ADAPTERS.names())}"
         )
     return ADAPTERS[model_type]

@@ -8,10 +8,13 @@ from typing import Any
 
 import torch
 
-# The official MIR protocol wraps the passage in LLaVA's vicuna_v1 conversation.
-VICUNA_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+from modalign.errors import ConfigError, ModelError
+
+# The system prompt of LLaVA's `conv_vicuna_v1` (conv_mode "vicuna_v1", which the official MIR
+# script uses). Not `conv_llava_v1`, whose text says "curious human ... the human's questions".
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
 
@@ -41,14 +44,14 @@ def overlapping_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -
         return 0, 0
     s, e = hits[0], hits[-1] + 1
     if hits != list(range(s, e)):
-        raise ValueError(f"passage tokens are not contiguous: token indices {hits}")
+        raise ModelError(f"passage tokens are not contiguous: token indices {hits}")
     return s, e
 
 
 def cut_text(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, bool]:
     """`text` cut after its `max_tokens`-th token (tokenized alone); (text, was_truncated)."""
     if max_tokens < 1:
-        raise ValueError(f"max_text_tokens must be >= 1, got {max_tokens}")
+        raise ConfigError(f"max_text_tokens must be >= 1, got {max_tokens}")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [o for o in enc["offset_mapping"] if o[1] > o[0]]
     if len(offsets) <= max_tokens:
@@ -56,26 +59,26 @@ def cut_text(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, bool]:
     return text[: offsets[max_tokens - 1][1]], True
 
 
-def pad_rows(
-    rows: Sequence[dict[str, list[int]]], pad_values: dict[str, int], side: str
-) -> dict[str, torch.Tensor]:
-    """Stack per-row token arrays into (B, T) tensors, padding on `side` ('left' or 'right')."""
+def pad_sequences(rows: Sequence[Sequence[int]], value: int, side: str = "right") -> torch.Tensor:
+    """Stack token rows of different lengths into a (B, T) long tensor, padding on `side`."""
     if side not in ("left", "right"):
-        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
-    width = max(len(r["input_ids"]) for r in rows)
-    out: dict[str, torch.Tensor] = {}
-    for key in rows[0]:
-        batch = torch.full((len(rows), width), pad_values.get(key, 0), dtype=torch.long)  # (B, T)
-        for i, row in enumerate(rows):
-            vals = torch.tensor(row[key], dtype=torch.long)
-            if side == "right":
-                batch[i, : len(vals)] = vals
-            else:
-                batch[i, width - len(vals) :] = vals
-        out[key] = batch
+        raise ConfigError(f"padding side must be 'left' or 'right', got {side!r}")
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        vals = torch.as_tensor(row, dtype=torch.long)
+        if side == "right":
+            out[i, : len(vals)] = vals
+        else:
+            out[i, width - len(vals) :] = vals
     return out
 
 
-def row_offset(attention_mask: torch.Tensor, side: str) -> int:
-    """Index of a row's first real token in a padded (T,) attention mask."""
-    return int((attention_mask == 0).sum()) if side == "left" else 0
+def pad_rows(
+    rows: Sequence[dict[str, list[int]]], pad_values: dict[str, int], side: str
+) -> dict[str, torch.Tensor]:
+    """Per key, stack the rows' token arrays into (B, T) tensors padded on `side`."""
+    return {
+        key: pad_sequences([row[key] for row in rows], pad_values.get(key, 0), side)
+        for key in rows[0]
+    }

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from modalign.report.runs import RunView, as_run, check_labels
+import os
+
+from modalign.metrics.result import MIRResult
+from modalign.report.labels import check_labels
 from modalign.report.summary import render_table
 
 
-def compare_table(results: list[object], labels: list[str] | None = None) -> str:
-    """MIR per run (with the difference to the first run), then FD per layer, one column per run."""
-    runs: list[RunView] = [as_run(r) for r in results]
-    names = check_labels(runs, labels)
+def compare_table(
+    results: list[MIRResult | dict | str], labels: list[str] | None = None, sources=None
+) -> str:
+    """MIR per run (with the difference to the first run), then FD per layer, one column per run.
+
+    `results`: MIRResult objects, dicts or JSON paths; `sources` (file names) give default labels.
+    """
+    runs = [MIRResult.load(r) for r in results]
+    if sources is None and all(isinstance(r, str | os.PathLike) for r in results):
+        sources = results
+    names = check_labels(runs, labels, sources)
     base = runs[0].mir
     head_rows = [
         [

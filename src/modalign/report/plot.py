@@ -6,8 +6,10 @@ import io
 import os
 from pathlib import Path
 
-from modalign.report.atomic import atomic_write
-from modalign.report.runs import RunView, as_run, check_labels
+from modalign.atomic import atomic_write
+from modalign.errors import ConfigError
+from modalign.metrics.result import MIRResult
+from modalign.report.labels import check_labels
 
 
 def choose_log_scale(values: list[float], log_scale: bool | None) -> bool:
@@ -16,12 +18,12 @@ def choose_log_scale(values: list[float], log_scale: bool | None) -> bool:
     if log_scale is None:
         return positive and max(values) > 100 * min(values)
     if log_scale and not positive:
-        raise ValueError("log scale needs positive per-layer distances (some are <= 0)")
+        raise ConfigError("log scale needs positive per-layer distances (some are <= 0)")
     return log_scale
 
 
 def plot_layers(
-    results: list[object],
+    results: list[MIRResult | dict | str],
     labels: list[str] | None,
     out_png: str | os.PathLike[str],
     *,
@@ -39,8 +41,9 @@ def plot_layers(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    runs: list[RunView] = [as_run(r) for r in results]
-    names = check_labels(runs, labels)
+    runs = [MIRResult.load(r) for r in results]
+    sources = results if all(isinstance(r, str | os.PathLike) for r in results) else None
+    names = check_labels(runs, labels, sources)
     log_scale = choose_log_scale([v for run in runs for v in run.per_layer], log_scale)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
@@ -60,7 +63,7 @@ def plot_layers(
     target = Path(out_png)
     fmt = target.suffix.lower().lstrip(".") or "png"
     if fmt not in ("png", "svg", "pdf"):
-        raise ValueError(f"plot file {os.fspath(target)!r}: use a .png, .svg or .pdf suffix")
+        raise ConfigError(f"plot file {os.fspath(target)!r}: use a .png, .svg or .pdf suffix")
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=dpi)  # render fully before touching the target
     if buffer.tell() == 0:

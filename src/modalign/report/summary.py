@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from modalign.report.runs import RunView, as_run
+from modalign.metrics.result import MIRResult
 
 
 def fmt_value(value: Any) -> str:
@@ -26,27 +26,15 @@ def repeats_text(rep: dict[str, float]) -> str:
     )
 
 
-def _cell(values: list[Any], i: int, fmt: str = "{}") -> str:
-    """values[i] formatted, or '-' when the list is absent."""
-    return fmt.format(values[i]) if i < len(values) else "-"
-
-
-def layer_rows(run: RunView) -> list[list[str]]:
+def layer_rows(run: MIRResult) -> list[list[str]]:
     """Per-layer rows: layer, FD, share of the total, n_vision, n_text, outliers v/t."""
-    total = sum(run.per_layer)
+    total = run.total
     rows = []
     for i, (layer, fd) in enumerate(zip(run.layers, run.per_layer, strict=True)):
         share = f"{100 * fd / total:.1f}" if total > 0 else "-"
-        outliers = f"{_cell(run.outliers_vision, i)}/{_cell(run.outliers_text, i)}"
+        outliers = f"{run.outliers_vision[i]}/{run.outliers_text[i]}"
         rows.append(
-            [
-                str(layer),
-                f"{fd:.4g}",
-                share,
-                _cell(run.n_vision, i),
-                _cell(run.n_text, i),
-                outliers,
-            ]
+            [str(layer), f"{fd:.4g}", share, str(run.n_vision[i]), str(run.n_text[i]), outliers]
         )
     return rows
 
@@ -67,9 +55,9 @@ def render_table(
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
-def summary_table(result: object) -> str:
+def summary_table(result: MIRResult | dict | str) -> str:
     """MIR, model, N and settings, then one row per layer (FD, share, token and outlier counts)."""
-    run = as_run(result)
+    run = MIRResult.load(result)
     n = run.n_samples
     lines = [
         f"MIR       {run.mir:.4f}   (log10 of the summed per-layer FD over {len(run.layers)} layers)",

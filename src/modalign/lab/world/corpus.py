@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 
+from modalign.errors import ConfigError
 from modalign.lab.world.captions import captions
 from modalign.lab.world.scene import Scene, sample_scene
 from modalign.lab.world.vocab import COLOURS, GLYPHS, NUMBER_WORDS, POSITIONS, SHAPES, glyph_kind
@@ -56,7 +57,7 @@ def scene_document(scene: Scene, seed: int, rng: random.Random) -> str:
 def build_corpus(seed: int, n_scenes: int) -> list[str]:
     """Lines of text: per unrendered scene, a caption of a random level or a grounded Q/A document."""
     if n_scenes < 0:
-        raise ValueError(f"n_scenes must be >= 0, got {n_scenes}")
+        raise ConfigError(f"n_scenes must be >= 0, got {n_scenes}")
     rng = random.Random(f"corpus:{seed}")
     lines = generic_sentences(rng) * 4
     for i in range(n_scenes):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from modalign.errors import ConfigError, DataError
 from modalign.lab.world.captions import captions
 from modalign.lab.world.corpus import build_corpus
 from modalign.lab.world.render import render_scene
@@ -83,23 +84,23 @@ def read_manifest(root: Path) -> dict:
     """The dataset's manifest; clear error if `root` is not a lab dataset."""
     path = Path(root) / "manifest.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{root} is not a lab dataset (no manifest.json); run `modalign lab data --out DIR`"
         )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
+        raise DataError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
     return manifest
 
 
 def load_split(root: Path, split: str, limit: int | None = None) -> list[Record]:
     """Records of one split (first `limit` if given)."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
     read_manifest(root)
     path = Path(root) / split / "scenes.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: the dataset has no {split!r} split")
+        raise DataError(f"{path} missing: the dataset has no {split!r} split")
     records = []
     with open(path, encoding="utf-8") as f:
         for line in f:

@@ -7,6 +7,7 @@ import random
 
 from PIL import Image, ImageDraw, ImageFont
 
+from modalign.errors import ConfigError
 from modalign.lab.world.scene import Scene, SceneObject
 from modalign.lab.world.vocab import BACKGROUND, COLOURS, GLYPH_COLOUR, GRID
 
@@ -68,7 +69,7 @@ def _glyph_image(glyph: str, scale: int) -> Image.Image:
 def render_scene(scene: Scene, size: int = 64) -> Image.Image:
     """Render at `size` px (64-96); same scene and size always give the same pixels."""
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"image size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
+        raise ConfigError(f"image size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     rng = random.Random(scene.seed)
     big = size * _SUPERSAMPLE
     img = Image.new("RGB", (big, big), _jitter(BACKGROUND, rng, 6))

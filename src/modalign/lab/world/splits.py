@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 
+from modalign.errors import ConfigError
 from modalign.lab.world.scene import Scene, sample_scene
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -17,7 +17,7 @@ def _draw(seed: int, split: str, n: int, exclude: set[tuple]) -> list[Scene]:
     attempt = 0
     while len(out) < n:
         if attempt > 50 * n + 1000:
-            raise ValueError(f"cannot draw {n} distinct {split} scenes; ask for fewer")
+            raise ConfigError(f"cannot draw {n} distinct {split} scenes; ask for fewer")
         scene = sample_scene(random.Random(f"{split}:{seed}:{attempt}"), f"{split}-{attempt:06d}")
         attempt += 1
         if scene.key() in seen:
@@ -31,18 +31,13 @@ def make_splits(seed: int, sizes: dict[str, int]) -> dict[str, list[Scene]]:
     """Scenes per split; test is drawn first, then val, then train excluding both."""
     unknown = set(sizes) - set(SPLITS)
     if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; expected {SPLITS}")
+        raise ConfigError(f"unknown split(s) {sorted(unknown)}; expected {SPLITS}")
     out: dict[str, list[Scene]] = {}
     used: set[tuple] = set()
     for split in ("test", "val", "train"):
         n = sizes.get(split, 0)
         if n < 0:
-            raise ValueError(f"split size must be >= 0, got {split}={n}")
+            raise ConfigError(f"split size must be >= 0, got {split}={n}")
         out[split] = _draw(seed, split, n, used)
         used |= {s.key() for s in out[split]}
     return {s: out[s] for s in SPLITS if s in sizes}
-
-
-def scene_keys(scenes: Iterable[Scene]) -> set[tuple]:
-    """Structural keys of scenes (helper for disjointness checks)."""
-    return {s.key() for s in scenes}

@@ -38,7 +38,6 @@ BACKGROUND = (28, 28, 32)
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six")
 
 MAX_OBJECTS = 4
-QUESTION_TYPES: tuple[str, ...] = ("colour", "shape", "count", "position", "existence", "glyph")
 
 
 def glyph_kind(glyph: str) -> str:

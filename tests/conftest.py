@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny generated dataset and tiny model specs (seconds, not minutes)."""
+"""Shared fixtures: the miniature world at test size (a generated dataset, two-step towers, a
+saved tiny LLaVA), built once per session in seconds."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def tiny_specs() -> tuple[dict[str, int], ClipSpec, LMSpec]:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A generated dataset with a handful of images per split and its tokenizer."""
-    from modalign.lab.stages import make_data
+    from modalign.lab.towers import make_data
 
     out = tmp_path_factory.mktemp("labdata")
     return make_data(out, seed=3, sizes=TINY_SIZES, image_size=64, corpus_scenes=40)
@@ -50,11 +51,28 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_towers(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
     """CLIP and LM trained for two steps (weights only matter for shapes here)."""
-    from modalign.lab.stages import train_clip, train_lm
-    from modalign.lab.trainer import TrainConfig
+    from modalign.lab.towers import train_clip, train_lm
+    from modalign.train.fit import TrainConfig
 
     root = tmp_path_factory.mktemp("towers")
     cfg = TrainConfig(steps=2, batch_size=8, lr=1e-3, log_steps=1, progress=False)
     train_clip(tiny_data, root / "clip", TINY_CLIP, cfg)
     train_lm(tiny_data, root / "lm", TINY_LM, cfg, block_size=32)
     return root / "clip", root / "lm"
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tiny_data, tiny_towers, tmp_path_factory) -> Path:
+    """A saved tiny LLaVA (lab towers + a seeded fresh connector): load it with `load_llava`."""
+    from transformers import CLIPModel, LlamaForCausalLM
+
+    from modalign.lab.llava import build_processor, llava_from_towers, save_llava
+    from modalign.lab.towers import load_tokenizer
+
+    clip_dir, lm_dir = tiny_towers
+    tok = load_tokenizer(tiny_data)
+    clip = CLIPModel.from_pretrained(clip_dir / "model")
+    model = llava_from_towers(clip, LlamaForCausalLM.from_pretrained(lm_dir / "model"), tok, seed=0)
+    vision = clip.config.vision_config
+    proc = build_processor(tok, vision.image_size, vision.patch_size)
+    return save_llava(model, proc, tmp_path_factory.mktemp("tiny_llava") / "model")

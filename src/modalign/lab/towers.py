@@ -1,0 +1,177 @@
+"""The miniature world's data and towers: dataset + tokenizer, tiny CLIP, tiny LM.
+
+Each stage writes OUT/model (save_pretrained, safetensors), OUT/train_log.json and
+OUT/metrics.json, and resumes from OUT/checkpoints when re-run after an interruption.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
+
+from modalign.atomic import atomic_write_json
+from modalign.errors import DataError
+from modalign.lab.clip_loss import negclip_loss
+from modalign.lab.clip_model import build_clip
+from modalign.lab.collators import ClipCollator, LMCollator
+from modalign.lab.conversations import export_llava
+from modalign.lab.llava import build_image_processor
+from modalign.lab.lm_model import build_lm
+from modalign.lab.samples import MIXED, CaptionDataset, PackedTextDataset
+from modalign.lab.specs import ClipSpec, LMSpec
+from modalign.lab.tokenizer import train_tokenizer
+from modalign.lab.world.dataset import load_corpus, load_split, read_manifest, write_dataset
+from modalign.train.fit import TrainConfig, fit
+
+
+def make_data(
+    out: Path,
+    *,
+    seed: int,
+    sizes: dict[str, int],
+    image_size: int,
+    corpus_scenes: int,
+    tokenizer_from: Path | None = None,
+) -> Path:
+    """Generate the world's splits and corpus (+ llava/*.json), and train the tokenizer on
+    corpus + captions. `tokenizer_from` copies an existing tokenizer instead (to train on top
+    of existing towers)."""
+    out = Path(out)
+    write_dataset(out, seed=seed, sizes=sizes, image_size=image_size, corpus_scenes=corpus_scenes)
+    if sizes.get("train", 0) > 0:
+        export_llava(out)  # the same data as LLaVA JSON, for `modalign train`
+    if tokenizer_from is not None:
+        AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(out / "tokenizer")
+        return out
+    texts = load_corpus(out)
+    if "train" in sizes and sizes["train"] > 0:
+        texts += [c for r in load_split(out, "train") for c in r.captions]
+        texts += [f"{q.question} {q.answer}" for r in load_split(out, "train") for q in r.vqa]
+    train_tokenizer(texts).save_pretrained(out / "tokenizer")
+    return out
+
+
+def load_tokenizer(data_dir: Path):
+    """The dataset's tokenizer (written by make_data)."""
+    path = Path(data_dir) / "tokenizer"
+    if not path.is_dir():
+        raise DataError(f"{path} missing: run `modalign lab data --out {data_dir}` first")
+    return AutoTokenizer.from_pretrained(path)
+
+
+@torch.no_grad()
+def clip_retrieval_accuracy(
+    clip: CLIPModel, collate: ClipCollator, data: CaptionDataset, group: int = 50
+) -> float:
+    """Image->caption top-1 accuracy within groups of `group` held-out pairs."""
+    clip.eval()
+    hits, n = 0, 0
+    for start in range(0, len(data) - group + 1, group):
+        batch = collate([data[i] for i in range(start, start + group)])
+        batch.pop("return_loss")
+        logits = clip(**batch).logits_per_image  # (G, G)
+        hits += int((logits.argmax(-1) == torch.arange(group)).sum())
+        n += group
+    return hits / max(n, 1)
+
+
+@torch.no_grad()
+def clip_hard_negative_accuracy(
+    clip: CLIPModel, collate: ClipCollator, data: CaptionDataset, batch_size: int = 64
+) -> float:
+    """Fraction of held-out images scoring their caption above its minimally edited twin."""
+    clip.eval()
+    hits = 0
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        b = len(batch.pop("labels"))
+        logits = clip(**batch).logits_per_image  # (B, 2B): positives then negatives
+        idx = torch.arange(b)
+        hits += int((logits[idx, idx] > logits[idx, b + idx]).sum())
+    return hits / len(data)
+
+
+def train_clip(
+    data_dir: Path,
+    out: Path,
+    spec: ClipSpec,
+    config: TrainConfig,
+    limit: int | None = None,
+    *,
+    hard_negatives: bool = True,
+) -> dict:
+    """Contrastive CLIP training on (image, caption of every level) pairs of the train split.
+
+    hard_negatives adds one minimally edited caption per image (NegCLIP), so captions that
+    differ in a single shape, colour, place or glyph must be told apart;
+    `val_hard_negative_accuracy` measures exactly that on held-out images.
+    """
+    manifest = read_manifest(data_dir)
+    if manifest["image_size"] != spec.image_size:
+        raise DataError(
+            f"data has {manifest['image_size']} px images but ClipSpec.image_size={spec.image_size}"
+        )
+    tok = load_tokenizer(data_dir)
+    clip = build_clip(tok, spec, config.seed)
+    collate = ClipCollator(tok, build_image_processor(spec.image_size), spec.max_text_tokens)
+    neg_seed = config.seed if hard_negatives else None
+    train_data = CaptionDataset(load_split(data_dir, "train", limit), MIXED, neg_seed)
+    loss = negclip_loss if hard_negatives else None
+    log, _ = fit(clip, train_data, collate, config, out, trainer_kwargs={"compute_loss_func": loss})
+    val_records = load_split(data_dir, "val", limit)
+    metrics = {
+        "hard_negatives": hard_negatives,
+        "val_retrieval_top1_of_50": clip_retrieval_accuracy(
+            clip, collate, CaptionDataset(val_records, 3)
+        ),
+        "val_hard_negative_accuracy": clip_hard_negative_accuracy(
+            clip, collate, CaptionDataset(val_records, 3, negatives_seed=10_000 + config.seed)
+        ),
+        "train_loss": log["train_loss"],
+    }
+    clip.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    atomic_write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+@torch.no_grad()
+def lm_loss(
+    lm: LlamaForCausalLM, collate: LMCollator, lines: list[str], batch_size: int = 64
+) -> float:
+    """Mean per-token NLL of held-out lines."""
+    lm.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(lines), batch_size):
+        batch = collate(lines[start : start + batch_size])
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += lm(**batch).loss.item() * n
+        count += n
+    return total / count
+
+
+def train_lm(
+    data_dir: Path,
+    out: Path,
+    spec: LMSpec,
+    config: TrainConfig,
+    limit: int | None = None,
+    block_size: int = 128,
+) -> dict:
+    """Causal-LM pre-training on the packed text corpus; held-out loss on val captions (all levels)."""
+    tok = load_tokenizer(data_dir)
+    lm = build_lm(tok, spec, config.seed)
+    lines = load_corpus(data_dir)[:limit]
+    collate = LMCollator(tok, spec.max_positions)
+    log, _ = fit(lm, PackedTextDataset(lines, tok, block_size), collate, config, out)
+    val_lines = [c for r in load_split(data_dir, "val", limit) for c in r.captions]
+    metrics = {
+        "val_caption_text_loss": lm_loss(lm, collate, val_lines),
+        "train_loss": log["train_loss"],
+    }
+    lm.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    atomic_write_json(Path(out) / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,136 @@
+"""What every connector shares: the registry, typed options parsed from CLI strings, the interface.
+
+A connector maps vision features (B, N, Dv) to LLM input embeddings (B, M, D). Each registered
+class declares an `Options` dataclass (typed fields with defaults); `parse_options` turns raw
+values (CLI strings or JSON values) into it and refuses unknown names or bad values with a
+ConfigError that lists the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Union
+
+from torch import nn
+
+from modalign.errors import ConfigError
+from modalign.registry import Registry
+
+__all__ = ["CONNECTORS", "Connector", "NoOptions", "parse_options", "positive"]
+
+
+class Connector:
+    """Interface mixed into every connector `nn.Module` (the registered classes).
+
+    `output_tokens` is a classmethod so a config can know M without building the module.
+    """
+
+    Options: ClassVar[type] = None  # type: ignore[assignment]  # a dataclass, set by subclasses
+    accepts_text: bool = False  # whether forward takes `text_ids` / `text_mask`
+
+    @classmethod
+    def from_options(
+        cls,
+        name: str,
+        options: Any,
+        *,
+        vision_dim: int,
+        text_dim: int,
+        num_vision_tokens: int,
+        vocab_size: int | None,
+    ) -> nn.Module:
+        """Build the module for registry `name` with parsed `options` and the model's sizes."""
+        raise NotImplementedError
+
+    @classmethod
+    def output_tokens(cls, name: str, options: Any, num_input_tokens: int) -> int:
+        """M, the number of tokens produced from `num_input_tokens` vision tokens."""
+        raise NotImplementedError
+
+    def num_output_tokens(self, num_input_tokens: int) -> int:
+        """M for this module's settings (instance form of `output_tokens`)."""
+        return type(self).output_tokens(self.spec_name, self.options, num_input_tokens)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every parameter (draws from torch's global RNG; see `reset_connector`)."""
+        raise NotImplementedError
+
+    def _remember(self, name: str, options: Any) -> None:
+        """Keep the registry name and options (for `num_output_tokens` and repr)."""
+        self.spec_name = name
+        self.options = options
+
+
+# name -> connector class; `mlp<N>x_gelu` for other N is resolved by `connector_class`.
+CONNECTORS: Registry[type[Connector]] = Registry("connector")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """Options of a connector that has none."""
+
+
+def _choices(tp: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a `Literal[...]` type, else None."""
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+
+
+def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
+    """`value` (a CLI string or JSON value) as type `tp`; ConfigError when it does not fit."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        is_none = value is None or (isinstance(value, str) and value.lower() == "none")
+        if is_none and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, inner[0], value, where)
+    choices = _choices(tp)
+    if choices is not None:
+        if value not in choices:
+            listed = ", ".join(map(str, choices))
+            raise ConfigError(f"{where}: option {name}={value!r} is not one of: {listed}")
+        return value
+    bad = ConfigError(f"{where}: option {name}={value!r} is not a valid {tp.__name__}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            try:
+                value = tp(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, int) or (tp is float and isinstance(value, float)):
+            return tp(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypeError(
+        f"{where}: unsupported option type {tp!r} for {name} (int, float, str, Literal)"
+    )
+
+
+def parse_options(options_cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    """`options_cls(**raw)` with each value coerced to its field's type; unknown names refused."""
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) or "none (this connector takes no options)"
+        raise ConfigError(
+            f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {valid}"
+        )
+    hints = typing.get_type_hints(options_cls)
+    values = {k: _coerce(k, hints[k], v, where) for k, v in raw.items()}
+    return options_cls(**values)
+
+
+def positive(where: str, **values: int | float | None) -> None:
+    """ConfigError unless every given (non-None) value is > 0."""
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{where}: option {name} must be > 0, got {value}")

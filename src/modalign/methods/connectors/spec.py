@@ -1,0 +1,120 @@
+"""`ConnectorSpec`: a connector's registry name + options, JSON-serialisable and CLI-parseable.
+
+    ConnectorSpec.parse("qformer:num_queries=32,text_input=instruction")
+    ConnectorSpec.coerce({"name": "pool", "options": {"grid": 8}})
+    spec.to_dict()        # {"name": "qformer", "options": {"num_queries": 32, ...}}
+    str(spec)             # "qformer:num_queries=32,text_input=instruction"
+
+Names and options are checked when a spec is made: an unknown name or option is a ConfigError
+that lists the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from modalign.errors import ConfigError
+from modalign.methods.connectors.base import CONNECTORS, Connector, parse_options
+from modalign.methods.connectors.mlp import MLPConnector, mlp_depth
+
+__all__ = ["ConnectorSpec", "connector_class"]
+
+
+def connector_class(name: str) -> type[Connector]:
+    """The class registered for `name`; `mlp<N>x_gelu` for any N >= 1 is the MLP connector."""
+    if name in CONNECTORS:
+        return CONNECTORS[name]
+    if mlp_depth(name) is not None:
+        return MLPConnector
+    choices = ", ".join(CONNECTORS.names())
+    raise ConfigError(
+        f"unknown connector {name!r}; choose one of: {choices} (or mlp<N>x_gelu for any N >= 1)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorSpec:
+    """A connector type and its options (only those given; `resolved()` fills in the defaults)."""
+
+    name: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"connector name must be a non-empty string, got {self.name!r}")
+        parsed = self.parsed_options()  # validates name and options
+        given = {k: getattr(parsed, k) for k in self.options}
+        object.__setattr__(self, "options", given)  # coerced values ("32" -> 32)
+
+    @property
+    def connector_class(self) -> type[Connector]:
+        return connector_class(self.name)
+
+    def parsed_options(self) -> Any:
+        """The connector's `Options` dataclass instance (defaults for options not given)."""
+        cls = self.connector_class
+        return parse_options(cls.Options, dict(self.options), f"connector {self.name}")
+
+    def resolved(self) -> ConnectorSpec:
+        """The same spec with every option spelled out (what a saved model config records)."""
+        return ConnectorSpec(self.name, dataclasses.asdict(self.parsed_options()))
+
+    def output_tokens(self, num_vision_tokens: int) -> int:
+        """M, the number of tokens this connector makes from `num_vision_tokens` vision tokens."""
+        return self.connector_class.output_tokens(
+            self.name, self.parsed_options(), num_vision_tokens
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: {"name": ..., "options": {...}}."""
+        return {"name": self.name, "options": dict(self.options)}
+
+    @classmethod
+    def parse(cls, text: str) -> ConnectorSpec:
+        """From a CLI string `name` or `name:key=value,key=value`."""
+        if not isinstance(text, str):
+            raise ConfigError(f"connector spec must be a string, got {type(text).__name__}")
+        name, _, rest = text.strip().partition(":")
+        options: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(
+                    f"connector spec {text!r}: option {item!r} is not key=value "
+                    "(form: name:key=value,key=value)"
+                )
+            if key.strip() in options:
+                raise ConfigError(f"connector spec {text!r}: option {key.strip()!r} given twice")
+            options[key.strip()] = value.strip()
+        return cls(name.strip(), options)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConnectorSpec:
+        """From the JSON form; ConfigError for other keys."""
+        extra = sorted(set(data) - {"name", "options"})
+        if extra or "name" not in data:
+            raise ConfigError(
+                f"connector dict needs 'name' and optional 'options', got keys {sorted(data)}"
+            )
+        options = data.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"connector options must be a mapping, got {options!r}")
+        return cls(data["name"], dict(options))
+
+    @classmethod
+    def coerce(cls, value: ConnectorSpec | str | Mapping[str, Any]) -> ConnectorSpec:
+        """A spec from a spec, a CLI string or the JSON form."""
+        if isinstance(value, ConnectorSpec):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise ConfigError(f"cannot make a connector spec from {type(value).__name__}")
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.options.items())

@@ -1,0 +1,79 @@
+"""Training objectives: small nn.Modules that turn one forward pass into named loss terms.
+
+The total loss is `L_lm + sum_i weight_i * sum(terms_i)`; every term is logged on its own.
+An objective sees what the forward pass produced (`ForwardContext`): the inputs, the model's
+outputs, the connector's output tokens, the vision-token mask, the hidden states if it asked for
+them, and the model itself (for extra passes). It may own parameters (a learnable temperature),
+which then train, checkpoint and resume with the model. The same objects work in the
+transformers Trainer (`modalign.train.AlignmentTrainer`) and in a plain PyTorch loop
+(`modalign.methods.objectives.compute_loss`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from modalign.errors import DataError
+from modalign.registry import Registry
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+@dataclass
+class ForwardContext:
+    """What one training forward pass produced, for objectives to read."""
+
+    model: nn.Module  # the unwrapped model (objectives may run extra passes through it)
+    inputs: Mapping[str, Any]  # the batch as given to the model (input_ids, labels, pixels ...)
+    outputs: Any  # the model's output (logits, loss, hidden_states when requested)
+    connector_output: torch.Tensor | None  # (B, M, D) image tokens the connector produced
+    vision_mask: torch.Tensor | None  # (B, T) bool: image-token positions in the sequence
+    extras: Mapping[str, Any]  # batch entries the model does not take (e.g. SEA labels)
+
+    @property
+    def hidden_states(self) -> tuple[torch.Tensor, ...]:
+        """Decoder hidden states (embeddings first), (B, T, D) each; needs `needs_hidden_states`."""
+        hidden = getattr(self.outputs, "hidden_states", None)
+        if hidden is None:
+            raise RuntimeError("hidden states were not requested (set needs_hidden_states = True)")
+        return hidden
+
+    def require_vision(self, who: str) -> torch.Tensor:
+        """The vision mask, or a clear error when the batch has no image tokens."""
+        if self.vision_mask is None or not bool(self.vision_mask.any()):
+            raise DataError(f"objective {who!r} needs image tokens, but the batch has none")
+        return self.vision_mask
+
+
+class Objective(nn.Module):
+    """Base class: subclass, set `name`, implement `forward(ctx) -> {term: scalar tensor}`.
+
+    `weight` multiplies the sum of the terms in the total loss. `needs_hidden_states` asks the
+    forward pass for every layer's hidden states; `needs_connector_output` hooks the connector.
+    `after_optimizer_step()` runs after each optimizer step (e.g. to clamp a temperature).
+    """
+
+    name: ClassVar[str] = "objective"
+    needs_hidden_states: ClassVar[bool] = False
+    needs_connector_output: ClassVar[bool] = False
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"objective {self.name!r}: weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def forward(self, ctx: ForwardContext) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def after_optimizer_step(self) -> None:
+        """Hook after every optimizer step; nothing by default."""
+
+    def extra_logs(self) -> dict[str, float]:
+        """Values to log besides the loss terms (e.g. the current temperature)."""
+        return {}

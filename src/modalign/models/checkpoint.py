@@ -1,0 +1,42 @@
+"""The one way modalign writes a model directory: `save_pretrained` (safetensors) of the model and
+its processor into an atomic folder, with the model's extensions (MoCa, kept LoRA) recorded in
+config.json and their tensors in model.safetensors, so `load_model(dir)` rebuilds them.
+
+    save_model(model, processor, "runs/pt/final")
+    model = load_model("runs/pt/final", device, dtype)        # identical logits
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from modalign.atomic import atomic_dir
+from modalign.errors import ModelError
+from modalign.models.extensions import EXTENSIONS, sync_records
+
+__all__ = ["save_model"]
+
+
+def save_model(
+    model: Any, processor: Any, out_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write `model` (+ `processor` unless None) to `out_dir`, all or nothing; returns the path.
+
+    The extension record in the config is refreshed from what is attached first. An existing
+    non-empty `out_dir` is refused unless `overwrite`.
+    """
+    records = sync_records(model)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        if (
+            not (tmp / "model.safetensors").is_file()
+            and not (tmp / "model.safetensors.index.json").is_file()
+        ):
+            raise ModelError(f"{type(model).__name__}.save_pretrained wrote no safetensors weights")
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        for name in records:
+            EXTENSIONS[name].save_files(model, tmp)
+    return Path(out_dir)

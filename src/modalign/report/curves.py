@@ -1,0 +1,43 @@
+"""A metric over training steps (e.g. the MIR monitor's curve) as a PNG, written atomically."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from modalign.atomic import atomic_write
+
+
+def plot_curve(
+    steps: Sequence[int],
+    values: Sequence[float],
+    out_png: str | os.PathLike[str],
+    *,
+    smoothed: Sequence[float] | None = None,
+    stop_step: int | None = None,
+    ylabel: str = "MIR (lower is better aligned)",
+    title: str = "MIR during training",
+    dpi: int = 150,
+) -> Path:
+    """Draw values (and their smoothed curve) against steps; mark where training stopped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: import on use only
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(steps, values, marker="o", markersize=3, label="measured")
+    if smoothed is not None:
+        ax.plot(steps, smoothed, linestyle="--", label="smoothed (EMA)")
+    if stop_step is not None:
+        ax.axvline(stop_step, color="grey", linestyle=":", label=f"stopped at step {stop_step}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write(Path(out_png), lambda fh: fh.write(buffer.getvalue()))

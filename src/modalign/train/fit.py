@@ -1,0 +1,194 @@
+"""The one training loop: `TrainConfig` -> transformers `TrainingArguments` -> Trainer, resumable.
+
+Every model modalign trains goes through `fit`: the LVLM stages (pre-training, SFT; with
+`AlignmentTrainer`) and the miniature world's tower pre-training (tiny CLIP and LM; with
+`ResumableTrainer`). Re-running the same call after a kill resumes from the last checkpoint in
+`run_dir/checkpoints` and ends bit for bit where an uninterrupted run ends (same seed, threads).
+Multi-process runs come from the launcher (`torchrun`, `accelerate launch`): the Trainer reads
+the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from modalign.atomic import atomic_write_json
+from modalign.errors import ConfigError
+
+SCHEDULES = ("cosine", "linear", "constant_with_warmup")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one stage (per-device batch; global = batch x accum x processes)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_steps: int = 0  # 0: only the final state (no intermediate checkpoints)
+    keep_checkpoints: int | None = 2  # None: keep all
+    log_steps: int = 25
+    precision: str = "no"  # mixed precision: no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    report_to: tuple[str, ...] = ()  # Trainer loggers: tensorboard, wandb ...
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # more TrainingArguments, verbatim
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0 or not self.lr > 0:
+            raise ConfigError(f"steps, batch_size, grad_accum and lr must be positive: {self}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def training_arguments(self, run_dir: Path) -> TrainingArguments:
+        """The TrainingArguments of this config, checkpointing under run_dir/checkpoints."""
+        return TrainingArguments(
+            output_dir=str(Path(run_dir) / "checkpoints"),
+            max_steps=self.steps,
+            per_device_train_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.grad_accum,
+            learning_rate=self.lr,
+            lr_scheduler_type=self.schedule,
+            warmup_steps=max(1, int(self.warmup_ratio * self.steps)) if self.warmup_ratio else 0,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            logging_steps=self.log_steps,
+            save_strategy="steps" if self.save_steps else "no",
+            save_steps=self.save_steps or self.steps,
+            save_total_limit=self.keep_checkpoints,
+            seed=self.seed,
+            data_seed=self.seed,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            report_to=list(self.report_to),
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=not self.progress,
+            save_only_model=False,
+            bf16=self.precision == "bf16",
+            fp16=self.precision == "fp16",
+            activation_checkpointing=self.gradient_checkpointing,
+            ddp_find_unused_parameters=True,  # frozen towers: not every trainable part gets a grad
+            **self.extra,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ResumableTrainer(Trainer):
+    """Trainer whose checkpoints also hold the trainable parameters by their in-memory names
+    (`modalign_state.safetensors`) and resume from them. transformers saves some families under
+    renamed keys (LLaVA's legacy layout) and its stock resume reloads them without the renaming,
+    which silently leaves weights at their fresh values; loading our own file avoids that and
+    works for any modification (MoCa, LoRA, connectors) attached in memory."""
+
+    state_file = "modalign_state.safetensors"
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """More tensors to checkpoint (subclasses: objective parameters)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `extra_state` saved."""
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        model = self.accelerator.unwrap_model(self.model)
+        state = {f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad}
+        state.update(self.extra_state())
+        return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        from safetensors.torch import save_file
+
+        save_file(
+            self.trainable_state(), str(Path(output_dir or self.args.output_dir) / self.state_file)
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        path = Path(resume_from_checkpoint) / self.state_file
+        if not path.is_file():  # not written by this trainer: the stock path
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from safetensors.torch import load_file
+
+        from modalign.errors import ModelError
+
+        state = load_file(str(path))
+        target = self.accelerator.unwrap_model(self.model if model is None else model)
+        params = {n: p for n, p in target.named_parameters() if p.requires_grad}
+        model_keys = {k for k in state if k.startswith("model.")}
+        want = {f"model.{n}" for n in params}
+        if model_keys != want:
+            raise ModelError(
+                f"{path} does not match this run's trainable parameters (missing "
+                f"{sorted(want - model_keys)[:4]}, unexpected {sorted(model_keys - want)[:4]}); "
+                "resume with the same settings"
+            )
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state[f"model.{name}"])
+        self.load_extra_state({k: v for k, v in state.items() if k not in model_keys})
+        return None
+
+
+def fit(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    collator: Any,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    trainer_cls: type[Trainer] = ResumableTrainer,
+    trainer_kwargs: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+    resume: bool = True,
+) -> tuple[dict[str, Any], Trainer]:
+    """Train `model` in place (resuming from run_dir/checkpoints if any); returns the log (also
+    written to run_dir/train_log.json by the main process) and the trainer."""
+    run_dir = Path(run_dir)
+    args = config.training_arguments(run_dir)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=list(callbacks),
+        **(trainer_kwargs or {}),
+    )
+    ckpt_dir = Path(args.output_dir)
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=last)
+    per_step = config.batch_size * config.grad_accum * trainer.accelerator.num_processes
+    log = {
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.global_step * per_step / max(len(dataset), 1),
+        "global_batch": per_step,
+        "processes": trainer.accelerator.num_processes,
+        "train_loss": result.training_loss,
+        "runtime_s": result.metrics.get("train_runtime"),
+        "resumed_from": last,
+        "config": config.to_dict(),
+        "history": [h for h in trainer.state.log_history if "loss" in h or "mir" in h],
+    }
+    if trainer.is_world_process_zero():
+        atomic_write_json(run_dir / "train_log.json", log)
+    return log, trainer

@@ -1,0 +1,193 @@
+"""A training stage of an LLaVA-style model, end to end: modify -> unlock -> train -> save.
+
+    model, processor = prepare_model(model, processor, connector="qformer", moca=True)
+    stage = Stage.defaults("pretrain", objectives=(("mfid", None),))
+    summary = run_stage(model, processor, conversations, stage, TrainConfig(...), "runs/pt")
+
+`pretrain` defaults to LLaVA's stage 1 (plain template, connector only, lr 1e-3); `sft` to its
+stage 2 (chat template, connector + LLM, lr 2e-5). The lab and `modalign train` both call this.
+Re-running a finished stage returns its summary; an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from modalign.atomic import atomic_write_json
+from modalign.errors import ConfigError
+from modalign.methods.objectives import OBJECTIVES, Objective
+from modalign.train.collate import TEMPLATES
+from modalign.train.data import Conversation, ConversationDataset
+from modalign.train.fit import TrainConfig, fit
+from modalign.train.trainer import AlignmentTrainer
+from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
+
+SUMMARY = "stage.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage trains and how its batches look (optimisation lives in TrainConfig)."""
+
+    name: str
+    template: str  # plain | chat
+    unlock: UnlockSpec
+    component_lrs: dict[str, float] = field(default_factory=dict)
+    objectives: tuple[tuple[str, float | None], ...] = ()  # (name, weight or None = default)
+    max_length: int | None = 2048
+    plain_end: str = "\n"  # LLaVA's plain separator; "eos" for the EOS token
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"template must be one of {sorted(TEMPLATES)}, got {self.template!r}")
+        for name, _ in self.objectives:
+            OBJECTIVES[name]  # an unknown name fails here, before any work
+
+    @classmethod
+    def defaults(cls, name: str, **changes: Any) -> Stage:
+        """LLaVA-1.5's choices for `pretrain` or `sft`, with `changes` applied."""
+        if name not in STAGE_DEFAULTS:
+            raise ConfigError(f"stage must be one of {sorted(STAGE_DEFAULTS)}, got {name!r}")
+        return replace(STAGE_DEFAULTS[name], **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["unlock"] = self.unlock.to_dict()
+        return out
+
+
+STAGE_DEFAULTS = {
+    "pretrain": Stage("pretrain", "plain", UnlockSpec(llm="frozen", vision="frozen")),
+    "sft": Stage("sft", "chat", UnlockSpec(llm="full", vision="frozen")),
+}
+DEFAULT_LR = {"pretrain": 1e-3, "sft": 2e-5}
+
+
+def parse_objective(text: str) -> tuple[str, float | None]:
+    """'mfid' or 'mfid:0.001' -> (name, weight or None); the name must be registered."""
+    name, _, weight = text.partition(":")
+    OBJECTIVES[name]
+    if not weight:
+        return name, None
+    try:
+        value = float(weight)
+    except ValueError:
+        raise ConfigError(f"--objective {text!r}: weight must be a number") from None
+    if not value >= 0:
+        raise ConfigError(f"--objective {text!r}: weight must be >= 0")
+    return name, value
+
+
+def build_objectives(specs: Sequence[tuple[str, float | None]]) -> list[Objective]:
+    """Objective modules from (name, weight) pairs (None: the objective's default weight)."""
+    built = []
+    for name, weight in specs:
+        cls = OBJECTIVES[name]
+        built.append(cls() if weight is None else cls(weight=weight))
+    return built
+
+
+def prepare_model(
+    model: Any,
+    processor: Any,
+    *,
+    connector: Any = None,
+    moca: bool = False,
+    moca_std: float = 0.0,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """Swap in a fresh connector (`ConnectorSpec` or string) and/or attach MoCa, if asked."""
+    if connector is not None:
+        from modalign.models.connector_llava import swap_connector
+
+        model, processor = swap_connector(model, processor, connector, seed=seed)
+    if moca:
+        from modalign.methods.moca import attach_moca, get_moca
+
+        if get_moca(model) is None:
+            attach_moca(model, std=moca_std, seed=seed)
+    return model, processor
+
+
+def _connector_reads_text(model: Any) -> bool:
+    from modalign.models.parts import model_parts
+
+    return bool(getattr(model_parts(model).connector, "accepts_text", False))
+
+
+def run_stage(
+    model: Any,
+    processor: Any,
+    conversations: Sequence[Conversation],
+    stage: Stage,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    callbacks: Sequence[Any] = (),
+    resume: bool = True,
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Unlock, train (resumable), merge LoRA if asked, save to out/model; returns the summary
+    (also out/stage.json). A finished stage in `out` with the same settings is not redone.
+    `record`: more settings that identify the run (e.g. the recipe's model changes)."""
+    out = Path(out)
+    settings = {
+        "stage": stage.to_dict(),
+        "train": config.to_dict(),
+        "n_samples": len(conversations),
+    }
+    settings.update(record or {})
+    done = out / SUMMARY
+    if resume and done.is_file():
+        summary = json.loads(done.read_text(encoding="utf-8"))
+        if summary.get("settings") != json.loads(json.dumps(settings)):
+            raise ConfigError(f"{out} holds a finished stage with other settings; use a new --out")
+        return summary
+    report = apply_unlock(model, stage.unlock)
+    collate_cls = TEMPLATES[stage.template]
+    kwargs = {"end": stage.plain_end} if stage.template == "plain" else {}
+    collate = collate_cls(
+        processor, stage.max_length, connector_text=_connector_reads_text(model), **kwargs
+    )
+    objectives = build_objectives(stage.objectives)
+    log, trainer = fit(
+        model,
+        ConversationDataset(conversations),
+        collate,
+        config,
+        out,
+        trainer_cls=AlignmentTrainer,
+        trainer_kwargs={"objectives": objectives, "component_lrs": stage.component_lrs},
+        callbacks=callbacks,
+        resume=resume,
+    )
+    merged = finish_stage(model, stage.unlock)
+    stopped = [getattr(cb, "stopped_at", None) for cb in callbacks]
+    summary = {
+        "settings": settings,
+        "unlock": report.to_dict(),
+        "lora_merged": merged,
+        "steps": log["steps"],
+        "stopped_early_at": next((s for s in stopped if s is not None), None),
+        "train_loss": log["train_loss"],
+        "runtime_s": log["runtime_s"],
+        "final_logs": log["history"][-1] if log["history"] else {},
+    }
+    if trainer.is_world_process_zero():
+        from modalign.models.checkpoint import save_model
+
+        save_model(model, processor, out / "model", overwrite=True)
+        if objectives:
+            from safetensors.torch import save_file
+
+            state = {
+                k: v.detach().cpu().contiguous() for k, v in trainer.objectives.state_dict().items()
+            }
+            save_file(state, str(out / "objectives.safetensors"))
+        atomic_write_json(done, summary)
+    trainer.accelerator.wait_for_everyone()
+    return summary
