@@ -62,7 +62,7 @@ def test_atomic_dir_replaces_only_on_success(tmp_path: Path) -> None:
 
 def test_check_writable(tmp_path: Path) -> None:
     assert check_writable(tmp_path / "new" / "deeper" / "r.json", "--json")
-    with pytest.raises(ConfigError, match="--json .* is a directory"):
+    with pytest.raises(ConfigError, match=r"--json .* is a directory"):
         check_writable(tmp_path, "--json")
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
@@ -74,7 +74,7 @@ def test_check_writable(tmp_path: Path) -> None:
     try:
         if os.access(locked, os.W_OK):  # root ignores permissions
             pytest.skip("running as a user that can write anywhere")
-        with pytest.raises(ConfigError, match="--plot .* not writable"):
+        with pytest.raises(ConfigError, match=r"--plot .* not writable"):
             check_writable(locked / "p.png", "--plot")
     finally:
         locked.chmod(0o700)
