@@ -9,7 +9,7 @@ lazy import is still a dependency). Layers, bottom to top:
   4 runner    models -> accumulators
   5 users     train, testing
   6 lab       the miniature world
-  7 cli
+  7 cli       (and modalign.__main__)
 A module may import its own package and lower layers, never a higher layer nor a sibling package
 of its own layer (the base modules may use each other).
 """
@@ -36,6 +36,7 @@ LAYERS = {
     "modalign.testing": 5,
     "modalign.lab": 6,
     "modalign.cli": 7,
+    "modalign.__main__": 7,  # `python -m modalign`: the CLI
 }
 
 

@@ -106,3 +106,25 @@ def test_json_output_validates_against_the_documented_schema(tmp_path):
     data["settings"]["sqrt"] = "magic"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, result_schema())
+
+
+def test_median_flag_chooses_exact_or_estimate(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    tensors = {}
+    for i in range(2):
+        v = torch.randn(6000, 4, generator=g)
+        v[:40] *= 8  # real outliers: the median matters
+        tensors[f"vision.{i}"], tensors[f"text.{i}"] = v, torch.randn(300, 4, generator=g)
+    save_file(tensors, str(tmp_path / "s.safetensors"))
+    out = {}
+    for mode in ("exact", "estimate"):
+        args = ["mir", "--tokens", str(tmp_path / "s.safetensors"), "--outliers", "median"]
+        assert main([*args, "--median", mode, "--json", str(tmp_path / f"{mode}.json")]) == 0
+        out[mode] = json.loads((tmp_path / f"{mode}.json").read_text())
+    vision = [tensors[f"vision.{i}"] for i in range(2)]
+    text = [tensors[f"text.{i}"] for i in range(2)]
+    ref = compute_mir(vision, text, outliers="median", median="exact")
+    assert out["exact"]["mir"] == pytest.approx(ref.mir, rel=1e-12)
+    assert out["exact"]["settings"]["median"] == "exact"
+    assert out["estimate"]["settings"]["median"] == "estimate"
+    assert out["estimate"]["mir"] != out["exact"]["mir"]  # 6000 tokens > the 4096-token sample

@@ -14,7 +14,7 @@ from pathlib import Path
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the arguments of `modalign mir` (and its `compare` sub-command) to `p`."""
     from modalign.cli import mir_compare, mir_model
-    from modalign.metrics import OUTLIER_MODES, SQRT_BACKENDS
+    from modalign.metrics import MEDIAN_MODES, OUTLIER_MODES, SQRT_BACKENDS
 
     p.description = (
         "Compute MIR (log10 of summed per-layer Fréchet distances between vision and text token "
@@ -32,6 +32,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         choices=OUTLIER_MODES,
         default=None,
         help="3-sigma norm outlier handling (default: drop; median with --compat official)",
+    )
+    p.add_argument(
+        "--median",
+        choices=MEDIAN_MODES,
+        default="exact",
+        help="per-dimension median of --outliers median: exact (default; may need one more pass "
+        "over the samples) or estimate (from a seeded sample of 4096 tokens, one pass)",
     )
     p.add_argument(
         "--compat",

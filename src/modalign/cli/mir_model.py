@@ -191,6 +191,7 @@ def run_model(args: argparse.Namespace) -> int:
             layers=layers,
             sqrt=sqrt,
             outliers=outliers,
+            median=args.median,
             progress=rank == 0 and not quiet,
         )
         if args.dry_run:

@@ -49,7 +49,7 @@ def run_tokens(args: argparse.Namespace) -> int:
     check_outputs(args, "json")
     sqrt, outliers = resolve_settings(args)
     vision, text = load_token_file(args.tokens)
-    result = compute_mir(vision, text, sqrt=sqrt, outliers=outliers)
+    result = compute_mir(vision, text, sqrt=sqrt, outliers=outliers, median=args.median)
     result.settings["compat"] = args.compat
     result.metadata.update({"source": "tokens", "tokens": str(args.tokens)})
     if args.baselines:

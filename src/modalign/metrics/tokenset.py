@@ -76,19 +76,18 @@ class TokenSetAccumulator(Stateful):
         self.add_state("pass_removed", 0, "sum")
         self.add_state("search", None, "nested")  # MedianSearch
         self.pass_index = 0  # 0 = first pass
-        self.bounds: NormBounds | None = None  # frozen bounds of a filtering second pass
+        self.frozen_bounds: NormBounds | None = None  # the bounds a filtering second pass uses
         self.dim: int | None = None
         self.dtype: torch.dtype | None = None
         self._search_pass = -1  # the pass the median search accumulates in
-        self._bounds: NormBounds | None = None  # memo of the bounds and outlier counts
-        self._counts: tuple[int, int] = (0, 0)
-        self._bounds_key: tuple | None = None
+        # memo of outlier_bounds(): (cache key, bounds, (high, low) outlier counts)
+        self._memo: tuple[tuple, NormBounds | None, tuple[int, int]] | None = None
 
     # ------------------------------------------------------------------ feeding
     @property
     def in_second_pass(self) -> bool:
         """True once the moments are being rebuilt from a filtered re-feed (tail overflow)."""
-        return self.bounds is not None
+        return self.frozen_bounds is not None
 
     def _search_active(self) -> bool:
         return self.search is not None and self._search_pass == self.pass_index
@@ -132,7 +131,7 @@ class TokenSetAccumulator(Stateful):
     def _update_later_pass(self, x: torch.Tensor) -> None:
         self.pass_seen += x.shape[0]
         if self.pass_index == 1 and self.in_second_pass:
-            out = self.bounds.is_outlier(x.to(torch.float64).norm(dim=1))
+            out = self.frozen_bounds.is_outlier(x.to(torch.float64).norm(dim=1))
             self.pass_removed += int(out.sum())
             self.moments = _merge_into(self.moments, x[~out])
         if self._search_active():
@@ -143,27 +142,25 @@ class TokenSetAccumulator(Stateful):
         """Every cached norm of the first pass (float64)."""
         return torch.cat(self.norms)
 
-    def compute_bounds(self) -> NormBounds | None:
-        """3-sigma bounds from every cached norm (memoized until more norms arrive)."""
-        self._memo_bounds()
-        return self._bounds
+    def outlier_bounds(self) -> NormBounds | None:
+        """3-sigma bounds from every cached norm (None without outlier handling)."""
+        return self._outlier_stats()[0]
 
     def _outlier_counts(self) -> tuple[int, int]:
         """(high, low) outliers among the first pass's norms."""
-        self._memo_bounds()
-        return self._counts
+        return self._outlier_stats()[1]
 
-    def _memo_bounds(self) -> None:
+    def _outlier_stats(self) -> tuple[NormBounds | None, tuple[int, int]]:
         """Bounds and outlier counts of the cached norms, recomputed only when norms arrive."""
         if self.outliers == "none" or self.n_seen == 0:
-            self._bounds, self._counts = None, (0, 0)
-            return
+            return None, (0, 0)
         key = (self.n_seen, len(self.norms), id(self.norms[-1]))
-        if self._bounds_key != key:
+        if self._memo is None or self._memo[0] != key:
             norms = self.all_norms()
             bounds = norm_bounds(norms, self.k)
-            self._counts = int(bounds.is_high(norms).sum()), int(bounds.is_low(norms).sum())
-            self._bounds, self._bounds_key = bounds, key
+            counts = int(bounds.is_high(norms).sum()), int(bounds.is_low(norms).sum())
+            self._memo = (key, bounds, counts)
+        return self._memo[1], self._memo[2]
 
     def _tails_overflow(self) -> bool:
         high, low = self._outlier_counts()
@@ -194,7 +191,7 @@ class TokenSetAccumulator(Stateful):
         for a filtering re-feed, and/or start or continue the exact median search."""
         if self.pass_index == 0:
             if self._tails_overflow():
-                self.bounds = self.compute_bounds()
+                self.frozen_bounds = self.outlier_bounds()
                 self.moments = None
                 self.pass_removed = 0
             if self._search_needed():
@@ -229,7 +226,7 @@ class TokenSetAccumulator(Stateful):
         if self.in_second_pass:
             kept, removed = self.moments or Moments.empty(self.dim), self.pass_removed
         else:
-            bounds = self.compute_bounds()
+            bounds = self.outlier_bounds()
             parts = [
                 t.x[bounds.is_high(t.norm) if t is self.top else bounds.is_low(t.norm)]
                 for t in (self.top, self.bottom)

@@ -38,6 +38,13 @@ def image_token_id(model: nn.Module) -> int | None:
     return None
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside distributed / compiled wrappers (DDP's `.module`), which has a config."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
 def _connector(model: nn.Module) -> nn.Module:
     from modalign.models.parts import model_parts
 
@@ -55,8 +62,9 @@ def compute_loss(
 
     Batch entries named in an objective's `batch_keys` are kept out of the model call and given
     to the objectives as `ctx.extras`. `model_kwargs` are extra forward arguments (e.g. the
-    Trainer's `num_items_in_batch`).
+    Trainer's `num_items_in_batch`). `model` may be wrapped (DDP); objectives see the inner model.
     """
+    inner = unwrap(model)
     extra_keys = {key for o in objectives for key in getattr(o, "batch_keys", ())}
     inputs = {k: v for k, v in batch.items() if k not in extra_keys}
     extras = {k: batch[k] for k in extra_keys if k in batch}
@@ -65,7 +73,7 @@ def compute_loss(
     captured: dict[str, torch.Tensor] = {}
     hook = None
     if any(o.needs_connector_output for o in objectives):
-        hook = _connector(model).register_forward_hook(
+        hook = _connector(inner).register_forward_hook(
             lambda _m, _args, out: captured.__setitem__("out", out)
         )
     want_hidden = any(o.needs_hidden_states for o in objectives)
@@ -80,10 +88,10 @@ def compute_loss(
         raise DataError("the model returned no loss (are all labels -100?)")
     lm = outputs.loss
     vision_mask = None
-    token_id = image_token_id(model)
+    token_id = image_token_id(inner)
     if token_id is not None and "input_ids" in inputs:
         vision_mask = inputs["input_ids"] == token_id  # (B, T)
-    ctx = ForwardContext(model, inputs, outputs, captured.get("out"), vision_mask, extras)
+    ctx = ForwardContext(inner, inputs, outputs, captured.get("out"), vision_mask, extras)
     total, terms = lm, {"lm": lm.detach()}
     for objective in objectives:
         named = objective(ctx)

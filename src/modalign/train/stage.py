@@ -100,16 +100,24 @@ def prepare_model(
     moca_std: float = 0.0,
     seed: int = 0,
 ) -> tuple[Any, Any]:
-    """Swap in a fresh connector (`ConnectorSpec` or string) and/or attach MoCa, if asked."""
+    """Swap in a fresh connector (`ConnectorSpec` or string) and/or attach MoCa, if asked.
+
+    A model that already carries MoCa keeps it (with its trained values) through a swap.
+    """
+    from modalign.methods.moca import attach_moca, detach_moca, get_moca
+
     if connector is not None:
         from modalign.models.connector_llava import swap_connector
 
+        carried = detach_moca(model) if get_moca(model) is not None else None
         model, processor = swap_connector(model, processor, connector, seed=seed)
-    if moca:
-        from modalign.methods.moca import attach_moca, get_moca
-
-        if get_moca(model) is None:
-            attach_moca(model, std=moca_std, seed=seed)
+        if carried is not None:
+            settings = carried.settings()
+            attach_moca(model, std=settings["std"], seed=settings["seed"]).load_state_dict(
+                carried.state_dict()
+            )
+    if moca and get_moca(model) is None:
+        attach_moca(model, std=moca_std, seed=seed)
     return model, processor
 
 
@@ -190,4 +198,4 @@ def run_stage(
             save_file(state, str(out / "objectives.safetensors"))
         atomic_write_json(done, summary)
     trainer.accelerator.wait_for_everyone()
-    return summary
+    return json.loads(json.dumps(summary))  # as a re-run reads it back from stage.json

@@ -1,0 +1,76 @@
+"""Stages end to end: LoRA merged or kept after the stage, MoCa through a connector swap,
+finished stages not redone, settings checked before any work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modalign.errors import ConfigError
+from modalign.lab.conversations import caption_conversations
+from modalign.lab.llava import load_llava
+from modalign.lab.world.dataset import load_split
+from modalign.methods.lora import LoraSpec, has_lora
+from modalign.methods.moca import get_moca
+from modalign.train.fit import TrainConfig
+from modalign.train.stage import Stage, prepare_model, run_stage
+from modalign.train.unlock import UnlockSpec
+
+CFG = TrainConfig(steps=2, batch_size=4, lr=1e-2, log_steps=1, progress=False)
+
+
+def _convs(tiny_data):
+    return caption_conversations(load_split(tiny_data, "train", 8), 2)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_lora_is_merged_or_kept_after_the_stage(tiny_llava, tiny_data, tmp_path, merge):
+    model, proc = load_llava(tiny_llava)
+    unlock = UnlockSpec(llm="lora", lora=LoraSpec(r=4, alpha=8, merge=merge))
+    stage = Stage.defaults("pretrain", unlock=unlock, plain_end="eos")
+    summary = run_stage(model, proc, _convs(tiny_data), stage, CFG, tmp_path / "s")
+    assert summary["unlock"]["trainable"]["lora"] > 0
+    assert bool(summary["lora_merged"]) == merge
+    saved, _ = load_llava(tmp_path / "s" / "model")
+    assert has_lora(saved) == (not merge) and has_lora(model) == (not merge)
+    model.eval()  # no LoRA dropout
+    batch_ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.allclose(saved.model.language_model(input_ids=batch_ids).last_hidden_state,
+                              model.model.language_model(input_ids=batch_ids).last_hidden_state,
+                              atol=1e-5)  # fmt: skip
+    base, _ = load_llava(tiny_llava)
+    layer = "model.language_model.layers.0.self_attn.q_proj"
+    if merge:  # the adapters were folded into the weights: the base weight moved
+        changed = saved.get_submodule(layer).weight
+        assert not torch.equal(changed, base.get_submodule(layer).weight)
+
+
+def test_moca_is_carried_through_a_connector_swap(tiny_llava):
+    model, proc = load_llava(tiny_llava)
+    model, proc = prepare_model(model, proc, moca=True)
+    with torch.no_grad():
+        get_moca(model).shift.fill_(0.25)
+    swapped, _ = prepare_model(model, proc, connector="linear", seed=1)
+    assert get_moca(swapped) is not None and float(get_moca(swapped).shift[0, 0].detach()) == 0.25
+    assert get_moca(model) is None  # moved, not shared between two models
+
+
+def test_a_finished_stage_is_returned_and_other_settings_refused(tiny_llava, tiny_data, tmp_path):
+    model, proc = load_llava(tiny_llava)
+    stage = Stage.defaults("pretrain", plain_end="eos")
+    first = run_stage(model, proc, _convs(tiny_data), stage, CFG, tmp_path / "s")
+    again = run_stage(model, proc, _convs(tiny_data), stage, CFG, tmp_path / "s")
+    assert again == first
+    other = TrainConfig(steps=3, batch_size=4, lr=1e-2, log_steps=1, progress=False)
+    with pytest.raises(ConfigError, match="other settings"):
+        run_stage(model, proc, _convs(tiny_data), stage, other, tmp_path / "s")
+
+
+def test_stage_settings_are_checked_first():
+    with pytest.raises(ConfigError, match="unknown objective 'nope'"):
+        Stage.defaults("pretrain", objectives=(("nope", None),))
+    with pytest.raises(ConfigError, match="stage must be one of"):
+        Stage.defaults("finetune")
+    with pytest.raises(ConfigError, match="template"):
+        Stage.defaults("sft", template="vicuna")
