@@ -9,7 +9,8 @@ lazy import is still a dependency). Layers, bottom to top:
   4 runner    models -> accumulators
   5 users     train, testing
   6 lab       the miniature world
-  7 cli       (and modalign.__main__)
+  7 cli
+  8 modalign.__main__ (python -m modalign)
 A module may import its own package and lower layers, never a higher layer nor a sibling package
 of its own layer (the base modules may use each other).
 """
@@ -36,7 +37,7 @@ LAYERS = {
     "modalign.testing": 5,
     "modalign.lab": 6,
     "modalign.cli": 7,
-    "modalign.__main__": 7,  # `python -m modalign`: the CLI
+    "modalign.__main__": 8,  # `python -m modalign`: runs the CLI
 }
 
 
