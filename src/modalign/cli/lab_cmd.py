@@ -199,6 +199,30 @@ def _cycle(args) -> int:
     return _print(run_cycle(args.out, cfg, base=args.base))
 
 
+def _study(args) -> int:
+    from dataclasses import replace
+
+    from modalign.lab.cycle import CycleConfig
+    from modalign.lab.study import run_study
+
+    _threads(args)
+    cycle = CycleConfig()
+    if args.train or args.pretrain_steps or args.sft_steps:  # a smaller study (checks, tests)
+        pt, sft = cycle.pretrain, cycle.sft
+        cycle = replace(
+            cycle,
+            sizes={**cycle.sizes, "train": args.train or cycle.sizes["train"]},
+            pretrain=replace(
+                pt, train=replace(pt.train, steps=args.pretrain_steps or pt.train.steps)
+            ),
+            sft=replace(sft, train=replace(sft.train, steps=args.sft_steps or sft.train.steps)),
+        )
+    summary = run_study(args.name, args.out, args.seeds, args.report_dir, cycle=cycle,
+                        variants=args.variants)  # fmt: skip
+    print(f"report: {args.report_dir / args.name}.md")
+    return _print({k: v for k, v in summary.items() if k != "variants"})
+
+
 def _build_default(args) -> int:
     from dataclasses import replace
 
@@ -314,6 +338,19 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None)
     add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3, mir_every=100)
     p.set_defaults(func=_cycle)
+
+    p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
+    p.add_argument("name", help="study name (toolkit)")
+    p.add_argument("--out", type=Path, required=True, help="runs folder (resumable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
+    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),
+                   help="where NAME.json/.md/.png go (default docs/studies)")  # fmt: skip
+    p.add_argument("--variants", nargs="+", help="only these variants")
+    p.add_argument("--train", type=int, help="training images (default: the cycle's)")
+    p.add_argument("--pretrain-steps", type=int, help="default: the cycle's")
+    p.add_argument("--sft-steps", type=int, help="default: the cycle's")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_study)
 
     p = sub.add_parser(
         "build-default", help="rebuild the embedded default model + eval set bit-for-bit"

@@ -65,10 +65,21 @@ class CycleConfig:
     lm_spec: LMSpec = field(default_factory=LMSpec)  # from_scratch only
 
 
-def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = None) -> dict:
-    """Run every stage under `out`; writes and returns out/cycle.json (metrics + wall times)."""
+def run_cycle(
+    out: Path, config: CycleConfig | None = None, base: Path | None = None, data: Path | None = None
+) -> dict:
+    """Run every stage under `out`; writes and returns out/cycle.json (metrics + wall times).
+
+    `data`: a dataset folder to use (made there if missing; studies share one per seed);
+    default out/data. A killed cycle resumes when re-run; a finished one is returned as is.
+    """
     cfg = config or CycleConfig()
     out = Path(out)
+    done = out / "cycle.json"
+    if done.is_file():
+        report = json.loads(done.read_text(encoding="utf-8"))
+        if report.get("config") == _config_record(cfg):
+            return report
     times: dict[str, float] = {}
 
     def timed(name, fn, *args, **kwargs):
@@ -85,7 +96,7 @@ def run_cycle(out: Path, config: CycleConfig | None = None, base: Path | None = 
     data = timed(
         "data",
         make_data,
-        out / "data",
+        Path(data) if data is not None else out / "data",
         seed=cfg.seed,
         sizes=cfg.sizes,
         image_size=cfg.image_size,

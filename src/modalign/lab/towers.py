@@ -6,13 +6,14 @@ OUT/metrics.json, and resumes from OUT/checkpoints when re-run after an interrup
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
 
 from modalign.atomic import atomic_write_json
-from modalign.errors import DataError
+from modalign.errors import ConfigError, DataError
 from modalign.lab.clip_loss import negclip_loss
 from modalign.lab.clip_model import build_clip
 from modalign.lab.collators import ClipCollator, LMCollator
@@ -39,6 +40,13 @@ def make_data(
     corpus + captions. `tokenizer_from` copies an existing tokenizer instead (to train on top
     of existing towers)."""
     out = Path(out)
+    manifest = out / "manifest.json"
+    if manifest.is_file() and (out / "tokenizer").is_dir():  # made before: reuse if the same
+        made = json.loads(manifest.read_text(encoding="utf-8"))
+        wanted = {"seed": seed, "image_size": image_size, "sizes": dict(sizes)}
+        if {k: made.get(k) for k in wanted} == wanted:
+            return out
+        raise ConfigError(f"{out} holds another dataset ({made}); use a new folder")
     write_dataset(out, seed=seed, sizes=sizes, image_size=image_size, corpus_scenes=corpus_scenes)
     if sizes.get("train", 0) > 0:
         export_llava(out)  # the same data as LLaVA JSON, for `modalign train`
