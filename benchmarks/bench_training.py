@@ -39,7 +39,7 @@ def one(config: str, steps: int, data: Path, out: Path, threads: int) -> dict:
     from modalign.lab.mir import eval_pairs
     from modalign.lab.world.dataset import load_split
     from modalign.train.fit import TrainConfig
-    from modalign.train.recipe import MonitorSettings, prepare, train_prepared
+    from modalign.train.recipe import MonitorSettings, prepare, train_stage
 
     opts = CONFIGS[config]
     monitor = MonitorSettings(every=opts["monitor"], stop=False) if "monitor" in opts else None
@@ -51,7 +51,7 @@ def one(config: str, steps: int, data: Path, out: Path, threads: int) -> dict:
     convs = caption_conversations(load_split(data, "train"), 3)
     probe = eval_pairs(data, "test", 100) if monitor else None
     t0 = time.perf_counter()
-    summary = train_prepared(model, processor, convs, recipe, out / config, probe=probe)
+    summary = train_stage(model, processor, convs, recipe, out / config, probe=probe)
     wall = time.perf_counter() - t0
     return {
         "config": config,

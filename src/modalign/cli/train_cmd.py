@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from modalign.cli.train_options import recipe_from_args
     from modalign.models.loading import load_model, load_processor, parse_dtype
     from modalign.train.data import load_conversations
-    from modalign.train.recipe import train_stage
+    from modalign.train.recipe import prepare, train_stage
 
     check_writable(args.out / "stage.json", "--out")
     conversations = load_conversations(
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, torch.device("cpu"), parse_dtype(args.dtype))
     processor = load_processor(args.model)
+    model, processor = prepare(model, processor, recipe)
     summary = train_stage(model, processor, conversations, recipe, args.out, probe=probe)
     from modalign.runner import distributed_context
 

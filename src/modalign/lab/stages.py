@@ -25,7 +25,7 @@ from modalign.lab.mir import eval_pairs
 from modalign.lab.samples import MIXED
 from modalign.lab.towers import load_tokenizer
 from modalign.lab.world.dataset import load_split
-from modalign.train.recipe import Recipe, prepare, train_prepared
+from modalign.train.recipe import Recipe, prepare, train_stage
 
 
 def model_dir(path: Path) -> Path:
@@ -84,7 +84,7 @@ def pretrain(
     fresh_loss = caption_loss(model, processor, test, eval_level)
     probe = eval_pairs(data_dir, "test", recipe.monitor.n) if recipe.monitor else None
     convs = caption_conversations(load_split(data_dir, "train", limit), level)
-    summary = train_prepared(model, processor, convs, recipe, out, probe=probe)
+    summary = train_stage(model, processor, convs, recipe, out, probe=probe)
     model, processor = load_llava(Path(out) / "model")
     metrics = {
         "caption_level": level,
@@ -120,7 +120,7 @@ def sft(
     model, processor = prepare(model, processor, recipe)
     records = load_split(data_dir, "train", limit)
     convs = vqa_conversations(records, multi_turn=multi_turn, seed=recipe.train.seed)
-    summary = train_prepared(model, processor, convs, recipe, out)
+    summary = train_stage(model, processor, convs, recipe, out)
     metrics = {
         "trainable_params": summary["unlock"]["trainable"],
         "multi_turn": multi_turn,

@@ -65,7 +65,7 @@ def prepare(model: Any, processor: Any, recipe: Recipe) -> tuple[Any, Any]:
     )  # fmt: skip
 
 
-def train_prepared(
+def train_stage(
     model: Any,
     processor: Any,
     conversations: Sequence[Conversation],
@@ -75,7 +75,7 @@ def train_prepared(
     probe: Sequence[Pair] | None = None,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """`run_stage` on a model the recipe already prepared; with a monitor, MIR on `probe` is
+    """`run_stage` on a model `prepare` made ready; with a monitor, MIR on `probe` is
     traced (out/mir_monitor/mir_curve.json + .png) and can stop training on a plateau.
     MoCa, when the model has it, trains in every stage (as in the official code)."""
     from modalign.methods.moca import get_moca
@@ -101,21 +101,4 @@ def train_prepared(
     record = {k: v for k, v in recipe.to_dict().items() if k not in ("stage", "train")}
     return run_stage(
         model, processor, conversations, stage, recipe.train, out, callbacks=extra, record=record
-    )
-
-
-def train_stage(
-    model: Any,
-    processor: Any,
-    conversations: Sequence[Conversation],
-    recipe: Recipe,
-    out: str | Path,
-    *,
-    probe: Sequence[Pair] | None = None,
-    callbacks: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """`prepare` then `train_prepared`: one stage of the recipe, end to end."""
-    model, processor = prepare(model, processor, recipe)
-    return train_prepared(
-        model, processor, conversations, recipe, out, probe=probe, callbacks=callbacks
     )
