@@ -34,9 +34,6 @@ def test_registries_are_complete_once_their_package_is_imported():
         "    print(r.kind, ','.join(r.names()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    rows = dict(
-        line.split(" ", 1) if " " in line else (line, "") for line in out.stdout.splitlines()
-    )
     found = {kind: set(names.split(",")) for kind, names in
              (line.rsplit(" ", 1) for line in out.stdout.splitlines())}  # fmt: skip
     assert {"llava", "qwen2_vl", "gemma3", "modalign_llava"} <= found["model adapter"]

@@ -12,6 +12,7 @@ from modalign.lab.llava import load_llava
 from modalign.lab.world.dataset import load_split
 from modalign.methods.lora import LoraSpec, has_lora
 from modalign.methods.moca import get_moca
+from modalign.methods.objectives import ObjectiveSpec
 from modalign.train.fit import TrainConfig
 from modalign.train.stage import Stage, prepare_model, run_stage
 from modalign.train.unlock import UnlockSpec
@@ -69,7 +70,14 @@ def test_a_finished_stage_is_returned_and_other_settings_refused(tiny_llava, tin
 
 def test_stage_settings_are_checked_first():
     with pytest.raises(ConfigError, match="unknown objective 'nope'"):
-        Stage.defaults("pretrain", objectives=(("nope", None),))
+        Stage.defaults("pretrain", objectives=(ObjectiveSpec.parse("nope"),))
+    with pytest.raises(ConfigError, match="ObjectiveSpec"):
+        Stage.defaults("pretrain", objectives=(("mfid", None),))
+    with pytest.raises(ConfigError, match=r"has no option.*colour"):
+        ObjectiveSpec.parse("mfid:0.1,colour=blue")
+    with pytest.raises(ConfigError, match="weight must be a number"):
+        ObjectiveSpec.parse("mfid:lots")
+    assert ObjectiveSpec.parse("mfid:0.5").build().weight == 0.5
     with pytest.raises(ConfigError, match="stage must be one of"):
         Stage.defaults("finetune")
     with pytest.raises(ConfigError, match="template"):

@@ -43,8 +43,9 @@ def add_recipe_arguments(
     g.add_argument("--lora-keep", action="store_true", help="keep LoRA unmerged after the stage")
 
     g = p.add_argument_group("objectives and optimisation")
-    g.add_argument("--objective", action="append", default=[], metavar="NAME[:WEIGHT]",
-                   help="add an alignment objective to the LM loss (repeatable)")  # fmt: skip
+    g.add_argument("--objective", action="append", default=[], metavar="NAME[:W][,K=V]",
+                   help="add an alignment objective to the LM loss (repeatable), e.g. mfid:0.001 "
+                   "or sea:1,labels=cache/")  # fmt: skip
     g.add_argument("--steps", type=int, default=steps,
                    help=f"optimizer steps (default {steps or 'one epoch, or --epochs'})")  # fmt: skip
     g.add_argument("--epochs", type=float, default=None, help="epochs instead of --steps")
@@ -87,9 +88,10 @@ def recipe_from_args(args: argparse.Namespace, stage: str, n_samples: int, **sta
     """The Recipe the flags describe, for `stage` and a dataset of `n_samples` conversations."""
     from modalign.errors import ConfigError
     from modalign.methods.lora import LoraSpec
+    from modalign.methods.objectives import ObjectiveSpec
     from modalign.train.fit import TrainConfig
     from modalign.train.recipe import MonitorSettings, Recipe
-    from modalign.train.stage import DEFAULT_LR, Stage, parse_objective
+    from modalign.train.stage import DEFAULT_LR, Stage
     from modalign.train.unlock import UnlockSpec
 
     base = Stage.defaults(stage)
@@ -113,7 +115,7 @@ def recipe_from_args(args: argparse.Namespace, stage: str, n_samples: int, **sta
         stage,
         unlock=unlock,
         component_lrs=lrs,
-        objectives=tuple(parse_objective(o) for o in args.objective),
+        objectives=tuple(ObjectiveSpec.parse(o) for o in args.objective),
         max_length=args.max_length,
         **stage_changes,
     )

@@ -1,7 +1,7 @@
 """A training stage of an LLaVA-style model, end to end: modify -> unlock -> train -> save.
 
     model, processor = prepare_model(model, processor, connector="qformer", moca=True)
-    stage = Stage.defaults("pretrain", objectives=(("mfid", None),))
+    stage = Stage.defaults("pretrain", objectives=(ObjectiveSpec.parse("mfid:0.001"),))
     summary = run_stage(model, processor, conversations, stage, TrainConfig(...), "runs/pt")
 
 `pretrain` defaults to LLaVA's stage 1 (plain template, connector only, lr 1e-3); `sft` to its
@@ -19,7 +19,7 @@ from typing import Any
 
 from modalign.atomic import atomic_write_json
 from modalign.errors import ConfigError
-from modalign.methods.objectives import OBJECTIVES, Objective
+from modalign.methods.objectives import Objective, ObjectiveSpec
 from modalign.train.collate import TEMPLATES
 from modalign.train.data import Conversation, ConversationDataset
 from modalign.train.fit import TrainConfig, fit
@@ -37,15 +37,16 @@ class Stage:
     template: str  # plain | chat
     unlock: UnlockSpec
     component_lrs: dict[str, float] = field(default_factory=dict)
-    objectives: tuple[tuple[str, float | None], ...] = ()  # (name, weight or None = default)
+    objectives: tuple[ObjectiveSpec, ...] = ()
     max_length: int | None = 2048
     plain_end: str = "\n"  # LLaVA's plain separator; "eos" for the EOS token
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
             raise ConfigError(f"template must be one of {sorted(TEMPLATES)}, got {self.template!r}")
-        for name, _ in self.objectives:
-            OBJECTIVES[name]  # an unknown name fails here, before any work
+        for spec in self.objectives:
+            if not isinstance(spec, ObjectiveSpec):
+                raise ConfigError(f"Stage.objectives holds ObjectiveSpec items, got {spec!r}")
 
     @classmethod
     def defaults(cls, name: str, **changes: Any) -> Stage:
@@ -67,28 +68,9 @@ STAGE_DEFAULTS = {
 DEFAULT_LR = {"pretrain": 1e-3, "sft": 2e-5}
 
 
-def parse_objective(text: str) -> tuple[str, float | None]:
-    """'mfid' or 'mfid:0.001' -> (name, weight or None); the name must be registered."""
-    name, _, weight = text.partition(":")
-    OBJECTIVES[name]
-    if not weight:
-        return name, None
-    try:
-        value = float(weight)
-    except ValueError:
-        raise ConfigError(f"--objective {text!r}: weight must be a number") from None
-    if not value >= 0:
-        raise ConfigError(f"--objective {text!r}: weight must be >= 0")
-    return name, value
-
-
-def build_objectives(specs: Sequence[tuple[str, float | None]]) -> list[Objective]:
-    """Objective modules from (name, weight) pairs (None: the objective's default weight)."""
-    built = []
-    for name, weight in specs:
-        cls = OBJECTIVES[name]
-        built.append(cls() if weight is None else cls(weight=weight))
-    return built
+def build_objectives(specs: Sequence[ObjectiveSpec]) -> list[Objective]:
+    """Objective modules from their specs (weights and options applied)."""
+    return [spec.build() for spec in specs]
 
 
 def prepare_model(

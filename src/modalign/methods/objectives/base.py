@@ -11,14 +11,15 @@ transformers Trainer (`modalign.train.AlignmentTrainer`) and in a plain PyTorch 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from modalign.errors import DataError
+from modalign.errors import ConfigError, DataError
 from modalign.registry import Registry
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
@@ -77,3 +78,78 @@ class Objective(nn.Module):
     def extra_logs(self) -> dict[str, float]:
         """Values to log besides the loss terms (e.g. the current temperature)."""
         return {}
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """An objective by name, with its weight (None: its default) and options; parsed from the
+    CLI form `NAME[:WEIGHT][,KEY=VALUE...]`, e.g. `sea:0.5,labels=cache/,window=2`."""
+
+    name: str
+    weight: float | None = None
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        cls = OBJECTIVES[self.name]  # an unknown name fails here, listing the choices
+        accepted = _options_of(cls)
+        unknown = sorted({k for k, _ in self.options} - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"objective {self.name!r} has no option(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(accepted)) or 'none'}"
+            )
+        if self.weight is not None and not self.weight >= 0:
+            raise ConfigError(f"objective {self.name!r}: weight must be >= 0, got {self.weight}")
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectiveSpec:
+        head, *pairs = [part.strip() for part in text.split(",")]
+        name, _, weight = head.partition(":")
+        value = None
+        if weight:
+            try:
+                value = float(weight)
+            except ValueError:
+                raise ConfigError(f"objective {text!r}: weight must be a number") from None
+        accepted = _options_of(OBJECTIVES[name])
+        options = []
+        for pair in pairs:
+            key, eq, raw = pair.partition("=")
+            if not eq or not key:
+                raise ConfigError(f"objective {text!r}: options are KEY=VALUE, got {pair!r}")
+            default = accepted.get(key)
+            options.append((key, _coerce(raw, default, f"objective {name!r} option {key!r}")))
+        return cls(name, value, tuple(options))
+
+    def build(self) -> Objective:
+        """The objective module (weight and options applied)."""
+        kwargs = dict(self.options)
+        if self.weight is not None:
+            kwargs["weight"] = self.weight
+        return OBJECTIVES[self.name](**kwargs)
+
+
+def _options_of(cls: type) -> dict[str, Any]:
+    """Keyword options of an objective's __init__ (besides weight), with their defaults."""
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        n: p.default
+        for n, p in params.items()
+        if n not in ("self", "weight") and p.kind is not p.VAR_KEYWORD
+    }
+
+
+def _coerce(raw: str, default: Any, where: str) -> Any:
+    """A CLI string as the type of the option's default (bool, int, float; else str)."""
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{where}: cannot read {raw!r} as {type(default).__name__}") from None
+    return raw

@@ -1,0 +1,165 @@
+"""SEA's word labels for image patches, from a CLIP-style model pair, cached on disk.
+
+For every image: patch features in the joint space (CLIP: last-layer patch tokens -> post-LN ->
+visual projection; SigLIP: its last hidden state), cosine with the text features of every word
+of a word list, the top-n words per patch ranked by `sign * cos` (SEA ranks by -cos, after CLIP
+Surgery's observation on raw CLIP patch tokens; +1 ranks by plain similarity), and only the
+positive scores kept. The cache is a folder: `manifest.json` (what built it: model and word-list
+fingerprints, sign, n, the patch grid) and `part-XXXXX.safetensors` chunks written atomically, so
+an interrupted build resumes and a stale cache (other model, words, sign or n) is refused.
+
+    cache = build_label_cache(clip, tokenizer, image_processor, words, images, "cache/", top_n=10)
+    idx, scores = cache.labels("coco/0001.jpg")     # (P, n) int32 word indices, float32 scores
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modalign.atomic import atomic_write, atomic_write_json
+from modalign.data.word_labels import (
+    FORMAT,
+    MANIFEST,
+    LabelCache,
+    fingerprint,
+    read_manifest,
+    words_fingerprint,
+)
+from modalign.errors import ConfigError, ModelError
+from modalign.registry import Registry
+
+# model_type -> (model, pixel_values) -> patch features in the joint space (B, P, E).
+PATCH_FEATURES: Registry[Callable[[Any, torch.Tensor], torch.Tensor]] = Registry(
+    "patch-feature family"
+)
+
+
+@PATCH_FEATURES.register("clip")
+def _clip_patches(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    hidden = model.vision_model(pixel_values=pixel_values).last_hidden_state[:, 1:]  # (B, P, Dv)
+    return model.visual_projection(model.vision_model.post_layernorm(hidden))  # (B, P, E)
+
+
+@PATCH_FEATURES.register("siglip")
+def _siglip_patches(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    return model.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, P, E), post-LN
+
+
+@torch.no_grad()
+def word_features(
+    model: Any, tokenizer: Any, words: Sequence[str], batch_size: int = 256
+) -> torch.Tensor:
+    """Unit-norm text features (W, E) of the raw words (SEA's default: no prompt)."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(words), batch_size):
+        enc = tokenizer(list(words[start : start + batch_size]), padding=True, return_tensors="pt")
+        feats = model.get_text_features(
+            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+        )
+        feats = getattr(feats, "pooler_output", feats)
+        out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
+    return torch.cat(out)  # (W, E)
+
+
+@torch.no_grad()
+def patch_labels(
+    model: Any, pixel_values: torch.Tensor, words: torch.Tensor, top_n: int, sign: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, scores), each (B, P, n): the top-n words per patch by sign * cos; scores <= 0
+    are dropped (index -1, score 0)."""
+    family = PATCH_FEATURES[model.config.model_type]
+    patches = torch.nn.functional.normalize(
+        family(model, pixel_values).float(), dim=-1
+    )  # (B, P, E)
+    sims = sign * (patches @ words.T)  # (B, P, W)
+    scores, idx = sims.topk(min(top_n, words.shape[0]), dim=-1)  # (B, P, n)
+    keep = scores > 0
+    return torch.where(keep, idx, -1).to(torch.int32), torch.where(keep, scores, 0.0)
+
+
+def build_label_cache(
+    model: Any,
+    tokenizer: Any,
+    image_processor: Any,
+    words: Sequence[str],
+    images: Sequence[tuple[str, Callable[[], Any]]],
+    out: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] = "",
+    top_n: int = 10,
+    sign: float = -1.0,
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    progress: bool = True,
+) -> LabelCache:
+    """Label every (image id, loader) with its patches' top-n words; resumable (see module doc).
+
+    `model` is a CLIPModel / SiglipModel (vision + text towers, any device) with its own
+    `tokenizer` and `image_processor`.
+    """
+    if top_n < 1 or sign not in (-1.0, 1.0):
+        raise ConfigError(
+            f"SEA labels: top_n >= 1 and sign in (-1, +1) needed, got {top_n}, {sign}"
+        )
+    if model.config.model_type not in PATCH_FEATURES:
+        raise ModelError(
+            f"SEA labels need a CLIP-style model pair; got {model.config.model_type!r} "
+            f"(supported: {', '.join(PATCH_FEATURES.names())})"
+        )
+    root = Path(out)
+    words = list(words)
+    vision = model.config.vision_config
+    grid = vision.image_size // vision.patch_size
+    settings = {
+        "format": FORMAT, "model": fingerprint(model), "words_sha256": words_fingerprint(words),
+        "top_n": top_n, "sign": sign, "grid": grid, "image_root": os.fspath(image_root),
+    }  # fmt: skip
+    manifest = read_manifest(root)
+    if manifest is not None:
+        if {k: manifest.get(k) for k in settings} != settings:
+            raise ConfigError(
+                f"{os.fspath(root)!r} holds SEA labels built with other settings (model, words, "
+                "sign, n or grid); use a new folder"
+            )
+    else:
+        manifest = {**settings, "words": words, "chunks": [], "complete": False}
+    done = {i for c in manifest["chunks"] for i in c["images"]}
+    todo = [(i, load) for i, load in images if i not in done]
+    model.eval()
+    text = word_features(model, tokenizer, words)
+    device = next(model.parameters()).device
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(images), initial=len(images) - len(todo), desc="SEA labels",
+               unit="image", disable=not progress)  # fmt: skip
+    with bar:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start : start + chunk_size]
+            idx, scores = [], []
+            for b in range(0, len(chunk), batch_size):
+                part = chunk[b : b + batch_size]
+                pixels = image_processor([load() for _, load in part], return_tensors="pt")
+                i, s = patch_labels(model, pixels["pixel_values"].to(device), text, top_n, sign)
+                idx.append(i.cpu())
+                scores.append(s.cpu().to(torch.float16))
+                bar.update(len(part))
+            name = f"part-{len(manifest['chunks']):05d}.safetensors"
+            _save_chunk(root / name, torch.cat(idx), torch.cat(scores))
+            manifest["chunks"].append({"file": name, "images": [i for i, _ in chunk]})
+            atomic_write_json(root / MANIFEST, manifest)
+    manifest["complete"] = True
+    atomic_write_json(root / MANIFEST, manifest)
+    return LabelCache.load(root)
+
+
+def _save_chunk(path: Path, indices: torch.Tensor, scores: torch.Tensor) -> None:
+    from safetensors.torch import save
+
+    data = save({"indices": indices.contiguous(), "scores": scores.contiguous()})
+    atomic_write(path, lambda fh: fh.write(data))
