@@ -22,6 +22,13 @@ from modalign.train.data import Sample
 IGNORE = -100  # label of positions without loss (transformers' ignore_index)
 
 
+# Non-tensor batch entries a collator can add for objectives (`LlavaCollator.extras`).
+EXTRAS = {
+    "image_paths": lambda s: str(s.conversation.image),
+    "captions": lambda s: s.conversation.caption,
+}
+
+
 def image_token_count(processor: Any) -> int:
     """How many tokens the processor expands one image into (asked of the processor itself)."""
     crop = getattr(processor.image_processor, "crop_size", None) or {}
@@ -44,12 +51,14 @@ class LlavaCollator:
     """What both templates share: image expansion, labels, padding, truncation, pixel values.
 
     `connector_text`: also return the first human turn's tokens as `connector_input_ids` (for an
-    instruction-aware Q-Former connector).
+    instruction-aware Q-Former connector). `extras`: also return `image_paths` (str per
+    sample) and/or `captions` (the first assistant reply per sample) for objectives.
     """
 
     processor: Any
     max_length: int | None = None
     connector_text: bool = False
+    extras: tuple[str, ...] = ()  # non-tensor entries objectives read: image_paths, captions
     tokenizer: Any = field(init=False)
     image_token_id: int = field(init=False)
     num_image_tokens: int = field(init=False)
@@ -102,6 +111,11 @@ class LlavaCollator:
                 raise DataError("a batch mixes samples with and without images")
         else:
             out["pixel_values"] = self.pixel_values(images)
+        unknown = set(self.extras) - set(EXTRAS)
+        if unknown:
+            raise ModelError(f"collator extras {sorted(unknown)} unknown; known: {sorted(EXTRAS)}")
+        for key in self.extras:
+            out[key] = [EXTRAS[key](s) for s in samples]
         if self.connector_text:
             text = [self.tokenizer(s.conversation.turns[0][0], add_special_tokens=False)["input_ids"]
                     for s in samples]  # fmt: skip

@@ -140,10 +140,17 @@ def run_stage(
     report = apply_unlock(model, stage.unlock)
     collate_cls = TEMPLATES[stage.template]
     kwargs = {"end": stage.plain_end} if stage.template == "plain" else {}
-    collate = collate_cls(
-        processor, stage.max_length, connector_text=_connector_reads_text(model), **kwargs
-    )
     objectives = build_objectives(stage.objectives)
+    for objective in objectives:
+        objective.setup(model, processor)
+    extras = tuple(dict.fromkeys(k for o in objectives for k in o.batch_keys))
+    collate = collate_cls(
+        processor,
+        stage.max_length,
+        connector_text=_connector_reads_text(model),
+        extras=extras,
+        **kwargs,
+    )
     log, trainer = fit(
         model,
         ConversationDataset(conversations),

@@ -55,13 +55,16 @@ class Objective(nn.Module):
     """Base class: subclass, set `name`, implement `forward(ctx) -> {term: scalar tensor}`.
 
     `weight` multiplies the sum of the terms in the total loss. `needs_hidden_states` asks the
-    forward pass for every layer's hidden states; `needs_connector_output` hooks the connector.
-    `after_optimizer_step()` runs after each optimizer step (e.g. to clamp a temperature).
+    forward pass for every layer's hidden states; `needs_connector_output` hooks the connector;
+    `batch_keys` names batch entries the objective reads from `ctx.extras` (collators provide
+    `image_paths` and `captions`). `setup(model, processor)` runs once before training;
+    `after_optimizer_step()` after each optimizer step (e.g. to clamp a temperature).
     """
 
     name: ClassVar[str] = "objective"
     needs_hidden_states: ClassVar[bool] = False
     needs_connector_output: ClassVar[bool] = False
+    batch_keys: ClassVar[tuple[str, ...]] = ()  # batch entries it reads (kept out of the model)
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -71,6 +74,9 @@ class Objective(nn.Module):
 
     def forward(self, ctx: ForwardContext) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def setup(self, model: Any, processor: Any) -> None:
+        """Called once before training with the model and its processor (e.g. to tokenize)."""
 
     def after_optimizer_step(self) -> None:
         """Hook after every optimizer step; nothing by default."""
