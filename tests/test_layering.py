@@ -7,7 +7,7 @@ lazy import is still a dependency). Layers, bottom to top:
   2 pure      methods (nn.Modules: connectors, MoCa, objectives), report (reads metrics results)
   3 models    adapters, loading, checkpoints
   4 runner    models -> accumulators
-  5 users     train, testing
+  5 users     train, diagnostics, testing
   6 lab       the miniature world
   7 cli
   8 modalign.__main__ (python -m modalign)
@@ -34,6 +34,7 @@ LAYERS = {
     "modalign.models": 3,
     "modalign.runner": 4,
     "modalign.train": 5,
+    "modalign.diagnostics": 5,
     "modalign.testing": 5,
     "modalign.lab": 6,
     "modalign.cli": 7,

@@ -39,6 +39,9 @@ COMMANDS.register("mir")(
 COMMANDS.register("train")(
     Command("modalign.cli.train_cmd", "pre-train or fine-tune an LVLM with alignment methods")
 )
+COMMANDS.register("sea-labels")(
+    Command("modalign.cli.sea_labels_cmd", "SEA word labels for image patches from a CLIP pair")
+)
 COMMANDS.register("lab")(
     Command("modalign.cli.lab_cmd", "miniature LVLM world: data, tiny models, training, evaluation")
 )

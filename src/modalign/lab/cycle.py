@@ -19,6 +19,7 @@ from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
 from modalign.lab.specs import ClipSpec, LMSpec
 from modalign.lab.stages import evaluate, pretrain, sft
 from modalign.lab.towers import make_data, train_clip, train_lm
+from modalign.lab.world.dataset import load_split
 from modalign.train.fit import TrainConfig
 from modalign.train.recipe import MonitorSettings, Recipe
 from modalign.train.stage import Stage
@@ -130,6 +131,12 @@ def run_cycle(
     pairs = eval_pairs(data, "test", cfg.mir_samples, level=3)
     model, processor = load_llava(out / "pretrain" / "model")
     report["mir_pretrained"] = timed("mir", mir_of, model, processor, pairs)
+    if _keeps_grid(model):  # recalled words need one token per patch
+        from modalign.lab.recall import recall_accuracy
+
+        report["recall_pretrained"] = recall_accuracy(
+            model, processor, load_split(data, "test", cfg.mir_samples)
+        )
     # The same model before stage 1, over several connector seeds (one draw is noisy).
     report["mir_fresh_connector"] = fresh_connector_mir(
         model, processor, pairs, range(cfg.fresh_seeds)
@@ -143,6 +150,14 @@ def run_cycle(
     report["threads"] = torch.get_num_threads()
     atomic_write_json(out / "cycle.json", report)
     return report
+
+
+def _keeps_grid(model) -> bool:
+    """Whether the connector gives one token per vision patch (HF LLaVA's MLP, linear / MLP
+    connectors), which recalled-word accuracy needs."""
+    config = model.config
+    n = getattr(config, "vision_seq_length", None)  # set by connector models only
+    return n is None or config.image_seq_length == n
 
 
 def _config_record(cfg: CycleConfig) -> dict:

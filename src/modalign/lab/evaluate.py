@@ -59,6 +59,30 @@ def caption_loss(
     return total / count
 
 
+@torch.no_grad()
+def text_loss(model, processor, lines: list[str], batch_size: int = 64) -> float:
+    """Mean per-token NLL of text alone (BOS + line + EOS, no image): the LLM's language skill,
+    SEA's argument that alignment should not cost it (their MMLU after SFT)."""
+    from modalign.models.sequence import pad_sequences
+
+    tok = processor.tokenizer
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(lines), batch_size):
+        rows = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"], tok.eos_token_id]
+                for t in lines[start : start + batch_size]]  # fmt: skip
+        ids = pad_sequences(rows, tok.pad_token_id).to(_device(model))  # (B, T)
+        mask = pad_sequences([[1] * len(r) for r in rows], 0).to(_device(model))
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
+        target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE)
+        total += torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
+            ignore_index=IGNORE, reduction="sum",
+        ).item()  # fmt: skip
+        count += int((target != IGNORE).sum())
+    return total / count
+
+
 def _normalise(text: str) -> str:
     """Compare answers without surrounding spaces or a final full stop."""
     return text.strip().rstrip(".").strip()

@@ -19,7 +19,7 @@ from transformers import CLIPModel, LlamaForCausalLM
 from modalign.atomic import atomic_write_json
 from modalign.errors import ConfigError
 from modalign.lab.conversations import caption_conversations, vqa_conversations
-from modalign.lab.evaluate import caption_loss, vqa_accuracy
+from modalign.lab.evaluate import caption_loss, text_loss, vqa_accuracy
 from modalign.lab.llava import build_processor, llava_from_towers, load_llava, reset_connector
 from modalign.lab.mir import eval_pairs
 from modalign.lab.samples import MIXED
@@ -138,12 +138,14 @@ def evaluate(
     level: int = 3,
     limit: int | None = None,
 ) -> dict:
-    """Caption loss and per-type VQA accuracy of a saved LLaVA on a held-out split."""
+    """Caption loss, text-only loss (no image) and per-type VQA accuracy of a saved LLaVA on a
+    held-out split."""
     model, processor = load_llava(model_dir(model_path))
     records = load_split(data_dir, split, limit)
     return {
         "split": split,
         "caption_level": level,
         "caption_loss": caption_loss(model, processor, records, level),
+        "text_loss": text_loss(model, processor, [c for r in records for c in r.captions]),
         "vqa": vqa_accuracy(model, processor, records),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, CLIPModel, LlamaForCausalLM
@@ -109,12 +110,16 @@ def train_clip(
     limit: int | None = None,
     *,
     hard_negatives: bool = True,
+    locked_vision: Any = None,
 ) -> dict:
     """Contrastive CLIP training on (image, caption of every level) pairs of the train split.
 
     hard_negatives adds one minimally edited caption per image (NegCLIP), so captions that
     differ in a single shape, colour, place or glyph must be told apart;
     `val_hard_negative_accuracy` measures exactly that on held-out images.
+    `locked_vision`: a CLIPVisionModel (e.g. a LLaVA's vision tower) copied in and frozen, so
+    only the text tower and the projections train (LiT): a text tower for that exact image
+    tower, which SEA's labels need. `spec` must match the tower.
     """
     manifest = read_manifest(data_dir)
     if manifest["image_size"] != spec.image_size:
@@ -123,6 +128,9 @@ def train_clip(
         )
     tok = load_tokenizer(data_dir)
     clip = build_clip(tok, spec, config.seed)
+    if locked_vision is not None:
+        clip.vision_model.load_state_dict(locked_vision.vision_model.state_dict())
+        clip.vision_model.requires_grad_(False)
     collate = ClipCollator(tok, build_image_processor(spec.image_size), spec.max_text_tokens)
     neg_seed = config.seed if hard_negatives else None
     train_data = CaptionDataset(load_split(data_dir, "train", limit), MIXED, neg_seed)
@@ -139,8 +147,10 @@ def train_clip(
         ),
         "train_loss": log["train_loss"],
     }
+    metrics["locked_vision"] = locked_vision is not None
     clip.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
+    build_image_processor(spec.image_size).save_pretrained(out / "model")
     atomic_write_json(Path(out) / "metrics.json", metrics)
     return metrics
 

@@ -48,3 +48,8 @@ def glyph_kind(glyph: str) -> str:
 def plural(shape: str, n: int) -> str:
     """Shape noun agreeing with n."""
     return shape if n == 1 else SHAPE_PLURALS[shape]
+
+
+def label_words() -> list[str]:
+    """The words a patch can show (SEA's word list in the world): colours, shapes, sizes, glyphs."""
+    return [*COLOURS, *SHAPES, *SIZES, *GLYPHS]

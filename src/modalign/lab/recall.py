@@ -1,0 +1,45 @@
+"""Recalled-word accuracy in the miniature world: how often an image token's nearest word (in the
+LLM's input-embedding space) names what is really in its grid cell: the object's colour or shape,
+or the glyph. One ViT patch per cell, so token i is cell i."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from modalign.diagnostics.recall import recalled_words
+from modalign.lab.world.dataset import Record
+from modalign.lab.world.vocab import label_words
+
+
+def cell_truth(record: Record) -> dict[int, dict[str, str]]:
+    """cell -> {"colour": ..., "shape": ...} or {"glyph": ...} for the occupied cells."""
+    truth = {o.cell: {"colour": o.colour, "shape": o.shape} for o in record.scene.objects}
+    if record.scene.glyph is not None and record.scene.glyph_cell is not None:
+        truth[record.scene.glyph_cell] = {"glyph": record.scene.glyph}
+    return truth
+
+
+def recall_accuracy(model: Any, processor: Any, records: list[Record]) -> dict[str, Any]:
+    """Fraction of occupied cells whose token's top-1 recalled word names the cell's content,
+    overall and per kind (colour and shape over object cells, glyph over glyph cells)."""
+    words = label_words()
+    top, _ = recalled_words(model, processor, [r.load_image() for r in records], words, k=1)
+    hits: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    recalled: Counter[str] = Counter()
+    for r, tokens in zip(records, top[..., 0], strict=True):
+        for cell, content in cell_truth(r).items():
+            word = words[int(tokens[cell])]
+            recalled[word] += 1
+            totals["any"] += 1
+            hits["any"] += word in content.values()
+            for kind, value in content.items():
+                totals[kind] += 1
+                hits[kind] += word == value
+    return {
+        "accuracy": hits["any"] / max(totals["any"], 1),
+        "by_kind": {k: hits[k] / totals[k] for k in ("colour", "shape", "glyph") if totals[k]},
+        "cells": totals["any"],
+        "most_recalled": recalled.most_common(5),
+    }
