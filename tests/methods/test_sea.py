@@ -229,7 +229,7 @@ def test_objective_gradients_and_bad_inputs(tiny_llava, tiny_data, cache, tmp_pa
         obj(one)
     with pytest.raises(DataError, match="' ' tokenizes to nothing"):
         word_token_ids(proc.tokenizer, ["red", " "])
-    ids, mask = word_token_ids(proc.tokenizer, ["red", "triangle"])
+    ids, _mask = word_token_ids(proc.tokenizer, ["red", "triangle"])
     assert ids[0, 0] == proc.tokenizer(" red", add_special_tokens=False)["input_ids"][0]
     with pytest.raises(ConfigError, match="needs labels"):
         SEAObjective()

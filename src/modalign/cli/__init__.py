@@ -42,6 +42,11 @@ COMMANDS.register("train")(
 COMMANDS.register("sea-labels")(
     Command("modalign.cli.sea_labels_cmd", "SEA word labels for image patches from a CLIP pair")
 )
+COMMANDS.register("recall")(
+    Command(
+        "modalign.cli.recall_cmd", "the words an LVLM's image tokens are nearest to (SEA Fig. 1)"
+    )
+)
 COMMANDS.register("lab")(
     Command("modalign.cli.lab_cmd", "miniature LVLM world: data, tiny models, training, evaluation")
 )

@@ -94,16 +94,20 @@ def _train_clip(args) -> int:
     size = read_manifest(args.data)["image_size"]
     patch = args.patch_size if args.patch_size is not None else size // GRID
     spec = ClipSpec(image_size=size, patch_size=patch)
-    return _print(
-        train_clip(
-            args.data,
-            args.out,
-            spec,
-            _tower_config(args),
-            args.limit,
-            hard_negatives=not args.no_hard_negatives,
-        )
-    )
+    locked = None
+    if args.locked_vision is not None:  # LiT: a text tower for this LLaVA's own vision tower
+        from modalign.lab.llava import load_llava
+
+        locked = load_llava(args.locked_vision)[0].model.vision_tower
+        v = locked.config
+        spec = ClipSpec(image_size=v.image_size, patch_size=v.patch_size,
+                        vision_hidden=v.hidden_size, vision_layers=v.num_hidden_layers,
+                        heads=v.num_attention_heads)  # fmt: skip
+    hard = not args.no_hard_negatives
+    config = _tower_config(args)
+    metrics = train_clip(args.data, args.out, spec, config, args.limit, hard_negatives=hard,
+                         locked_vision=locked)  # fmt: skip
+    return _print(metrics)
 
 
 def _train_lm(args) -> int:
@@ -262,6 +266,11 @@ def configure(lab: argparse.ArgumentParser) -> None:
         "--no-hard-negatives",
         action="store_true",
         help="plain CLIP loss (default adds one minimally edited caption per image, NegCLIP)",
+    )
+    p.add_argument(
+        "--locked-vision",
+        type=Path,
+        help="a LLaVA folder: copy and freeze its vision tower, train only the text side (LiT)",
     )
     p.add_argument(
         "--patch-size",

@@ -74,14 +74,10 @@ class LabelCache:
         return self.indices[image_id], self.scores[image_id]
 
     def image_id(self, path: str | os.PathLike[str]) -> str:
-        """The cache id of an image path (relative to the folder the cache was built on)."""
-        p = Path(path)
-        base = Path(self.manifest["image_root"])
-        return (
-            p.relative_to(base).as_posix()
-            if p.is_absolute() and p.is_relative_to(base)
-            else p.as_posix()
-        )
+        """The cache id of an image path: relative to the folder the cache was built on (paths
+        are resolved first), else the path as given."""
+        p, base = Path(path).resolve(), Path(self.manifest["image_root"]).resolve()
+        return p.relative_to(base).as_posix() if p.is_relative_to(base) else Path(path).as_posix()
 
     @classmethod
     def load(

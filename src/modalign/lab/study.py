@@ -25,22 +25,28 @@ from modalign.train.recipe import Recipe
 
 @dataclass(frozen=True)
 class Variant:
-    """One grid point: a name, what it changes in the pre-training recipe, and why."""
+    """One grid point: a name, what it changes in the pre-training recipe, and why.
+
+    `change(recipe, resources)`: `resources` is what the study's `prepare` made for the seed
+    (e.g. a SEA label cache); most variants ignore it.
+    """
 
     name: str
-    change: Callable[[Recipe], Recipe]
+    change: Callable[[Recipe, dict[str, Any]], Recipe]
     note: str = ""
 
 
 @dataclass(frozen=True)
 class Study:
-    """A named grid of variants and the paper result it is compared with."""
+    """A named grid of variants and the paper result it is compared with. `prepare(root, data,
+    cycle, seed) -> resources` runs once per seed before its cycles (resumable itself)."""
 
     name: str
     description: str
     variants: tuple[Variant, ...]
     reference: str = ""
     cycle: CycleConfig = field(default_factory=CycleConfig)
+    prepare: Callable[[Path, Path, CycleConfig, int], dict[str, Any]] | None = None
 
 
 STUDIES: Registry[Callable[[], Study]] = Registry("study")
@@ -52,7 +58,7 @@ def _recipe(**changes: Any) -> Callable[[Recipe], Recipe]:
     lrs = changes.pop("lrs", None)
     lr = changes.pop("lr", None)
 
-    def change(recipe: Recipe) -> Recipe:
+    def change(recipe: Recipe, resources: dict[str, Any] | None = None) -> Recipe:
         stage = recipe.stage
         if unlock is not None:
             stage = replace(stage, unlock=replace(stage.unlock, **unlock))
@@ -117,10 +123,74 @@ def _toolkit() -> Study:
     )
 
 
-def variant_config(study: Study, variant: Variant, seed: int) -> CycleConfig:
+def _prepare_alignment(root: Path, data: Path, cycle: CycleConfig, seed: int) -> dict[str, Any]:
+    """Per seed: the dataset, a LiT text tower for the base's vision tower, SEA labels."""
+    import json
+
+    from modalign.lab.default import default_model_path
+    from modalign.lab.sea import lit_clip, sea_labels
+    from modalign.lab.towers import make_data
+
+    base = default_model_path()
+    make_data(data, seed=seed, sizes=cycle.sizes, image_size=cycle.image_size,
+              corpus_scenes=cycle.corpus_scenes, tokenizer_from=base)  # fmt: skip
+    folder = root / f"sea-seed{seed}"
+    choice = folder / "labels" / "choice.json"
+    if choice.is_file():
+        return json.loads(choice.read_text(encoding="utf-8"))
+    return sea_labels(data, lit_clip(data, base, folder / "clip"), folder / "labels")
+
+
+def _objective(text: str) -> Callable[[Recipe, dict[str, Any]], Recipe]:
+    """A variant adding an objective; `{labels}` is filled from the seed's resources."""
+
+    def change(recipe: Recipe, resources: dict[str, Any]) -> Recipe:
+        from modalign.methods.objectives import ObjectiveSpec
+
+        spec = ObjectiveSpec.parse(text.format(**resources))
+        return replace(
+            recipe, stage=replace(recipe.stage, objectives=(*recipe.stage.objectives, spec))
+        )
+
+    return change
+
+
+@STUDIES.register("alignment")
+def _alignment() -> Study:
+    return Study(
+        name="alignment",
+        description="Contrastive alignment in pre-training: SEA (token-level, CLIP word labels) "
+        "and the joint contrastive + next-token loss, with and without prompts.",
+        reference="SEA Table 2 (SEA > LLaVA, largest gains for the smallest LLM; MMLU kept), "
+        "CONTRA Table 2 (w/ cont improves most benchmarks; prompts help some LLMs only)",
+        variants=(
+            Variant("baseline", _recipe(), "LLaVA-1.5 stage 1: mlp2x_gelu connector only"),
+            Variant(
+                "sea",
+                _objective("sea:1,labels={labels}"),
+                "lambda 1, n 10, 2x2 windows; labels from a LiT text tower on the base's "
+                "vision tower, the similarity sign chosen on the val split",
+            ),
+            Variant(
+                "contrastive", _objective("contrastive:1"), "equal weights, tau 0.07 learnable"
+            ),
+            Variant(
+                "contrastive_prompt",
+                _objective("contrastive:1,prompt=true"),
+                "PromptBERT-style wrappers",
+            ),
+        ),
+        prepare=_prepare_alignment,
+    )
+
+
+def variant_config(
+    study: Study, variant: Variant, seed: int, resources: dict[str, Any] | None = None
+) -> CycleConfig:
     """The cycle of one grid point: the study's cycle with the variant's pre-training recipe."""
     base = study.cycle
-    pretrain = variant.change(replace(base.pretrain, train=replace(base.pretrain.train, seed=seed)))
+    recipe = replace(base.pretrain, train=replace(base.pretrain.train, seed=seed))
+    pretrain = variant.change(recipe, resources or {})
     sft = replace(base.sft, train=replace(base.sft.train, seed=seed))
     return replace(base, seed=seed, pretrain=pretrain, sft=sft)
 
@@ -133,6 +203,12 @@ def _row(report: dict) -> dict[str, float]:
         "mir_fresh": report["mir_fresh_connector"]["mir_mean"],
         "caption_loss": report["pretrain"]["test_caption_loss"],
         "vqa_all": vqa["all"]["accuracy"],
+        **(
+            {"recall": report["recall_pretrained"]["accuracy"]}
+            if "recall_pretrained" in report
+            else {}
+        ),
+        **({"text_loss": report["eval"]["text_loss"]} if "text_loss" in report["eval"] else {}),
         **{f"vqa_{k}": v["accuracy"] for k, v in vqa.items() if k != "all"},
         "pretrain_s": report["wall_s"]["pretrain"],
         "total_s": report["wall_s"]["total"],
@@ -265,12 +341,15 @@ def run_study(
     summary: dict[str, Any] = {}
     root = Path(out) / study.name
     for seed in seeds:
+        data = root / f"data-seed{seed}"
+        resources: dict[str, Any] = {}
+        if study.prepare is not None:
+            print(f"[study {study.name}] preparing seed {seed}", flush=True)
+            resources = study.prepare(root, data, replace(study.cycle, seed=seed), seed)
         for variant in chosen:
-            cfg = variant_config(study, variant, seed)
+            cfg = variant_config(study, variant, seed, resources)
             print(f"[study {study.name}] {variant.name} seed {seed}", flush=True)
-            report = run_cycle(
-                root / variant.name / f"seed{seed}", cfg, data=root / f"data-seed{seed}"
-            )
+            report = run_cycle(root / variant.name / f"seed{seed}", cfg, data=data)
             rows.setdefault(variant.name, {})[seed] = _row(report)
             summary = summarize(replace(study, variants=tuple(chosen)), rows)
             write_report(summary, Path(report_dir))

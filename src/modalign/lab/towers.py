@@ -129,7 +129,8 @@ def train_clip(
     tok = load_tokenizer(data_dir)
     clip = build_clip(tok, spec, config.seed)
     if locked_vision is not None:
-        clip.vision_model.load_state_dict(locked_vision.vision_model.state_dict())
+        inner = getattr(locked_vision, "vision_model", locked_vision)  # transformers 4.x nests it
+        clip.vision_model.load_state_dict(inner.state_dict())
         clip.vision_model.requires_grad_(False)
     collate = ClipCollator(tok, build_image_processor(spec.image_size), spec.max_text_tokens)
     neg_seed = config.seed if hard_negatives else None
