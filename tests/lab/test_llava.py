@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel, 
 from modalign.errors import DataError
 from modalign.lab.llava import load_llava, reset_connector
 from modalign.lab.world.dataset import load_split
-from modalign.train.collate import image_token_count
+from modalign.models.collate import image_token_count
 
 
 def test_auto_classes_load_the_saved_model(tiny_llava, tiny_towers):

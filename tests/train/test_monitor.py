@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
+from modalign.data.conversations import ConversationDataset
 from modalign.errors import ConfigError
 from modalign.lab.conversations import caption_conversations
 from modalign.lab.llava import load_llava
 from modalign.lab.mir import eval_pairs
 from modalign.lab.world.dataset import load_split
 from modalign.metrics import MIRResult
+from modalign.models.collate import PlainCollator
 from modalign.testing.callbacks import StopAfter
-from modalign.train.collate import PlainCollator
-from modalign.train.data import ConversationDataset
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.monitor import MIRMonitor, plateaued
 from modalign.train.trainer import AlignmentTrainer

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from modalign.data.conversations import ConversationDataset
 from modalign.errors import DataError
 from modalign.lab.conversations import caption_conversations
 from modalign.lab.llava import load_llava
 from modalign.lab.world.dataset import load_split
 from modalign.methods.objectives import ForwardContext, Objective
 from modalign.methods.objectives.modality_gap import ModalityGapObjective
+from modalign.models.collate import PlainCollator
 from modalign.testing.callbacks import StopAfter
-from modalign.train.collate import PlainCollator
-from modalign.train.data import ConversationDataset
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.loss import compute_loss
 from modalign.train.trainer import AlignmentTrainer

@@ -43,8 +43,8 @@ def _images(args) -> tuple[Path, list]:
         from modalign.data.images import load_images
 
         return args.images, [(item.image_id, item.load) for item in load_images(args.images)]
+    from modalign.data.conversations import load_conversations
     from modalign.data.images import FileImageLoader
-    from modalign.train.data import load_conversations
 
     convs = load_conversations(args.data, args.image_folder)
     root = args.image_folder or args.data.parent

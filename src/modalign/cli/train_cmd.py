@@ -42,8 +42,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from modalign.atomic import check_writable
     from modalign.cli.train_options import recipe_from_args
+    from modalign.data.conversations import load_conversations
     from modalign.models.loading import load_model, load_processor, parse_dtype
-    from modalign.train.data import load_conversations
     from modalign.train.recipe import prepare, train_stage
 
     check_writable(args.out / "stage.json", "--out")

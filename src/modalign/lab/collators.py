@@ -1,5 +1,5 @@
 """Batch builders of the towers' pre-training (tiny CLIP, tiny LM). LLaVA batches are built by
-the training path's collators (`modalign.train.collate`)."""
+the training path's collators (`modalign.models.collate`)."""
 
 from __future__ import annotations
 

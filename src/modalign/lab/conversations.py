@@ -11,11 +11,11 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from modalign.data.conversations import Conversation, write_conversations
 from modalign.lab.samples import MIXED, check_level
 from modalign.lab.world.captions import LEVELS
 from modalign.lab.world.dataset import Record, load_split
 from modalign.lab.world.vqa import QA
-from modalign.train.data import Conversation, write_conversations
 
 
 def caption_conversations(records: Sequence[Record], level: int) -> list[Conversation]:

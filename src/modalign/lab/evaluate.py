@@ -1,6 +1,6 @@
 """Held-out evaluation: caption loss (the pre-training objective) and VQA accuracy per question type.
 
-Both build their batches with the training collators (`modalign.train.collate`), so what is
+Both build their batches with the training collators (`modalign.models.collate`), so what is
 scored is exactly what was trained. VQA uses greedy decoding (a few tokens, stop at </s>) and
 exact match of the decoded answer: a wrong word or extra words count as errors; no answer
 candidates are given to the model.
@@ -12,11 +12,11 @@ from collections import Counter, defaultdict
 
 import torch
 
+from modalign.data.conversations import ConversationDataset
 from modalign.lab.conversations import caption_conversations, question_items
 from modalign.lab.world.dataset import Record
 from modalign.lab.world.vocab import COLOURS, GLYPHS, POSITIONS, SHAPES
-from modalign.train.collate import IGNORE, ChatCollator, PlainCollator
-from modalign.train.data import ConversationDataset
+from modalign.models.collate import IGNORE, ChatCollator, PlainCollator
 
 # Uniform-guess accuracy per type (count: the 4 possible numbers).
 CHANCE: dict[str, float] = {

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from modalign.data.conversations import Conversation
 from modalign.data.pairs import Pair
 from modalign.errors import ConfigError
-from modalign.train.data import Conversation
 from modalign.train.fit import TrainConfig
 from modalign.train.stage import Stage, prepare_model, run_stage
 

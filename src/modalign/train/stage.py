@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from modalign.atomic import atomic_write_json
+from modalign.data.conversations import Conversation, ConversationDataset
 from modalign.errors import ConfigError
 from modalign.methods.objectives import Objective, ObjectiveSpec
-from modalign.train.collate import TEMPLATES
-from modalign.train.data import Conversation, ConversationDataset
+from modalign.models.collate import TEMPLATES
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage

@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 
 from modalign.errors import ModelError
 from modalign.methods.objectives import Objective
-from modalign.train.collate import IGNORE
+from modalign.models.collate import IGNORE
 from modalign.train.fit import ResumableTrainer
 from modalign.train.loss import compute_loss
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from PIL import Image
 
+from modalign.data.conversations import ConversationDataset, load_conversations
 from modalign.errors import DataError
-from modalign.train.data import ConversationDataset, load_conversations
 
 
 def _write(tmp_path, records, name="conv.json"):

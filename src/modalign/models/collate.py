@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from modalign.data.conversations import Sample
 from modalign.errors import DataError, ModelError
 from modalign.models.sequence import overlapping_span, pad_sequences
-from modalign.train.data import Sample
 
 IGNORE = -100  # label of positions without loss (transformers' ignore_index)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from modalign.data.conversations import ConversationDataset
 from modalign.errors import DataError
 from modalign.lab.conversations import caption_conversations, vqa_conversations
 from modalign.lab.llava import load_llava
 from modalign.lab.world.dataset import load_split
-from modalign.train.collate import IGNORE, ChatCollator, PlainCollator, image_token_count
-from modalign.train.data import ConversationDataset
+from modalign.models.collate import IGNORE, ChatCollator, PlainCollator, image_token_count
 
 
 @pytest.fixture(scope="module")
