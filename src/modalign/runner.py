@@ -22,6 +22,7 @@ import torch
 from modalign.data.pairs import Pair
 from modalign.errors import ConfigError, DataError, MetricError
 from modalign.metrics import MEDIAN_MODES, MIRAccumulator, MIRResult
+from modalign.metrics.baseline_sampler import BaselineSampler
 from modalign.models.base import VLMAdapter
 from modalign.models.states import LayerStates, ModelBatch
 
@@ -114,7 +115,9 @@ class _Feeder:
         self.adapter, self.opts, self.layer_ids = adapter, opts, layer_ids
         self.truncated = 0
 
-    def feed(self, acc: MIRAccumulator, pairs: Sequence[Pair], desc: str) -> None:
+    def feed(
+        self, acc: MIRAccumulator, pairs: Sequence[Pair], desc: str, sampler: Any = None
+    ) -> None:
         from tqdm.auto import tqdm
 
         self.truncated = 0
@@ -133,6 +136,8 @@ class _Feeder:
                 except MetricError as exc:
                     located = locate_nonfinite(states, batch)
                     raise (located or exc) from exc
+                if sampler is not None:  # the streaming baselines see the same forward pass
+                    sampler.update(vision, text)
                 self.truncated += sum(batch.truncated)
                 bar.update(len(chunk))
 
@@ -156,8 +161,13 @@ def run_mir(
     options: RunOptions | None = None,
     *,
     group: Any = None,
+    baselines: BaselineSampler | None = None,
 ) -> MIRResult:
-    """MIR of `adapter`'s model over `pairs`; sharded across ranks when torch.distributed is up."""
+    """MIR of `adapter`'s model over `pairs`; sharded across ranks when torch.distributed is up.
+
+    `baselines`: a `BaselineSampler` fed in the first pass (same forward passes); its report
+    goes to `result.metadata["baselines"]`.
+    """
     opts = options or RunOptions()
     if not pairs:
         raise DataError("no image/text pairs to score")
@@ -168,15 +178,19 @@ def run_mir(
         len(layer_ids), layer_ids=layer_ids, outliers=opts.outliers, median=opts.median
     )
     feeder = _Feeder(adapter, opts, layer_ids)
-    feeder.feed(acc, mine, "MIR")
+    feeder.feed(acc, mine, "MIR", baselines)
     if world > 1:
         acc.all_reduce(group)
+        if baselines is not None:
+            _reduce_sampler(baselines, acc, group)
     while acc.needs_another_pass:  # identical on every rank after the all-reduce
         acc.begin_next_pass()  # each pass is one more forward over the same samples
         feeder.feed(acc, mine, f"MIR (outlier pass {acc.passes})")
         if world > 1:
             acc.all_reduce(group)
     result = acc.compute(sqrt=opts.sqrt)
+    if baselines is not None:
+        result.metadata["baselines"] = baselines.report()
     result.metadata.update(
         {
             "n_samples": len(pairs),
@@ -192,6 +206,15 @@ def run_mir(
         }
     )
     return result
+
+
+def _reduce_sampler(sampler: BaselineSampler, acc: MIRAccumulator, group: Any) -> None:
+    """Pool every rank's baseline samples (the accumulator knows the agreed width and dtype)."""
+    from modalign.metrics.distributed import all_reduce_state
+    from modalign.metrics.state import ReduceContext
+
+    rank, world = distributed_context(group)
+    all_reduce_state(sampler, ReduceContext(acc.dim, acc.dtype, rank, world), group)
 
 
 def run_repeats(

@@ -200,3 +200,18 @@ def test_model_failures_exit_2_and_write_nothing(kind, message, tiny_dir, data, 
     assert rc == 2
     assert message in stderr
     assert not out.exists() and not png.exists()
+
+
+def test_baselines_stream_beside_mir_in_a_model_run(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    out = tmp_path / "b.json"
+    rc, stdout, stderr = _run(capsys, "--model", tiny_dir("llava"), "--images", images,
+                              "--texts", texts, "--n", 4, "--baselines", "--json", out)  # fmt: skip
+    assert rc == 0, stderr
+    assert "baselines: MMD" in stdout
+    b = json.loads(out.read_text())["metadata"]["baselines"]
+    assert (
+        b["sampled_tokens"][0] > 0
+        and len(b["mmd_per_layer"]) == 2
+        and b["mmd"] == b["mmd_per_layer"][0]
+    )

@@ -51,7 +51,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--baselines",
         action="store_true",
-        help="with --tokens: also MMD, KID (plain and layer-wise) and centroid gaps",
+        help="also MMD, KID (plain and layer-wise) and centroid gaps (model runs: on a uniform "
+        "sample of 2048 tokens per layer and modality, from the same forward passes)",
     )
     mir_model.add_model_arguments(p)
     p.set_defaults(func=run)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modalign.cli.outputs import check_outputs, print_summary, resolve_settings
+from modalign.cli.outputs import check_outputs, print_baselines, print_summary, resolve_settings
 from modalign.errors import ConfigError, DataError
 
 
@@ -218,7 +218,12 @@ def run_model(args: argparse.Namespace) -> int:
             result.metadata["repeats"] = info
         else:
             pairs = source.sample(args.n, args.seed, lazy=True)
-            result = run_mir(adapter, pairs, opts)
+            sampler = None
+            if getattr(args, "baselines", False):
+                from modalign.metrics.baseline_sampler import BaselineSampler
+
+                sampler = BaselineSampler(len(adapter.layer_ids(layers)), seed=args.seed)
+            result = run_mir(adapter, pairs, opts, baselines=sampler)
         _record(result, args, adapter, source, pairs)
         if rank != 0:
             return 0
@@ -229,6 +234,8 @@ def run_model(args: argparse.Namespace) -> int:
         if args.json:
             result.to_json(args.json)
         print_summary(result, quiet)
+        if "baselines" in result.metadata and not quiet:
+            print_baselines(result.metadata["baselines"])
         if args.repeats > 1:
             r = result.metadata["repeats"]
             print(f"MIR over {r['repeats']} subsets of {r['n']}: mean {r['mean']:.4f} "

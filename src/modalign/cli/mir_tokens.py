@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from modalign.cli.outputs import check_outputs, print_summary, resolve_settings
+from modalign.cli.outputs import check_outputs, print_baselines, print_summary, resolve_settings
 from modalign.errors import DataError
 from modalign.metrics import compute_mir
 
@@ -60,11 +60,7 @@ def run_tokens(args: argparse.Namespace) -> int:
         result.to_json(args.json)
     print_summary(result, args.quiet)
     if args.baselines and not args.quiet:
-        b = result.metadata["baselines"]
-        print(
-            f"baselines: MMD {b['mmd']:.4g} (layer-wise {b['mmd_layerwise']:.4g}), "
-            f"KID {b['kid']:.4g} (layer-wise {b['kid_layerwise']:.4g})"
-        )
+        print_baselines(result.metadata["baselines"])
     if args.json and not args.quiet:
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -32,3 +32,11 @@ def print_summary(result, quiet: bool) -> None:
     from modalign.report import summary_table
 
     print(summary_table(result))
+
+
+def print_baselines(b: dict) -> None:
+    """The supplementary's baselines in one line (lower is better for all)."""
+    print(
+        f"baselines: MMD {b['mmd']:.4g} (layer-wise {b['mmd_layerwise']:.4g}), "
+        f"KID {b['kid']:.4g} (layer-wise {b['kid_layerwise']:.4g})"
+    )
