@@ -8,9 +8,10 @@ lazy import is still a dependency). Layers, bottom to top:
   3 models    adapters, loading, checkpoints
   4 runner    models -> accumulators
   5 users     train, diagnostics, testing
-  6 lab       the miniature world
-  7 cli
-  8 modalign.__main__ (python -m modalign)
+  6 evidence  does a measure predict post-fine-tuning scores (validate: runner + diagnostics)
+  7 lab       the miniature world
+  8 cli
+  9 modalign.__main__ (python -m modalign)
 A module may import its own package and lower layers, never a higher layer nor a sibling package
 of its own layer (the base modules may use each other).
 """
@@ -36,9 +37,10 @@ LAYERS = {
     "modalign.train": 5,
     "modalign.diagnostics": 5,
     "modalign.testing": 5,
-    "modalign.lab": 6,
-    "modalign.cli": 7,
-    "modalign.__main__": 8,  # `python -m modalign`: runs the CLI
+    "modalign.evidence": 6,
+    "modalign.lab": 7,
+    "modalign.cli": 8,
+    "modalign.__main__": 9,  # `python -m modalign`: runs the CLI
 }
 
 

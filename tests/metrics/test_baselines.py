@@ -110,3 +110,14 @@ def test_baseline_report_combines_the_measures():
     assert rep["mmd_per_layer"][0] == pytest.approx(rep["mmd_per_layer"][1], rel=1e-10)
     assert rep["mmd_layerwise"] == pytest.approx(rep["mmd"], rel=1e-10)
     assert rep["centroid_gap_raw"][1] == pytest.approx(2 * rep["centroid_gap_raw"][0])
+
+
+def test_kid_whole_kernel_path_equals_the_per_subset_path(monkeypatch):
+    """Above GRAM_LIMIT tokens KID recomputes the kernel per subset; both give one answer."""
+    import modalign.metrics.baselines as baselines
+
+    x, y = (torch.tensor(s) for s in _sets(4, 70, 40))
+    fast = kid(x, y, subsets=8, subset_size=30, seed=1)
+    monkeypatch.setattr(baselines, "GRAM_LIMIT", 10)
+    slow = kid(x, y, subsets=8, subset_size=30, seed=1)
+    assert fast == pytest.approx(slow, rel=1e-10)

@@ -91,3 +91,11 @@ def test_empty_pairs_are_rejected(tiny_adapter):
         adapter.prepare([])
     with pytest.raises(ValueError, match="no image/text pairs"):
         run_mir(adapter, [], RunOptions(progress=False))
+
+
+def test_a_missing_local_model_folder_is_named(tmp_path):
+    from modalign.errors import DataError
+
+    for name in (str(tmp_path / "nope"), "./nope", "runs/x/model"):
+        with pytest.raises(DataError, match="no model folder"):
+            load_adapter(name)

@@ -47,6 +47,12 @@ COMMANDS.register("recall")(
         "modalign.cli.recall_cmd", "the words an LVLM's image tokens are nearest to (SEA Fig. 1)"
     )
 )
+COMMANDS.register("validate")(
+    Command(
+        "modalign.cli.validate_cmd",
+        "does MIR of pre-trained checkpoints predict their post-fine-tuning scores?",
+    )
+)
 COMMANDS.register("lab")(
     Command("modalign.cli.lab_cmd", "miniature LVLM world: data, tiny models, training, evaluation")
 )

@@ -18,67 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from modalign.cli.outputs import check_outputs, print_baselines, print_summary, resolve_settings
+from modalign.cli.probe_options import (
+    add_data_arguments,
+    add_run_arguments,
+    check_run_arguments,
+    parse_layers,
+    source_from_args,
+    use_default_data,
+)
 from modalign.errors import ConfigError, DataError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the model/data/run options of `modalign mir --model` to `parser`."""
+    parser.add_argument("--model", help="Hugging Face model id or local checkpoint directory")
+    add_data_arguments(parser)
+    add_run_arguments(parser)
     g = parser.add_argument_group("model run")
-    g.add_argument("--model", help="Hugging Face model id or local checkpoint directory")
-    g.add_argument("--images", type=Path, help="folder of images (paired at random with --texts)")
-    g.add_argument("--texts", type=Path, help="text file (one passage per line) or JSONL")
-    g.add_argument("--pairs", type=Path, help="JSONL/CSV of (image, text) pairs")
-    g.add_argument("--dataset", help="Hugging Face dataset name or saved dataset folder")
-    g.add_argument("--dataset-split", default="train", help="dataset split (default: train)")
-    g.add_argument("--image-column", default="image", help="dataset image column")
-    g.add_argument("--text-column", default="text", help="dataset text column")
-    # --num-samples: same option, for launchers such as torchrun whose parser takes --n as an
-    # ambiguous abbreviation of their own flags.
-    g.add_argument("--n", "--num-samples", dest="n", type=int, default=100,
-                   help="number of pairs (default: 100)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="seed of the pair selection (default: 0)")
-    g.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
-    g.add_argument(
-        "--template",
-        choices=["chat", "plain", "official"],
-        default=None,
-        help="sequence layout: the model's chat template with the passage as the assistant turn "
-        "(default), plain = BOS + image tokens + passage tokens, official = the official MIR "
-        "protocol (default with --compat official)",
-    )
-    g.add_argument("--max-text-tokens", type=int, default=None, help="truncate longer passages")
-    g.add_argument("--layers", default=None, help="decoder layers, e.g. '1-8,12' (default: all)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    g.add_argument(
-        "--dtype", default="auto", help="auto|float32|bfloat16|float16 (auto: CUDA bf16)"
-    )
     g.add_argument(
         "--repeats", type=int, default=1, help="MIR on R seeded subsets of N: mean, range"
     )
     g.add_argument("--dry-run", action="store_true", help="print one tokenized sample and stop")
-    g.add_argument("--strict", action="store_true", help="fail on unreadable images/rows")
     g.add_argument("--plot", type=Path, help="write the per-layer gap plot (PNG)")
-
-
-def parse_layers(spec: str | None) -> list[int] | None:
-    """'1-4,8' -> [1, 2, 3, 4, 8]; None/'all' -> None (every decoder layer)."""
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ConfigError(f"--layers: cannot parse {part!r} (use e.g. 1-8,12)") from None
-    return out
 
 
 def _versions() -> dict[str, str]:
@@ -95,39 +56,20 @@ def _apply_default(args: argparse.Namespace) -> None:
     """No --model: score the embedded default model (on its own held-out set unless data given)."""
     if args.model:
         return
-    from modalign.lab.default import default_dir, default_model_path
+    from modalign.lab.default import default_model_path
 
     try:
         args.model = str(default_model_path())
     except DataError as exc:
         raise ConfigError(f"no --model given and {exc}") from exc
-    if not (args.images or args.texts or args.pairs or args.dataset):
-        args.images = default_dir() / "eval" / "images"
-        args.texts = default_dir() / "eval" / "passages.txt"
+    use_default_data(args)
 
 
 def _check_args(args: argparse.Namespace) -> None:
     _apply_default(args)
-    for name in ("n", "batch_size", "repeats"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.max_text_tokens is not None and args.max_text_tokens < 1:
-        raise ConfigError("--max-text-tokens must be >= 1")
-
-
-def _source(args: argparse.Namespace) -> Any:
-    from modalign.data import SampleSource
-
-    return SampleSource.from_args(
-        images=args.images,
-        texts=args.texts,
-        pairs=args.pairs,
-        hf_dataset=args.dataset,
-        split=args.dataset_split,
-        image_column=args.image_column,
-        text_column=args.text_column,
-        strict=args.strict,
-    )
+    check_run_arguments(args)
+    if args.repeats < 1:
+        raise ConfigError("--repeats must be >= 1")
 
 
 def _record(result: Any, args: argparse.Namespace, adapter: Any, source: Any, pairs: Any) -> None:
@@ -176,7 +118,7 @@ def run_model(args: argparse.Namespace) -> int:
     started_group = init_distributed_from_env()
     try:
         rank, world = distributed_context()
-        source = _source(args)
+        source = source_from_args(args)
         device = args.device
         if device is None and world > 1:
             import torch

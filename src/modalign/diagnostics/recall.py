@@ -9,7 +9,6 @@ aligns to); nearness is cosine.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -69,16 +68,12 @@ def plot_recall(
     image: Image.Image, labels: Sequence[str], out_png: str | os.PathLike[str], *, title: str = ""
 ) -> Path:
     """The image with its patch grid and each patch's recalled word (square grids only)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from modalign.atomic import atomic_write
+    from modalign.report.figure import new_figure, save_figure
 
     side = math.isqrt(len(labels))
     if side * side != len(labels):
         raise ModelError(f"{len(labels)} vision tokens do not form a square patch grid")
-    fig = Figure(figsize=(4.8, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((4.8, 4.8))
     ax = fig.add_subplot()
     w, h = image.size
     ax.imshow(image, extent=(0, w, h, 0))
@@ -92,6 +87,4 @@ def plot_recall(
         ax.axvline(t * w / side, color="white", linewidth=0.5, alpha=0.6)
     ax.set_axis_off()
     ax.set_title(title or "recalled word per image token (layer 0)", fontsize="small")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=150)
-    return atomic_write(Path(out_png), lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(fig, out_png)

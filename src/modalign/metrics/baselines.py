@@ -140,13 +140,39 @@ def kid(
             f"subset_size={subset_size} must be in [2, min(n_x, n_y)={min(x.shape[0], y.shape[0])}]"
         )
     gen = torch.Generator().manual_seed(seed)
-    scores = []
-    for _ in range(subsets):
-        ix = torch.randperm(x.shape[0], generator=gen)[:subset_size].to(x.device)
-        iy = torch.randperm(y.shape[0], generator=gen)[:subset_size].to(y.device)
-        scores.append(mmd2_unbiased(x[ix], y[iy], **kernel))
+    draws = [
+        (torch.randperm(x.shape[0], generator=gen)[:subset_size].to(x.device),
+         torch.randperm(y.shape[0], generator=gen)[:subset_size].to(y.device))
+        for _ in range(subsets)
+    ]  # fmt: skip
+    if max(x.shape[0], y.shape[0]) <= GRAM_LIMIT:
+        scores = _subset_mmds(x, y, draws, **kernel)
+    else:  # too many tokens for whole kernel matrices: one MMD per subset
+        scores = [mmd2_unbiased(x[ix], y[iy], **kernel) for ix, iy in draws]
     t = torch.tensor(scores, dtype=torch.float64)
     return float(t.mean()), float(t.std(unbiased=False))
+
+
+GRAM_LIMIT = 8192  # tokens per set up to which KID computes each kernel matrix once (512 MiB)
+
+
+def _subset_mmds(
+    x: torch.Tensor, y: torch.Tensor, draws: list[tuple[torch.Tensor, torch.Tensor]], **kernel
+) -> list[float]:
+    """Unbiased MMD^2 of every (ix, iy) subset pair from the three kernel matrices, computed
+    once in float64: the numbers of `mmd2_unbiased` per subset, without recomputing kernels."""
+    x, y = x.to(torch.float64), y.to(x.device, torch.float64)
+    kxx, kyy = polynomial_kernel(x, x, **kernel), polynomial_kernel(y, y, **kernel)  # (n, n)
+    kxy = polynomial_kernel(x, y, **kernel)  # (n_x, n_y)
+    sx = torch.zeros(len(draws), x.shape[0], dtype=torch.float64, device=x.device)  # (R, n_x)
+    sy = torch.zeros(len(draws), y.shape[0], dtype=torch.float64, device=x.device)  # (R, n_y)
+    for r, (ix, iy) in enumerate(draws):  # subset indicators: s^T K s sums a subset's block
+        sx[r, ix], sy[r, iy] = 1.0, 1.0
+    sxx = ((sx @ kxx) * sx).sum(1) - sx @ kxx.diagonal()  # (R,) sums over i != j
+    syy = ((sy @ kyy) * sy).sum(1) - sy @ kyy.diagonal()
+    sxy = ((sx @ kxy) * sy).sum(1)
+    m = draws[0][0].numel()
+    return ((sxx + syy) / (m * (m - 1)) - 2 * sxy / (m * m)).tolist()
 
 
 def centroid_gap(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -264,12 +290,12 @@ def baseline_report(
         return kid(a, b, subsets=kid_subsets, subset_size=size, seed=seed)[0]
 
     mmd_lw, mmd_layers = layerwise(mmd2_unbiased, vs, ts)
-    kid_lw, _ = layerwise(kid_mean, vs, ts)
+    kid_lw, kid_layers = layerwise(kid_mean, vs, ts)
     gaps = [centroid_gap(v, t) for v, t in zip(vs, ts, strict=True)]
     return {
         "mmd": mmd_layers[0],
         "mmd_layerwise": mmd_lw,
-        "kid": layerwise(kid_mean, vs[:1], ts[:1])[0],
+        "kid": kid_layers[0],  # the first layer, scaled as in the layer-wise mean
         "kid_layerwise": kid_lw,
         "mmd_per_layer": mmd_layers,
         "centroid_gap_raw": [g[0] for g in gaps],

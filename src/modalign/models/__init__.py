@@ -7,10 +7,12 @@ states = adapter.forward(batch)                           # LayerStates
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from modalign.errors import DataError
 from modalign.models import families  # noqa: F401  (fills ADAPTERS)
 from modalign.models.base import VLMAdapter
 from modalign.models.registry import ADAPTERS, REFUSED, adapter_class_for
@@ -33,6 +35,19 @@ def get_adapter(model: Any, processor: Any) -> VLMAdapter:
     return adapter_class_for(model.config)(model, processor)
 
 
+def check_local_path(path_or_id: str) -> None:
+    """A name that can only be a local path (absolute, ./ ../ ~, or more than one '/') must
+    exist: say so, rather than letting the hub client call it a malformed repo id."""
+    if Path(path_or_id).expanduser().exists():
+        return
+    if (
+        Path(path_or_id).is_absolute()
+        or path_or_id.startswith((".", "~"))
+        or path_or_id.count("/") > 1
+    ):
+        raise DataError(f"no model folder at {path_or_id!r} (and it cannot be a hub id)")
+
+
 def load_adapter(
     path_or_id: str,
     device: str | torch.device | None = None,
@@ -47,6 +62,7 @@ def load_adapter(
     from modalign.models.connector_llava import register_auto_classes
     from modalign.models.loading import load_model, load_processor, resolve_device_dtype
 
+    check_local_path(str(path_or_id))
     register_auto_classes()  # AutoConfig must know modalign_llava checkpoints
     adapter_cls = adapter_class_for(AutoConfig.from_pretrained(str(path_or_id)))
     dev, dt = resolve_device_dtype(device, dtype)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from modalign.data.pairs import Pair
-from modalign.errors import ConfigError, DataError, ModelError
+from modalign.errors import ConfigError, DataError, MetricError, ModelError
 from modalign.models.describe import describe_sample
 from modalign.models.sequence import VICUNA_V1_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
 from modalign.models.states import LayerStates, ModelBatch
@@ -323,20 +323,13 @@ class VLMAdapter:
             out[k] = v
         return out
 
-    def forward(self, batch: ModelBatch, layers: Sequence[int] | None = None) -> LayerStates:
-        """Hidden states of the selected decoder layers (no attentions, no gradient)."""
-        ids = self.layer_ids(layers)
+    def _call(self, batch: ModelBatch, **extra: Any) -> Any:
+        """The model's forward on the batch (no gradient, no cache), with a clear error for an
+        image-token count mismatch between processor and model."""
         inputs = self.model_inputs(batch)
-        extra: dict[str, Any] = {
-            "output_hidden_states": True,
-            "use_cache": False,
-            "return_dict": True,
-        }
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            extra["logits_to_keep"] = 1  # only the hidden states are needed
         with torch.inference_mode():
             try:
-                out = self.model(**inputs, **extra)
+                return self.model(**inputs, use_cache=False, return_dict=True, **extra)
             except ValueError as exc:
                 msg = str(exc)
                 if "token" in msg.lower() and ("match" in msg or "features" in msg):
@@ -347,6 +340,14 @@ class VLMAdapter:
                         f"e.g. patch size / image_seq_len). transformers said: {msg}"
                     ) from exc
                 raise
+
+    def forward(self, batch: ModelBatch, layers: Sequence[int] | None = None) -> LayerStates:
+        """Hidden states of the selected decoder layers (no attentions, no gradient)."""
+        ids = self.layer_ids(layers)
+        extra: dict[str, Any] = {"output_hidden_states": True}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            extra["logits_to_keep"] = 1  # only the hidden states are needed
+        out = self._call(batch, **extra)
         hidden = out.hidden_states
         if hidden is None or len(hidden) != self.num_layers + 1:
             got = None if hidden is None else len(hidden)
@@ -360,6 +361,20 @@ class VLMAdapter:
             text_mask=batch.text_mask.to(mask_dev),
             layer_ids=ids,
         )
+
+    def passage_nll(self, batch: ModelBatch) -> tuple[float, int]:
+        """Summed next-token NLL of the passage tokens given everything before them (image and
+        template), and how many tokens were scored: the caption loss in the batch's template."""
+        logits = self._call(batch).logits  # (B, T, V)
+        ids = batch.inputs["input_ids"].to(logits.device)  # (B, T)
+        scored = batch.text_mask[:, 1:].to(logits.device)  # (B, T-1): token t+1 is a passage token
+        if not scored.any():
+            raise DataError("no passage tokens to score in this batch")
+        picked = logits[:, :-1][scored].float()  # (n, V): the predictions of passage tokens
+        nll = torch.nn.functional.cross_entropy(picked, ids[:, 1:][scored], reduction="sum")
+        if not torch.isfinite(nll):
+            raise MetricError(f"{self.family}: non-finite caption loss (check --dtype)")
+        return float(nll), int(scored.sum())
 
     # ------------------------------------------------------------------ describe
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from modalign.atomic import atomic_write
+from modalign.report.figure import new_figure, save_figure
 
 
 def plot_curve(
@@ -22,11 +21,7 @@ def plot_curve(
     dpi: int = 150,
 ) -> Path:
     """Draw values (and their smoothed curve) against steps; mark where training stopped."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: import on use only
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot(steps, values, marker="o", markersize=3, label="measured")
     if smoothed is not None:
@@ -38,6 +33,4 @@ def plot_curve(
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return atomic_write(Path(out_png), lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(fig, out_png, dpi)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
-from modalign.atomic import atomic_write
 from modalign.errors import ConfigError
 from modalign.metrics.result import MIRResult
+from modalign.report.figure import new_figure, save_figure
 from modalign.report.labels import check_labels
 
 
@@ -37,16 +36,13 @@ def plot_layers(
     Uses matplotlib's object API with an Agg canvas, so no global backend or pyplot state is
     touched; the output format follows the file suffix (PNG unless .svg/.pdf is given).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: import on use only
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # heavy: import on use only
 
     runs = [MIRResult.load(r) for r in results]
     sources = results if all(isinstance(r, str | os.PathLike) for r in results) else None
     names = check_labels(runs, labels, sources)
     log_scale = choose_log_scale([v for run in runs for v in run.per_layer], log_scale)
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure()
     ax = fig.add_subplot()
     for name, run in zip(names, runs, strict=True):
         ax.plot(
@@ -60,12 +56,4 @@ def plot_layers(
     ax.grid(True, alpha=0.3, which="both" if log_scale else "major")
     ax.set_title(title if title is not None else "Per-layer modality gap")
     ax.legend(fontsize="small")
-    target = Path(out_png)
-    fmt = target.suffix.lower().lstrip(".") or "png"
-    if fmt not in ("png", "svg", "pdf"):
-        raise ConfigError(f"plot file {os.fspath(target)!r}: use a .png, .svg or .pdf suffix")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=dpi)  # render fully before touching the target
-    if buffer.tell() == 0:
-        raise ValueError("matplotlib produced an empty image")
-    return atomic_write(target, lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(fig, out_png, dpi)

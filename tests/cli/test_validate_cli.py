@@ -1,0 +1,86 @@
+"""`modalign validate` end to end on tiny LLaVA checkpoints built offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from modalign.cli import main
+from modalign.testing.tiny_vlms import build_tiny
+
+
+@pytest.fixture(scope="module")
+def probe_and_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate")
+    images = root / "images"
+    images.mkdir()
+    for k in range(8):
+        g = torch.Generator().manual_seed(k)
+        arr = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr, "RGB").save(images / f"{k}.png")
+    texts = root / "texts.txt"
+    texts.write_text("\n".join(f"a picture of {k} red circles near the top left" for k in range(8)))
+    models = [build_tiny("llava", root / f"ck{s}", seed=s) for s in range(3)]
+    return root, images, texts, models
+
+
+def _args(out, images, texts):
+    return ["--out", str(out), "--images", str(images), "--texts", str(texts), "--n", "8",
+            "--bootstrap", "50", "--dtype", "float32", "--device", "cpu"]  # fmt: skip
+
+
+def test_validate_measures_caches_and_reports(probe_and_models, tmp_path, capsys):
+    root, images, texts, models = probe_and_models
+    lines = [{"model": str(m), "score": s} for m, s in zip(models, (0.4, 0.6, 0.5), strict=True)]
+    lines.append({"model": str(root / "missing_checkpoint"), "score": 0.9})
+    ck = tmp_path / "ck.jsonl"
+    ck.write_text("\n".join(json.dumps(x) for x in lines))
+    out = tmp_path / "out"
+    assert main(["validate", "--checkpoints", str(ck), *_args(out, images, texts)]) == 0
+    captured = capsys.readouterr()
+    assert "missing_checkpoint: FAILED" in captured.err
+    report = json.loads((out / "validate.json").read_text())
+    rows = report["checkpoints"]
+    assert [("measures" in r) for r in rows] == [True, True, True, False]
+    assert (out / "validate.png").stat().st_size > 0 and "## all" in captured.out
+    # the MIR is the one `modalign mir` computes on the same pairs
+    mir_json = tmp_path / "mir.json"
+    assert main(["mir", "--model", str(models[1]), "--images", str(images), "--texts", str(texts),
+                 "--n", "8", "--dtype", "float32", "--device", "cpu", "--json", str(mir_json),
+                 "--quiet"]) == 0  # fmt: skip
+    assert rows[1]["measures"]["mir"] == pytest.approx(json.loads(mir_json.read_text())["mir"])
+    assert {"caption_loss", "perplexity", "mmd", "kid_layerwise"} <= set(rows[1]["measures"])
+    table = report["correlations"]["all"]
+    assert table["mir"]["n"] == 3 and table["mir"]["spearman"] is not None
+    # second run: every finished checkpoint from the cache; the failed one is tried again
+    assert main(["validate", "--checkpoints", str(ck), *_args(out, images, texts)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("(cached)") == 3 and "missing_checkpoint: FAILED" in err
+
+
+def test_flags_and_bad_input(probe_and_models, tmp_path, capsys):
+    _, images, texts, models = probe_and_models
+    out = tmp_path / "out"
+    flags = [
+        x
+        for m, s in zip(models, (1, 2, 3), strict=True)
+        for x in ("--model", str(m), "--score", str(s))
+    ]
+    assert main(["validate", *flags, *_args(out, images, texts), "--no-baselines"]) == 0
+    measures = json.loads((out / "validate.json").read_text())["checkpoints"][0]["measures"]
+    assert "mmd" not in measures and "mir" in measures
+    capsys.readouterr()
+    assert main(["validate", *flags[:4], *_args(out, images, texts)]) == 2
+    assert "a correlation needs at least 3" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model": "a", "score": 1}\n{"model": "b"}\n{"model": "c", "score": 1}\n')
+    assert main(["validate", "--checkpoints", str(bad), *_args(out, images, texts)]) == 2
+    assert "bad.jsonl:2: missing field(s) score" in capsys.readouterr().err
+    constant = [x for m in models for x in ("--model", str(m), "--score", "0.5")]
+    assert main(["validate", *constant, *_args(tmp_path / "c", images, texts)]) == 2
+    err = capsys.readouterr().err
+    assert "constant scores" in (tmp_path / "c" / "validate.md").read_text()
+    assert "no correlation could be computed" in err
