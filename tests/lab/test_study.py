@@ -1,4 +1,5 @@
-"""Studies: grid x seeds of cycles, resumable, a report with every measure's seed range."""
+"""Studies: grid x seeds of cycles, resumable, validated through `evidence.validate`, with a
+report of every measure's seed range and the correlations with post-SFT accuracy."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from dataclasses import replace
 
 import pytest
 
+import modalign.lab.study as study_mod
+from modalign.errors import ConfigError
 from modalign.lab.cycle import CycleConfig
-from modalign.lab.study import STUDIES, render_markdown, run_study, spearman, variant_config
+from modalign.lab.studies import STUDIES, recipe_change
+from modalign.lab.study import Variant, run_study, variant_config
+from modalign.lab.study_report import render_markdown
 from modalign.train.recipe import MonitorSettings
 
 
@@ -17,8 +22,12 @@ def _tiny_cycle() -> CycleConfig:
     one = lambda r: replace(r, train=replace(r.train, steps=1, save_steps=0, log_steps=1,  # noqa: E731
                                                  progress=False, batch_size=4))  # fmt: skip
     pretrain = replace(one(base.pretrain), monitor=MonitorSettings(every=1, stop=False, n=4))
-    return replace(base, sizes={"train": 8, "val": 2, "test": 4}, corpus_scenes=5,
-                   pretrain=pretrain, sft=one(base.sft), mir_samples=4, fresh_seeds=1)  # fmt: skip
+    return replace(base, sizes={"train": 8, "val": 2, "test": 6}, corpus_scenes=5,
+                   pretrain=pretrain, sft=one(base.sft), mir_samples=6, fresh_seeds=1)  # fmt: skip
+
+
+def _tiny(name: str, **changes):
+    return replace(STUDIES[name](), cycle=_tiny_cycle(), probe_n=6, **changes)
 
 
 def test_variants_change_only_the_pretraining_recipe():
@@ -35,37 +44,106 @@ def test_variants_change_only_the_pretraining_recipe():
     assert kept.pretrain.stage.unlock.llm == "lora" and not kept.pretrain.stage.unlock.lora.merge
 
 
-def test_a_tiny_study_reports_seed_ranges_and_resumes(tmp_path):
-    summary = run_study("toolkit", tmp_path / "runs", [0, 1], tmp_path / "docs",
-                        cycle=_tiny_cycle(), variants=["baseline", "linear"])  # fmt: skip
-    saved = json.loads((tmp_path / "docs" / "toolkit.json").read_text())
+def test_every_study_builds_its_grid():
+    for name in STUDIES.names():
+        study = STUDIES[name]()
+        assert len({v.name for v in study.variants}) == len(study.variants) >= 3, name
+        for v in study.variants:
+            cfg = variant_config(study, v, seed=1, resources={"labels": "cache"})
+            assert cfg.seed == 1 and cfg.sizes == study.cycle.sizes
+            if cfg.pretrain_images is not None:  # one epoch over a prefix
+                assert cfg.pretrain_images <= cfg.sizes["train"]
+    scale = {v.name: variant_config(STUDIES["scale"](), v, 0) for v in STUDIES["scale"]().variants}
+    assert scale["n800"].pretrain.train.steps == 25 and scale["n51200"].pretrain.train.steps == 1600
+    unlocked = variant_config(
+        STUDIES["scale_unlocked"](), STUDIES["scale_unlocked"]().variants[0], 0
+    )
+    assert unlocked.pretrain.stage.unlock.llm == "full"
+    assert {v.name: variant_config(STUDIES["detail"](), v, 0).caption_level
+            for v in STUDIES["detail"]().variants} == {f"level{k}": k for k in range(4)}  # fmt: skip
+    recipe = [
+        variant_config(STUDIES["recipe"](), v, 0).pretrain.train
+        for v in STUDIES["recipe"]().variants
+    ]
+    assert {(t.lr, t.warmup_ratio, t.schedule) for t in recipe} >= {(3e-3, 0.03, "cosine"),
+                                                                    (1e-3, 0.03, "linear")}  # fmt: skip
+
+
+def test_a_variant_may_not_change_the_dataset():
+    study = replace(
+        STUDIES["toolkit"](), variants=(Variant("big", cycle=lambda c: replace(c, image_size=64)),)
+    )
+    with pytest.raises(ConfigError, match="changes the study's dataset"):
+        variant_config(study, study.variants[0], 0)
+
+
+def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
+    study = _tiny(
+        "toolkit", sft_variants=(Variant("lowlr", recipe_change(lr=1e-5), "SFT lr 1e-5"),)
+    )
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    summary = run_study(study, runs, [0, 1], docs, variants=["baseline", "linear"])
+    saved = json.loads((docs / "toolkit.json").read_text())
     assert saved == json.loads(json.dumps(summary))
-    assert (tmp_path / "docs" / "toolkit.png").read_bytes()[:4] == b"\x89PNG"
-    table = (tmp_path / "docs" / "toolkit.md").read_text()
-    assert "| baseline | 2 |" in table and "| linear | 2 |" in table
-    for v in summary["variants"].values():
+    assert set(summary["sft"]) == {"sft", "lowlr"}
+    for png in ("toolkit.png", "toolkit-lowlr.png"):
+        assert (docs / png).read_bytes()[:4] == b"\x89PNG"
+    table = (docs / "toolkit.md").read_text()
+    assert "| baseline | 2 |" in table and "## SFT `lowlr`: SFT lr 1e-5" in table
+    part = summary["sft"]["sft"]
+    for v in part["variants"].values():
         values = [r["mir"] for r in v["per_seed"].values()]
         assert v["mir"]["min"] == min(values) and v["mir"]["max"] == max(values)
         assert v["mir"]["mean"] == pytest.approx(sum(values) / 2)
-    # Both seeds' cycles exist and share one dataset per seed; a re-run trains nothing again.
-    runs = tmp_path / "runs" / "toolkit"
-    assert sorted(p.name for p in runs.iterdir()) == [
-        "baseline",
-        "data-seed0",
-        "data-seed1",
-        "linear",
-    ]
-    stamp = (runs / "linear" / "seed1" / "cycle.json").stat().st_mtime_ns
-    again = run_study("toolkit", tmp_path / "runs", [0, 1], tmp_path / "docs",
-                      cycle=_tiny_cycle(), variants=["baseline", "linear"])  # fmt: skip
+        assert {"caption_loss", "perplexity", "mmd", "vqa_all", "mir_fresh"} <= set(v)
+    # validate's correlations per seed and pooled, over the 4 checkpoints
+    corr = part["validate"]["correlations"]
+    assert set(corr) == {"seed0", "seed1", "all groups (pooled)"}
+    assert corr["all groups (pooled)"]["mir"]["n"] == 4
+    root = runs / "toolkit"
+    lines = (root / "checkpoints-sft.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["group"] == "seed0"
+    assert len((root / "probe.jsonl").read_text().splitlines()) == 6
+    # seed 0's probe MIR is the cycle's own MIR (same pairs, same path)
+    cycle = json.loads((root / "baseline" / "seed0" / "cycle.json").read_text())
+    assert part["variants"]["baseline"]["per_seed"]["0"]["mir"] == pytest.approx(
+        cycle["mir_pretrained"]["mir"]
+    )
+    # a re-run trains and measures nothing again
+    stamp = (root / "linear" / "seed1" / "cycle.json").stat().st_mtime_ns
+    cached = sorted(p.name for p in (root / "validate-cache").iterdir())
+    again = run_study(study, runs, [0, 1], docs, variants=["baseline", "linear"])
     assert again == summary
-    assert (runs / "linear" / "seed1" / "cycle.json").stat().st_mtime_ns == stamp
+    assert (root / "linear" / "seed1" / "cycle.json").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (root / "validate-cache").iterdir()) == cached
 
 
-def test_spearman_and_markdown_edge_cases():
-    assert spearman([1, 2], [2, 1]) is None
-    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 2, 3], [1, 1, 1]) is None  # a constant measure has no rank correlation
-    summary = {"study": "s", "description": "d", "reference": "r", "variants": {},
-               "spearman_mir_vqa": None, "spearman_mir_caption_loss": 0.5}  # fmt: skip
-    assert "undefined" in render_markdown(summary)
+def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkeypatch):
+    study = _tiny("toolkit")
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    real = study_mod.run_cycle
+    calls = []
+
+    def killed_on_second(folder, cfg, data=None):
+        calls.append(folder.parent.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(folder, cfg, data=data)
+
+    monkeypatch.setattr(study_mod, "run_cycle", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, runs, [0], docs, variants=["baseline", "linear"])
+    stamp = (runs / "toolkit" / "baseline" / "seed0" / "cycle.json").stat().st_mtime_ns
+    monkeypatch.setattr(study_mod, "run_cycle", real)
+    summary = run_study(study, runs, [0], docs, variants=["baseline", "linear"])
+    assert (runs / "toolkit" / "baseline" / "seed0" / "cycle.json").stat().st_mtime_ns == stamp
+    assert set(summary["sft"]["sft"]["variants"]) == {"baseline", "linear"}
+
+
+def test_markdown_edge_cases():
+    summary = {"study": "s", "description": "d", "reference": "r", "sft_recipes": {"sft": ""},
+               "sft": {"sft": {"variants": {}, "spread": dict.fromkeys(
+                   ("vqa_all_across_variants", "vqa_all_seed_range_max", "vqa_all_seed_range_mean")),
+                   "spearman_over_variant_means": {"mir": None}, "validate": {}}}}  # fmt: skip
+    text = render_markdown(summary)
+    assert "undefined" in text and "## SFT `sft`" in text

@@ -206,11 +206,12 @@ def _cycle(args) -> int:
 def _study(args) -> int:
     from dataclasses import replace
 
-    from modalign.lab.cycle import CycleConfig
+    from modalign.lab.studies import STUDIES
     from modalign.lab.study import run_study
 
     _threads(args)
-    cycle = CycleConfig()
+    study = STUDIES[args.name]()
+    cycle = study.cycle
     if args.train or args.pretrain_steps or args.sft_steps:  # a smaller study (checks, tests)
         pt, sft = cycle.pretrain, cycle.sft
         cycle = replace(
@@ -221,10 +222,10 @@ def _study(args) -> int:
             ),
             sft=replace(sft, train=replace(sft.train, steps=args.sft_steps or sft.train.steps)),
         )
-    summary = run_study(args.name, args.out, args.seeds, args.report_dir, cycle=cycle,
+    summary = run_study(study, args.out, args.seeds, args.report_dir, cycle=cycle,
                         variants=args.variants)  # fmt: skip
     print(f"report: {args.report_dir / args.name}.md")
-    return _print({k: v for k, v in summary.items() if k != "variants"})
+    return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
 
 def _build_default(args) -> int:
@@ -349,7 +350,7 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cycle)
 
     p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
-    p.add_argument("name", help="study name (toolkit)")
+    p.add_argument("name", help="study name: toolkit, alignment, scale, scale_unlocked, detail, recipe, steps, epochs, testbed")
     p.add_argument("--out", type=Path, required=True, help="runs folder (resumable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
     p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),

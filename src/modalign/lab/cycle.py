@@ -54,6 +54,7 @@ class CycleConfig:
         )
     )
     multi_turn: bool = True  # SFT on one conversation per image (all its questions), as lab sft
+    pretrain_images: int | None = None  # pre-train on the first N training images (None: all)
     clip: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1)
     )
@@ -126,6 +127,7 @@ def run_cycle(
         out / "pretrain",
         cfg.pretrain,
         level=cfg.caption_level,
+        images=cfg.pretrain_images,
         **towers,
     )
     pairs = eval_pairs(data, "test", cfg.mir_samples, level=3)
@@ -141,15 +143,36 @@ def run_cycle(
     report["mir_fresh_connector"] = fresh_connector_mir(
         model, processor, pairs, range(cfg.fresh_seeds)
     )
-    report["sft"] = timed(
-        "sft", sft, data, out / "pretrain", out / "sft", cfg.sft, multi_turn=cfg.multi_turn
-    )
-    report["eval"] = timed("eval", evaluate, out / "sft", data, "test", level=cfg.caption_level)
+    point = finetune(out, cfg, data, "sft", cfg.sft)
+    report["sft"], report["eval"] = point["sft"], point["eval"]
+    times.update(point["wall_s"])
     report["wall_s"] = times
     report["wall_s"]["total"] = round(sum(times.values()), 2)
     report["threads"] = torch.get_num_threads()
     atomic_write_json(out / "cycle.json", report)
     return report
+
+
+def finetune(out: Path, cfg: CycleConfig, data: Path, name: str, recipe: Recipe) -> dict:
+    """SFT of the cycle's pre-trained model (out/pretrain) with `recipe` into out/NAME, then the
+    held-out evaluation; the result (out/NAME/point.json) is reused when the recipe is the same.
+    A study can probe one pre-trained model with several SFT recipes this way."""
+    out = Path(out)
+    done = out / name / "point.json"
+    record = {"recipe": recipe.to_dict(), "multi_turn": cfg.multi_turn, "level": cfg.caption_level}
+    record = json.loads(json.dumps(record, default=str))
+    if done.is_file():
+        point = json.loads(done.read_text(encoding="utf-8"))
+        if point.get("settings") == record:
+            return point
+    t = time.perf_counter()
+    trained = sft(data, out / "pretrain", out / name, recipe, multi_turn=cfg.multi_turn)
+    t_sft = time.perf_counter() - t
+    scores = evaluate(out / name, data, "test", level=cfg.caption_level)
+    point = {"settings": record, "sft": trained, "eval": scores,
+             "wall_s": {"sft": round(t_sft, 2), "eval": round(time.perf_counter() - t - t_sft, 2)}}  # fmt: skip
+    atomic_write_json(done, point)
+    return point
 
 
 def _keeps_grid(model) -> bool:

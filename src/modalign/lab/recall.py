@@ -41,5 +41,5 @@ def recall_accuracy(model: Any, processor: Any, records: list[Record]) -> dict[s
         "accuracy": hits["any"] / max(totals["any"], 1),
         "by_kind": {k: hits[k] / totals[k] for k in ("colour", "shape", "glyph") if totals[k]},
         "cells": totals["any"],
-        "most_recalled": recalled.most_common(5),
+        "most_recalled": [[word, n] for word, n in recalled.most_common(5)],  # JSON-ready
     }

@@ -72,9 +72,13 @@ def pretrain(
     base: Path | None = None,
     level: int = 3,
     limit: int | None = None,
+    images: int | None = None,
 ) -> dict:
     """LLaVA stage 1 on (image, caption at `level`) pairs; the recipe says what trains. The
-    caption loss of the test split is measured before (fresh connector) and after."""
+    caption loss of the test split is measured before (fresh connector) and after.
+
+    `images`: pre-train on the first N training images only (nested data-scale prefixes);
+    `limit`: cap every split (quick checks)."""
     if recipe.stage.name != "pretrain":
         raise ConfigError(f"pretrain needs a pre-training recipe, got stage {recipe.stage.name!r}")
     model, processor = _stage1_model(data_dir, clip, lm, base, recipe.train.seed)
@@ -83,7 +87,12 @@ def pretrain(
     eval_level = 3 if level == MIXED else level
     fresh_loss = caption_loss(model, processor, test, eval_level)
     probe = eval_pairs(data_dir, "test", recipe.monitor.n) if recipe.monitor else None
-    convs = caption_conversations(load_split(data_dir, "train", limit), level)
+    train = load_split(data_dir, "train", limit)
+    if images is not None:
+        if not 0 < images <= len(train):
+            raise ConfigError(f"pre-training on {images} images, the train split has {len(train)}")
+        train = train[:images]
+    convs = caption_conversations(train, level)
     summary = train_stage(model, processor, convs, recipe, out, probe=probe)
     model, processor = load_llava(Path(out) / "model")
     metrics = {

@@ -1,0 +1,281 @@
+"""The named studies: the MIR paper's sweeps (METHODS.md section 4) and the toolkit's and the
+alignment methods' comparisons, in the miniature world.
+
+    modalign lab study NAME --out runs/study --seeds 0 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from modalign.lab.cycle import CycleConfig
+from modalign.lab.study import Study, Variant
+from modalign.methods.lora import LoraSpec
+from modalign.registry import Registry
+from modalign.train.recipe import Recipe
+
+STUDIES: Registry[Callable[[], Study]] = Registry("study")
+
+BATCH = 32  # the cycle's pre-training batch size: steps = images / BATCH for one epoch
+BIG_TRAIN = 51200  # training images of the data-scale studies (one epoch = 1600 steps)
+
+
+def recipe_change(**changes: Any) -> Callable[[Recipe, dict[str, Any]], Recipe]:
+    """A recipe change: top-level Recipe fields and, under `unlock`/`lrs`, stage fields;
+    `lr`, `steps`, `warmup_ratio`, `schedule` change the optimisation."""
+    unlock = changes.pop("unlock", None)
+    lrs = changes.pop("lrs", None)
+    train_changes = {k: changes.pop(k) for k in ("lr", "steps", "warmup_ratio", "schedule")
+                     if k in changes}  # fmt: skip
+
+    def change(recipe: Recipe, resources: dict[str, Any] | None = None) -> Recipe:
+        stage = recipe.stage
+        if unlock is not None:
+            stage = replace(stage, unlock=replace(stage.unlock, **unlock))
+        if lrs is not None:
+            stage = replace(stage, component_lrs={**stage.component_lrs, **lrs})
+        train = replace(recipe.train, **train_changes) if train_changes else recipe.train
+        return replace(recipe, stage=stage, train=train, **changes)
+
+    return change
+
+
+def _cycle(**changes: Any) -> Callable[[CycleConfig], CycleConfig]:
+    return lambda c: replace(c, **changes)
+
+
+# Tiny-world sizes of the attention connectors (the real-size defaults are BERT-base / TinyLLaVA).
+QFORMER = "qformer:hidden_size=64,num_layers=2,num_heads=4,intermediate_size=256"
+RESAMPLER = "resampler:num_queries=9,num_layers=2,num_heads=4,head_dim=16"
+LORA = LoraSpec(r=16, alpha=4.0, dropout=0.05)  # alpha / r = 0.25, as the official r=64, a=16
+LLM_LR = 1e-4  # the LLM's own rate when it is unlocked in pre-training (connector keeps 1e-3)
+BASELINE = Variant("baseline", note="LLaVA-1.5 stage 1: mlp2x_gelu connector only, 1600 steps")
+
+
+@STUDIES.register("toolkit")
+def _toolkit() -> Study:
+    return Study(
+        name="toolkit",
+        description="Pre-training variants of the toolkit: MoCa, every connector, every "
+        "LLM-unlock strategy (MIR paper Tables 3-5, E5-E7, in miniature).",
+        reference="MIR-main Table 3 (unlock: none > LoRA > former half > all in MIR), Table 4 "
+        "(connectors: 2-layer MLP best, Q-Former far worst), Table 5 (MoCa lowers MIR, +1.5 avg)",
+        variants=(
+            BASELINE,
+            Variant("moca", recipe_change(moca=True), "+ MoCa (trained in pre-training and SFT)"),
+            Variant("linear", recipe_change(connector="linear")),
+            Variant("mlp4x_gelu", recipe_change(connector="mlp4x_gelu")),
+            Variant(
+                "qformer",
+                recipe_change(connector=QFORMER, lr=1e-4),
+                "32 queries, no text input; lr 1e-4 as the official Q-Former script",
+            ),
+            Variant("resampler", recipe_change(connector=RESAMPLER), "9 latents"),
+            Variant(
+                "pool", recipe_change(connector="pool:grid=2"), "3x3 -> 2x2 average pool + linear"
+            ),
+            Variant(
+                "llm_lora_merged",
+                recipe_change(unlock={"llm": "lora", "lora": LORA}, lrs={"lora": 1e-3}),
+                "LoRA r16 on every LLM linear, merged after pre-training",
+            ),
+            Variant(
+                "llm_lora_kept",
+                recipe_change(
+                    unlock={"llm": "lora", "lora": replace(LORA, merge=False)}, lrs={"lora": 1e-3}
+                ),
+                "LoRA kept as a module, trained on in SFT",
+            ),
+            Variant(
+                "llm_former_half",
+                recipe_change(unlock={"llm": "first:2"}, lrs={"llm": LLM_LR}),
+                "decoder layers 0-1 of 4 + embeddings, LLM lr 1e-4",
+            ),
+            Variant(
+                "llm_all",
+                recipe_change(unlock={"llm": "full"}, lrs={"llm": LLM_LR}),
+                "every LLM layer + embeddings + norm + head, LLM lr 1e-4",
+            ),
+        ),
+    )
+
+
+def _prepare_alignment(root: Path, data: Path, cycle: CycleConfig, seed: int) -> dict[str, Any]:
+    """Per seed: a LiT text tower for the base's vision tower, then SEA labels."""
+    import json
+
+    from modalign.lab.default import default_model_path
+    from modalign.lab.sea import lit_clip, sea_labels
+
+    folder = root / f"sea-seed{seed}"
+    choice = folder / "labels" / "choice.json"
+    if choice.is_file():
+        return json.loads(choice.read_text(encoding="utf-8"))
+    return sea_labels(
+        data, lit_clip(data, default_model_path(), folder / "clip"), folder / "labels"
+    )
+
+
+def _objective(text: str) -> Callable[[Recipe, dict[str, Any]], Recipe]:
+    """A variant adding an objective; `{labels}` is filled from the seed's resources."""
+
+    def change(recipe: Recipe, resources: dict[str, Any]) -> Recipe:
+        from modalign.methods.objectives import ObjectiveSpec
+
+        spec = ObjectiveSpec.parse(text.format(**resources))
+        return replace(
+            recipe, stage=replace(recipe.stage, objectives=(*recipe.stage.objectives, spec))
+        )
+
+    return change
+
+
+@STUDIES.register("alignment")
+def _alignment() -> Study:
+    return Study(
+        name="alignment",
+        description="Contrastive alignment in pre-training: SEA (token-level, CLIP word labels) "
+        "and the joint contrastive + next-token loss, with and without prompts.",
+        reference="SEA Table 2 (SEA > LLaVA, largest gains for the smallest LLM; MMLU kept), "
+        "CONTRA Table 2 (w/ cont improves most benchmarks; prompts help some LLMs only)",
+        variants=(
+            BASELINE,
+            Variant(
+                "sea",
+                _objective("sea:1,labels={labels}"),
+                "lambda 1, n 10, 2x2 windows; labels from a LiT text tower on the base's "
+                "vision tower, the similarity sign chosen on the val split",
+            ),
+            Variant(
+                "contrastive",
+                _objective("contrastive:1"),
+                "equal weights, tau 0.07 learnable",
+            ),
+            Variant(
+                "contrastive_prompt",
+                _objective("contrastive:1,prompt=true"),
+                "PromptBERT-style wrappers",
+            ),
+        ),
+        prepare=_prepare_alignment,
+    )
+
+
+def _big_world() -> CycleConfig:
+    base = CycleConfig()
+    return replace(base, sizes={**base.sizes, "train": BIG_TRAIN})
+
+
+def _one_epoch(images: int, **changes: Any) -> Variant:
+    """Pre-training on the first `images` training images, one epoch (nested prefixes)."""
+    return Variant(
+        f"n{images}",
+        recipe_change(steps=images // BATCH, **changes),
+        f"{images} images, one epoch ({images // BATCH} steps)",
+        cycle=_cycle(pretrain_images=images),
+    )
+
+
+SCALE = (800, 1600, 3200, 6400, 12800, 25600, 51200)
+
+
+@STUDIES.register("scale")
+def _scale() -> Study:
+    return Study(
+        name="scale",
+        description="E1: pre-training data scale, connector only (lr 1e-3): one epoch over "
+        "nested prefixes of 51,200 training images.",
+        reference="MIR-main Fig 1/6, MIR-supp Table 1: MIR falls steeply then plateaus where "
+        "post-SFT accuracy saturates; Pearson(MIR, avg) -0.977, Spearman -0.57; loss and PPL "
+        "keep falling",
+        variants=tuple(_one_epoch(n) for n in SCALE),
+        cycle=_big_world(),
+    )
+
+
+@STUDIES.register("scale_unlocked")
+def _scale_unlocked() -> Study:
+    unlock = {
+        "unlock": {"llm": "full", "vision": "from:2"},
+        "lrs": {"llm": LLM_LR, "vision": LLM_LR},
+    }
+    return Study(
+        name="scale_unlocked",
+        description="E2: pre-training data scale with the last vision layer and the whole LLM "
+        "unlocked (lr 1e-4; connector 1e-3), one epoch over nested prefixes.",
+        reference="MIR-main Fig 6 row 2: with ViT and LLM unlocked accuracy keeps rising with "
+        "data and MIR keeps falling (no plateau)",
+        variants=tuple(_one_epoch(n, **unlock) for n in SCALE),
+        cycle=_big_world(),
+    )
+
+
+@STUDIES.register("detail")
+def _detail() -> Study:
+    return Study(
+        name="detail",
+        description="E3: caption detail in pre-training, level 0 (the counts) to 3 (every "
+        "object, position and relation); 1600 steps, connector only.",
+        reference="MIR-main Table 1: longer captions give lower MIR and a better average "
+        "(Spearman -1)",
+        variants=tuple(
+            Variant(f"level{k}", note=f"captions of level {k}", cycle=_cycle(caption_level=k))
+            for k in range(4)
+        ),
+    )
+
+
+@STUDIES.register("recipe")
+def _recipe() -> Study:
+    grid = ((1e-3, 0.03, "cosine"), (1e-3, 0.05, "cosine"), (1e-3, 0.03, "linear"),
+            (3e-3, 0.03, "cosine"), (5e-4, 0.03, "cosine"), (3e-4, 0.03, "cosine"))  # fmt: skip
+    return Study(
+        name="recipe",
+        description="E4: pre-training learning rate, warmup and schedule (1600 steps, connector "
+        "only), the paper's grid.",
+        reference="MIR-main Table 2: a smaller lr gives lower MIR and a better average, 3e-3 is "
+        "worst; Spearman(MIR, avg) -0.97",
+        variants=tuple(
+            Variant(f"lr{lr:g}_w{w:g}_{s}", recipe_change(lr=lr, warmup_ratio=w, schedule=s))
+            for lr, w, s in grid
+        ),
+    )
+
+
+@STUDIES.register("steps")
+def _steps() -> Study:
+    return Study(
+        name="steps",
+        description="E9: pre-training length (full cosine schedule each), 4,000 images, "
+        "connector only.",
+        reference="MIR-main Fig 4: MIR falls and converges during pre-training, before the loss",
+        variants=tuple(
+            Variant(f"steps{s}", recipe_change(steps=s), f"{s} steps")
+            for s in (25, 100, 200, 400, 800, 1600)
+        ),
+    )
+
+
+@STUDIES.register("epochs")
+def _epochs() -> Study:
+    images = 12800
+    return Study(
+        name="epochs",
+        description="E10: one to three epochs over 12,800 images (400 steps per epoch), "
+        "connector only; does the loss keep falling while MIR stays flat?",
+        reference="MIR-main Fig 5: in a second epoch the loss keeps dropping while MIR is flat "
+        "(over-fitting MIR does not reward)",
+        variants=tuple(
+            Variant(
+                f"epochs{e}",
+                recipe_change(steps=e * images // BATCH),
+                f"{e} epoch(s), {e * images // BATCH} steps",
+                cycle=_cycle(pretrain_images=images),
+            )
+            for e in (1, 2, 3)
+        ),
+        cycle=_big_world(),
+    )
