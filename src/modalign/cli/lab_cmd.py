@@ -228,6 +228,23 @@ def _study(args) -> int:
     return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
 
+def _trace(args) -> int:
+    from modalign.lab.cycle import CycleConfig
+    from modalign.lab.default import default_model_path
+    from modalign.lab.towers import make_data
+    from modalign.lab.trace import trace_pretraining, write_trace_report
+
+    _threads(args)
+    c = CycleConfig()
+    data = args.data or args.out / "data"
+    make_data(data, seed=0, sizes=c.sizes, image_size=c.image_size,
+              corpus_scenes=c.corpus_scenes, tokenizer_from=default_model_path())  # fmt: skip
+    trace = trace_pretraining(args.out, data, every=args.every, n=args.n)
+    summary = write_trace_report(trace, args.report_dir)
+    print(f"report: {args.report_dir / 'mir_trace'}.md")
+    return _print({"rows": len(summary["rows"])})
+
+
 def _build_default(args) -> int:
     from dataclasses import replace
 
@@ -350,7 +367,10 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cycle)
 
     p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
-    p.add_argument("name", help="study name: toolkit, alignment, scale, scale_unlocked, detail, recipe, steps, epochs, testbed")
+    p.add_argument(
+        "name",
+        help="study name: toolkit, alignment, scale, scale_unlocked, detail, recipe, steps, epochs, testbed",
+    )
     p.add_argument("--out", type=Path, required=True, help="runs folder (resumable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
     p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),
@@ -361,6 +381,17 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--sft-steps", type=int, help="default: the cycle's")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_study)
+
+    p = sub.add_parser(
+        "trace", help="what the MIR trace of pre-training is made of (norms, FD terms, controls)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
+    p.add_argument("--data", type=Path, help="dataset folder (default OUT/data, made if missing)")
+    p.add_argument("--every", type=int, default=50, help="steps between measurements (50)")
+    p.add_argument("--n", type=int, default=100, help="held-out probe pairs (100)")
+    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"))
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_trace)
 
     p = sub.add_parser(
         "build-default", help="rebuild the embedded default model + eval set bit-for-bit"

@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +94,8 @@ class MIRMonitor(TrainerCallback):
         from modalign.models import get_adapter
         from modalign.runner import run_mir
 
-        rng, training = torch.get_rng_state(), model.training
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        try:
-            model.eval()
+        with evaluating(model):
             return run_mir(get_adapter(model, self.processor), self.pairs, self.options)
-        finally:
-            torch.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-            model.train(training)
 
     def _record(self, model: Any, step: int, control: Any = None) -> None:
         result = self.measure(model)
@@ -189,6 +182,22 @@ class MIRMonitor(TrainerCallback):
         data = json.loads(path.read_text(encoding="utf-8"))
         self.history = [h for h in data.get("history", []) if math.isfinite(h.get("mir", math.nan))]
         self.stopped_at = data.get("stopped_at")
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Eval mode and saved RNG states for a measurement in the middle of training; both are
+    restored afterwards, so measuring does not change what training does next."""
+    rng, training = torch.get_rng_state(), model.training
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        model.eval()
+        yield
+    finally:
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        model.train(training)
 
 
 def _is_main() -> bool:
