@@ -82,3 +82,28 @@ def test_stage_settings_are_checked_first():
         Stage.defaults("finetune")
     with pytest.raises(ConfigError, match="template"):
         Stage.defaults("sft", template="vicuna")
+
+
+def test_an_interrupted_stage_resumes_only_with_its_own_settings(tiny_llava, tiny_data, tmp_path):
+    from transformers import TrainerCallback
+
+    class Killed(TrainerCallback):  # the process dies right after the step-2 checkpoint
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= 2:
+                raise KeyboardInterrupt
+
+    model, proc = load_llava(tiny_llava)
+    stage = Stage.defaults("pretrain", plain_end="eos")
+    cfg = TrainConfig(steps=4, batch_size=4, lr=1e-3, save_steps=1, log_steps=1, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(model, proc, _convs(tiny_data), stage, cfg, tmp_path / "s",
+                  callbacks=[Killed()])  # fmt: skip
+    assert (tmp_path / "s" / "stage_settings.json").is_file() and not (
+        tmp_path / "s" / "stage.json"
+    ).exists()
+    other = TrainConfig(steps=2, batch_size=4, lr=1e-3, save_steps=1, log_steps=1, progress=False)
+    model, proc = load_llava(tiny_llava)
+    with pytest.raises(ConfigError, match="interrupted stage with other settings"):
+        run_stage(model, proc, _convs(tiny_data), stage, other, tmp_path / "s")
+    summary = run_stage(model, proc, _convs(tiny_data), stage, cfg, tmp_path / "s")
+    assert summary["steps"] == 4

@@ -14,6 +14,7 @@ from pathlib import Path
 from modalign.atomic import atomic_write_json, check_writable
 from modalign.cli.train_options import add_recipe_arguments, recipe_from_args
 from modalign.errors import ConfigError
+from modalign.lab.specs import SFT_LR, SFT_STEPS
 
 
 def _level(value: str) -> int:
@@ -328,7 +329,7 @@ def configure(lab: argparse.ArgumentParser) -> None:
         "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
     )
     _run_flags(p)
-    add_recipe_arguments(p, steps=1500, batch_size=32, lr=1e-3)
+    add_recipe_arguments(p, steps=SFT_STEPS, batch_size=32, lr=SFT_LR)
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("eval", help="held-out caption loss and VQA accuracy per question type")
@@ -356,8 +357,10 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--train", type=int, default=None, help="training images (default 4000)")
     p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
     p.add_argument("--pretrain-steps", type=int, default=None, help="same as --steps")
-    p.add_argument("--sft-steps", type=int, default=None, help="default 1500")
-    p.add_argument("--sft-lr", type=float, default=None, help="SFT learning rate (default 1e-3)")
+    p.add_argument("--sft-steps", type=int, default=None, help=f"default {SFT_STEPS}")
+    p.add_argument(
+        "--sft-lr", type=float, default=None, help=f"SFT learning rate (default {SFT_LR:g})"
+    )
     p.add_argument(
         "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
     )

@@ -16,7 +16,7 @@ import torch
 from modalign.atomic import atomic_write_json
 from modalign.lab.llava import load_llava
 from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
-from modalign.lab.specs import ClipSpec, LMSpec
+from modalign.lab.specs import SFT_LR, SFT_STEPS, ClipSpec, LMSpec
 from modalign.lab.stages import evaluate, pretrain, sft
 from modalign.lab.towers import make_data, train_clip, train_lm
 from modalign.lab.world.dataset import load_split
@@ -50,7 +50,7 @@ class CycleConfig:
     )
     sft: Recipe = field(
         default_factory=lambda: lab_recipe(
-            "sft", TrainConfig(steps=1500, batch_size=32, lr=1e-3, save_steps=100)
+            "sft", TrainConfig(steps=SFT_STEPS, batch_size=32, lr=SFT_LR, save_steps=100)
         )
     )
     multi_turn: bool = True  # SFT on one conversation per image (all its questions), as lab sft
@@ -165,6 +165,7 @@ def finetune(out: Path, cfg: CycleConfig, data: Path, name: str, recipe: Recipe)
         point = json.loads(done.read_text(encoding="utf-8"))
         if point.get("settings") == record:
             return point
+    _set_aside_if_stale(out / name, recipe)
     t = time.perf_counter()
     trained = sft(data, out / "pretrain", out / name, recipe, multi_turn=cfg.multi_turn)
     t_sft = time.perf_counter() - t
@@ -173,6 +174,30 @@ def finetune(out: Path, cfg: CycleConfig, data: Path, name: str, recipe: Recipe)
              "wall_s": {"sft": round(t_sft, 2), "eval": round(time.perf_counter() - t - t_sft, 2)}}  # fmt: skip
     atomic_write_json(done, point)
     return point
+
+
+def _set_aside_if_stale(folder: Path, recipe: Recipe) -> None:
+    """An SFT folder trained with another recipe (e.g. after the cycle's SFT default changed)
+    is renamed to FOLDER.oldK, kept, and the new recipe trains in a fresh FOLDER."""
+    summary = folder / "stage.json"
+    points = folder / "point.json"
+    if not folder.is_dir() or not (summary.is_file() or points.is_file()):
+        return
+    if summary.is_file():
+        settings = json.loads(summary.read_text(encoding="utf-8")).get("settings", {})
+        same = settings.get("train") == json.loads(
+            json.dumps(recipe.train.to_dict())
+        ) and settings.get("stage") == json.loads(json.dumps(recipe.stage.to_dict()))
+        if same and not points.is_file():
+            return  # trained with this recipe; only its evaluation is missing
+    k = 1
+    while folder.with_name(f"{folder.name}.old{k}").exists():
+        k += 1
+    folder.rename(folder.with_name(f"{folder.name}.old{k}"))
+    print(
+        f"[cycle] {folder} was trained with another recipe: kept as {folder.name}.old{k}",
+        flush=True,
+    )
 
 
 def _keeps_grid(model) -> bool:

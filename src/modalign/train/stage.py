@@ -27,6 +27,7 @@ from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
 
 SUMMARY = "stage.json"
+STARTED = "stage_settings.json"  # written when a stage starts: a resume must match it
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,21 @@ def run_stage(
         "n_samples": len(conversations),
     }
     settings.update(record or {})
+    settings = json.loads(json.dumps(settings))
     done = out / SUMMARY
     if resume and done.is_file():
         summary = json.loads(done.read_text(encoding="utf-8"))
-        if summary.get("settings") != json.loads(json.dumps(settings)):
+        if summary.get("settings") != settings:
             raise ConfigError(f"{out} holds a finished stage with other settings; use a new --out")
         return summary
+    started = out / STARTED
+    if resume and started.is_file():  # an interrupted run: resume it only with its own settings
+        if json.loads(started.read_text(encoding="utf-8")) != settings:
+            raise ConfigError(
+                f"{out} holds an interrupted stage with other settings; use a new --out"
+            )
+    else:  # every rank writes the same content atomically
+        atomic_write_json(started, settings)
     report = apply_unlock(model, stage.unlock)
     collate_cls = TEMPLATES[stage.template]
     kwargs = {"end": stage.plain_end} if stage.template == "plain" else {}
