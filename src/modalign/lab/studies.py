@@ -287,7 +287,7 @@ def _testbed() -> Study:
         name="testbed",
         description="Is the miniature world a fair test bed? Pre-training from none to the "
         "default (and a bad recipe), each point fine-tuned with the cycle's SFT (250 steps at "
-        "1e-4) and with two other budgets: does post-SFT accuracy depend on pre-training more "
+        "1e-4), and at LLaVA's lower rate: does post-SFT accuracy depend on pre-training more "
         "than on the seed?",
         reference="The MIR paper fine-tunes every checkpoint with one SFT recipe (LLaVA-1.5's "
         "665K, lr 2e-5, one epoch), fifty times below the pre-training rate",
@@ -300,11 +300,6 @@ def _testbed() -> Study:
             Variant("pt_lr3e-3", recipe_change(lr=3e-3), "1600 steps at lr 3e-3 (E4's worst)"),
         ),
         sft_variants=(
-            Variant(
-                "former_1e-3x1500",
-                recipe_change(lr=1e-3, steps=1500),
-                "the former cycle SFT: 1500 steps at 1e-3 (12 epochs)",
-            ),
             Variant("low_2e-5x250", recipe_change(lr=2e-5), "250 steps at 2e-5 (LLaVA's SFT rate)"),
         ),
     )
