@@ -38,6 +38,8 @@ def test_registries_are_complete_once_their_package_is_imported():
              (line.rsplit(" ", 1) for line in out.stdout.splitlines())}  # fmt: skip
     assert {"llava", "qwen2_vl", "gemma3", "modalign_llava"} <= found["model adapter"]
     assert found["trace-sqrt backend"] == {"exact", "newton_schulz", "scipy", "official"}
-    assert {"linear", "mlp2x_gelu", "qformer", "resampler", "pool"} <= found["connector"]
+    assert {"linear", "mlp2x_gelu", "qformer", "resampler", "pool", "sa_perceiver"} <= found[
+        "connector"
+    ]
     assert "mfid" in found["objective"] and {"moca", "lora"} <= found["model extension"]
     assert {"mir", "train", "lab", "assemble"} <= found["command"]

@@ -43,6 +43,8 @@ SPECS = {
     "resampler:num_queries=5,num_layers=1,num_heads=2,head_dim=8": 5,
     QF: 6,
     QF + ",text_input=instruction": 6,
+    "sa_perceiver:num_heads=2": 17,  # 2 x 2 tiles of 16 px: 16 image tokens + 1 global token
+    "sa_perceiver:num_heads=2,grid_cols=3,scope=global,attention=silu_literal,kv=shared": 17,
 }
 PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 

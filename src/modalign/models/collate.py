@@ -90,8 +90,11 @@ class LlavaCollator:
         return ids[: self.max_length], labels[: self.max_length]
 
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(B, C, H, W) image tensor from the processor's own image processor."""
-        return self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        """(B, C, H, W) image tensor from the processor's own image processor (images placed on
+        the canvas first when the processor tiles them, as its own __call__ does)."""
+        pad = getattr(self.processor, "pad_images", None)
+        images = pad(list(images)) if pad is not None else list(images)
+        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def batch(self, samples: Sequence[Sample], rows: list[tuple[list[int], list[int]]]) -> dict:
         """Pad the expanded rows and add images (and the instruction ids if asked)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from huggingface_hub.dataclasses import strict
+from PIL import Image
 from torch import nn
 from transformers import (
     AutoModel,
@@ -34,7 +35,8 @@ from transformers.models.llava.modeling_llava import LlavaPreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import select_hidden_states
 
-from modalign.errors import ConfigError, ModelError
+from modalign.data.tiling import fit_grid, pad_to_grid, split_views
+from modalign.errors import ConfigError, DataError, ModelError
 from modalign.methods.connectors import Connector, ConnectorSpec, build_connector
 
 __all__ = [
@@ -194,11 +196,14 @@ class ConnectorLlavaModel(LlavaModel):
                 f"{MODEL_TYPE} takes fixed-size images only (got image_sizes); "
                 "variable-resolution towers cannot feed a fixed-size connector"
             )
+        connector = self.multi_modal_projector
+        grid = getattr(connector, "view_grid", None)
+        if grid is not None:  # high-resolution canvas -> low-res view + tiles, one tower batch
+            pixel_values = self._views(pixel_values, grid)  # (I * (1 + R*C), 3, h, w)
         outputs = self.vision_tower(pixel_values, return_dict=True, **kwargs)
         selected = select_vision_features(
             outputs.hidden_states, vision_feature_layer, vision_feature_select_strategy
-        )  # (I, N, Dv)
-        connector = self.multi_modal_projector
+        )  # (I, N, Dv), or (I * (1 + R*C), N, Dv) for a tiled connector
         param = next(connector.parameters(), None)
         if param is not None:
             selected = selected.to(param.dtype)  # a float32 connector on a bf16 tower works
@@ -215,6 +220,18 @@ class ConnectorLlavaModel(LlavaModel):
             features = connector(selected)  # (I, M, D)
         outputs.pooler_output = list(features)
         return outputs
+
+    def _views(self, pixel_values: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(I, 3, R*h, C*w) canvases -> (I * (1 + R*C), 3, h, w) views (h = the tower's size)."""
+        rows, cols = grid
+        side = self.config.vision_config.image_size
+        if tuple(pixel_values.shape[-2:]) != (rows * side, cols * side):
+            raise ModelError(
+                f"the {rows} x {cols} tiled connector expects {rows * side}x{cols * side} pixel "
+                f"canvases (tiles of {side} px), got {tuple(pixel_values.shape[-2:])}; use the "
+                "processor saved with the model"
+            )
+        return split_views(pixel_values, rows, cols)
 
     def forward(
         self,
@@ -275,7 +292,12 @@ class ConnectorLlavaForConditionalGeneration(LlavaForConditionalGeneration):
 
 class ConnectorLlavaProcessor(LlavaProcessor):
     """LlavaProcessor that expands `<image>` into exactly `image_seq_length` tokens (the
-    connector's M) instead of the tower's patch count."""
+    connector's M) instead of the tower's patch count.
+
+    With `view_grid` = [R, C] (a tiled connector such as sa_perceiver) each image is first scaled
+    to fit and padded (bottom / right, mean colour) onto an R x C canvas of tower-sized tiles;
+    the image processor then sizes to that canvas and the model splits it into views.
+    """
 
     def __init__(
         self,
@@ -287,8 +309,13 @@ class ConnectorLlavaProcessor(LlavaProcessor):
         image_token: str = "<image>",
         num_additional_image_tokens: int = 0,
         image_seq_length: int | None = None,
+        view_grid: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
+        if view_grid is not None and (
+            len(view_grid) != 2 or not all(isinstance(v, int) for v in view_grid)
+        ):
+            raise ConfigError(f"view_grid must be [rows, cols], got {view_grid!r}")
         if not isinstance(image_seq_length, int) or image_seq_length < 1:
             raise ConfigError(
                 f"ConnectorLlavaProcessor needs image_seq_length >= 1, got {image_seq_length!r}"
@@ -304,6 +331,29 @@ class ConnectorLlavaProcessor(LlavaProcessor):
             **kwargs,
         )
         self.image_seq_length = image_seq_length
+        self.view_grid = list(view_grid) if view_grid is not None else None
+
+    def pad_images(self, images: Any) -> Any:
+        """Images placed on the tiled canvas (unchanged without a view grid); PIL images in any
+        (nested) list, same structure out. Arrays and tensors are refused: pad them as PIL."""
+        if self.view_grid is None:
+            return images
+        if isinstance(images, (list, tuple)):
+            return [self.pad_images(im) for im in images]
+        if not isinstance(images, Image.Image):
+            raise DataError(
+                f"a tiled processor places PIL images on its canvas, got {type(images).__name__}"
+            )
+        rows, cols = self.view_grid
+        crop = self.image_processor.crop_size
+        height = crop["height"] if isinstance(crop, dict) else crop.height
+        tile = height // rows
+        fill = tuple(round(255 * m) for m in self.image_processor.image_mean)
+        grid = fit_grid((images.height, images.width), rows, cols, tile)
+        return pad_to_grid(images, grid, tile, fill)
+
+    def _process_images(self, images: Any, **kwargs: Any) -> Any:
+        return super()._process_images(self.pad_images(images), **kwargs)
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs: Any) -> str:
         return self.image_token * self.image_seq_length
@@ -319,14 +369,23 @@ class ConnectorLlavaProcessor(LlavaProcessor):
         )
 
 
-def connector_processor(processor: Any, image_seq_length: int) -> ConnectorLlavaProcessor:
-    """A ConnectorLlavaProcessor with `processor`'s image processor, tokenizer and template."""
+def connector_processor(
+    processor: Any, image_seq_length: int, view_grid: tuple[int, int] | None = None
+) -> ConnectorLlavaProcessor:
+    """A ConnectorLlavaProcessor with `processor`'s image processor, tokenizer and template;
+    with `view_grid` (R, C), the image processor (a copy) sizes images to the R x C canvas."""
     if not isinstance(processor, LlavaProcessor):
         raise ModelError(
             f"expected a LlavaProcessor (or ConnectorLlavaProcessor), got {type(processor).__name__}"
         )
+    image_processor = processor.image_processor
+    old_grid = getattr(processor, "view_grid", None)
+    if old_grid is not None:  # back to one tile: the canvas size divided by the old grid
+        image_processor = _sized_image_processor(image_processor, (1, 1), old_grid)
+    if view_grid is not None:
+        image_processor = _sized_image_processor(image_processor, view_grid, (1, 1))
     return ConnectorLlavaProcessor(
-        image_processor=processor.image_processor,
+        image_processor=image_processor,
         tokenizer=processor.tokenizer,
         patch_size=processor.patch_size,
         vision_feature_select_strategy=processor.vision_feature_select_strategy,
@@ -334,7 +393,20 @@ def connector_processor(processor: Any, image_seq_length: int) -> ConnectorLlava
         image_token=processor.image_token,
         num_additional_image_tokens=processor.num_additional_image_tokens,
         image_seq_length=image_seq_length,
+        view_grid=list(view_grid) if view_grid is not None else None,
     )
+
+
+def _sized_image_processor(image_processor: Any, grid: Any, old: Any) -> Any:
+    """A copy of `image_processor` resizing to grid x tile, tile = its crop size / old grid."""
+    crop = image_processor.crop_size
+    height = crop["height"] if isinstance(crop, dict) else crop.height
+    width = crop["width"] if isinstance(crop, dict) else crop.width
+    tile_h, tile_w = height // old[0], width // old[1]
+    size = {"height": grid[0] * tile_h, "width": grid[1] * tile_w}
+    sized = copy.deepcopy(image_processor)
+    sized.size, sized.crop_size = dict(size), dict(size)
+    return sized
 
 
 def _processor_token_count(processor: Any) -> int | None:
@@ -413,7 +485,8 @@ def swap_connector(
     if left:
         raise RuntimeError(f"swap_connector left tensors on the meta device: {left[:5]}")
     new.train(model.training)
-    return new, connector_processor(processor, config.image_seq_length)
+    grid = getattr(new.model.multi_modal_projector, "view_grid", None)
+    return new, connector_processor(processor, config.image_seq_length, grid)
 
 
 def processor_class_named(name: str) -> type | None:

@@ -5,7 +5,8 @@
                                 vocab_size=32000, seed=0)
     connector.num_output_tokens(576)   # 32
 
-Names: linear, mlp<N>x_gelu (mlp2x_gelu, mlp4x_gelu, ...), qformer, resampler, pool.
+Names: linear, mlp<N>x_gelu (mlp2x_gelu, mlp4x_gelu, ...), qformer, resampler, pool,
+sa_perceiver (high-resolution tiles: its `view_grid` tells the model to feed 1 + R*C views).
 Every connector is a plain nn.Module with `num_output_tokens(n)` and `reset_parameters()`;
 `accepts_text` says whether forward also takes `text_ids` / `text_mask`.
 """
@@ -24,6 +25,7 @@ from modalign.methods.connectors.mlp import MLPConnector
 from modalign.methods.connectors.pool import PoolConnector
 from modalign.methods.connectors.qformer import QFormerConnector
 from modalign.methods.connectors.resampler import ResamplerConnector
+from modalign.methods.connectors.sa_perceiver import SAPerceiverConnector
 from modalign.methods.connectors.spec import ConnectorSpec, connector_class
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "PoolConnector",
     "QFormerConnector",
     "ResamplerConnector",
+    "SAPerceiverConnector",
     "build_connector",
     "connector_class",
     "connector_names",
