@@ -81,3 +81,19 @@ def test_instruction_ids_for_text_reading_connectors(proc, records):
     expected = proc.tokenizer(question, add_special_tokens=False)["input_ids"]
     assert batch["connector_input_ids"][0].tolist() == expected
     assert "connector_input_ids" not in ChatCollator(proc)([sample])
+
+
+def test_inserted_cognition_turns_keep_answer_only_labels(proc, records):
+    from modalign.data.cognition import CognitionTargets
+
+    tok = proc.tokenizer
+    base = ConversationDataset(vqa_conversations(records, multi_turn=True, seed=0))
+    data = CognitionTargets(base, probability=1.0, kinds=("pixel",), grid=4, seed=3)
+    sample = data[0]
+    turns = sample.conversation.turns
+    assert len(turns) == len(base.conversations[0].turns) + 1
+    labels = ChatCollator(proc)([sample])["labels"][0]
+    targets = labels[labels != IGNORE].tolist()
+    expected = [t for _, a in turns
+                for t in [*tok(" " + a, add_special_tokens=False)["input_ids"], tok.eos_token_id]]  # fmt: skip
+    assert targets == expected  # the inserted answer is learned, no question is
