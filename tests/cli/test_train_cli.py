@@ -107,3 +107,42 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_llava, tiny_dat
         losses[procs] = [h["loss"] for h in log["history"] if "loss" in h]
     assert len(losses[1]) == 3
     assert losses[2] == pytest.approx(losses[1], abs=1e-4)
+
+
+def test_vlsa_parts_through_train_and_mir(tiny_llava, tiny_data, tmp_path, capsys):
+    """SA-Perceiver + reconstruction in pre-training, cognition turns in SFT, then MIR."""
+    pytest.importorskip("diffusers")
+    from modalign.testing.tiny_diffusion import tiny_vq, write_tiny_diffusion
+
+    diffusion = write_tiny_diffusion(tmp_path / "diffusion")
+    tiny_vq().save_pretrained(tmp_path / "vq")
+    pt = tmp_path / "pt"
+    extra = ["--connector", "sa_perceiver:num_heads=2", "--plain-end", "eos", "--objective",
+             f"reconstruction:1,diffusion={diffusion},rank=8,train_denoiser=true"]  # fmt: skip
+    assert main(_args(tiny_llava, tiny_data, pt, *extra)) == 0
+    history = json.loads((pt / "train_log.json").read_text())["history"]
+    assert any("loss/reconstruction/rec" in h for h in history)
+    config = json.loads((pt / "model" / "config.json").read_text())
+    assert (
+        config["connector"]["name"] == "sa_perceiver"
+        and config["image_seq_length"] == config["vision_seq_length"] + 1
+    )
+    sft = tmp_path / "sft"
+    sft_args = _args(tiny_llava, tiny_data, sft, "--stage", "sft", "--cognition", "pixel,vq",
+                     "--cognition-p", "1", "--vq-model", str(tmp_path / "vq"))  # fmt: skip
+    sft_args[sft_args.index("--model") + 1] = str(pt / "model")
+    sft_args[sft_args.index("--data") + 1] = str(tiny_data / "llava" / "sft.json")
+    assert main(sft_args) == 0
+    settings = json.loads((sft / "stage.json").read_text())["settings"]["stage"]
+    assert settings["cognition"]["kinds"] == ["pixel", "vq"]
+    probe = tmp_path / "probe.txt"
+    probe.write_text("a red circle\na blue square on the left\ntwo green stars\nthe end\n")
+    capsys.readouterr()
+    rc = main(["mir", "--model", str(sft / "model"), "--images", str(tiny_data / "test" / "images"),
+               "--texts", str(probe), "--n", "4", "--quiet"])  # fmt: skip
+    assert rc == 0 and math.isfinite(float(capsys.readouterr().out.strip().splitlines()[-1]))
+    # Cognition turns need the chat template and a VQ model for 'vq'.
+    assert main(_args(tiny_llava, tiny_data, tmp_path / "x", "--cognition", "pixel")) == 2
+    assert "chat template" in capsys.readouterr().err
+    bad = _args(tiny_llava, tiny_data, tmp_path / "y", "--stage", "sft", "--cognition", "vq")
+    assert main(bad) == 2 and "--vq-model" in capsys.readouterr().err

@@ -11,28 +11,18 @@ from torch import nn
 from modalign.errors import ConfigError, DataError
 from modalign.methods.objectives import ForwardContext, ObjectiveSpec
 from modalign.methods.objectives.reconstruction import ReconstructionObjective, load_diffusion
+from modalign.testing.tiny_diffusion import tiny_denoiser, tiny_vae, write_tiny_diffusion
 
 diffusers = pytest.importorskip("diffusers")
 D, MEAN, STD = 16, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
 def _vae():
-    torch.manual_seed(0)
-    return diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4, sample_size=16,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16), layers_per_block=1,
-    )  # fmt: skip
+    return tiny_vae()
 
 
 def _denoiser():
-    torch.manual_seed(1)
-    return diffusers.SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
-        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
-        caption_projection_dim=16, pooled_projection_dim=12, pos_embed_max_size=8,
-    )  # fmt: skip
+    return tiny_denoiser()
 
 
 def _setup(objective, connector=None):
@@ -140,8 +130,7 @@ def test_pooled_token_choice_and_bad_settings(tmp_path):
 
 
 def test_loads_a_pipeline_folder_through_the_spec(tmp_path):
-    _vae().save_pretrained(tmp_path / "vae")
-    _denoiser().save_pretrained(tmp_path / "transformer")
+    write_tiny_diffusion(tmp_path)
     objective = ObjectiveSpec.parse(f"reconstruction:0.5,diffusion={tmp_path},rank=4").build()
     assert objective.weight == 0.5 and objective.rank == 4
     _setup(objective)

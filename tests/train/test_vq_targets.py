@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerFast
 from modalign.data.cognition import parse_vq_answer, vq_answer
 from modalign.data.conversations import Conversation, Sample
 from modalign.errors import ConfigError, ModelError
+from modalign.testing.tiny_diffusion import tiny_vq
 from modalign.train.vq_targets import VQCodeReader, check_codes_fit, codebook, vq_codes
 
 diffusers = pytest.importorskip("diffusers")
@@ -18,13 +19,7 @@ diffusers = pytest.importorskip("diffusers")
 
 @pytest.fixture(scope="module")
 def vq():
-    torch.manual_seed(0)
-    return diffusers.VQModel(
-        in_channels=3, out_channels=3, latent_channels=4, num_vq_embeddings=32, vq_embed_dim=4,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, sample_size=16,
-    ).eval()  # fmt: skip
+    return tiny_vq().eval()
 
 
 def test_codes_are_the_nearest_codes_and_decode_back(vq):

@@ -22,7 +22,8 @@ def add_recipe_arguments(
     g = p.add_argument_group("model changes")
     g.add_argument("--connector", metavar="SPEC",
                    help="give the model a fresh connector: linear, mlp2x_gelu, mlp4x_gelu, qformer, "
-                   "resampler, pool (options: 'qformer:num_queries=32,text_input=instruction')")  # fmt: skip
+                   "resampler, pool, sa_perceiver (high-res tiles) (options: "
+                   "'qformer:num_queries=32,text_input=instruction', 'sa_perceiver:grid_rows=2')")  # fmt: skip
     g.add_argument("--moca", action="store_true", help="attach MoCa (per-layer vision scale/shift)")
     g.add_argument(
         "--moca-std", type=float, default=0.0, help="MoCa init std (default 0: identity)"
@@ -73,6 +74,16 @@ def add_recipe_arguments(
     g.add_argument("--max-length", type=int, default=2048, help="truncate longer samples")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    g = p.add_argument_group("VLSA cognition turns (chat stages)")
+    g.add_argument("--cognition", metavar="KINDS",
+                   help="insert pixel and/or VQ question-answer turns: 'pixel', 'vq' or 'pixel,vq'")  # fmt: skip
+    g.add_argument("--cognition-p", type=float, default=0.3,
+                   help="probability that a sample gets one such turn (default 0.3)")  # fmt: skip
+    g.add_argument("--cognition-grid", type=int, default=8,
+                   help="pixel target grid G: the (G/2)^2 colours of a quarter (default 8)")  # fmt: skip
+    g.add_argument("--vq-model", metavar="FOLDER", help="a diffusers VQModel for 'vq' turns")
+    g.add_argument("--vq-size", type=int, help="image size the VQ model encodes (default: its own)")
+
     g = p.add_argument_group("MIR monitor")
     g.add_argument("--mir-every", type=int, default=mir_every,
                    help=f"score MIR on the probe set every N steps (0: off; default {mir_every})")  # fmt: skip
@@ -111,6 +122,14 @@ def recipe_from_args(args: argparse.Namespace, stage: str, n_samples: int, **sta
         ),
     )
     lrs = {c: getattr(args, f"lr_{c}") for c in COMPONENTS_WITH_LR if getattr(args, f"lr_{c}")}
+    if args.cognition:
+        from modalign.train.cognition import CognitionSpec
+
+        stage_changes.setdefault("cognition", CognitionSpec(
+            kinds=tuple(k.strip() for k in args.cognition.split(",") if k.strip()),
+            probability=args.cognition_p, grid=args.cognition_grid, vq_model=args.vq_model,
+            vq_size=args.vq_size,
+        ))  # fmt: skip
     stage_obj = Stage.defaults(
         stage,
         unlock=unlock,

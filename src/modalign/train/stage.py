@@ -22,6 +22,7 @@ from modalign.data.conversations import Conversation, ConversationDataset
 from modalign.errors import ConfigError
 from modalign.methods.objectives import Objective, ObjectiveSpec
 from modalign.models.collate import TEMPLATES
+from modalign.train.cognition import CognitionSpec, cognition_dataset
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
@@ -41,10 +42,15 @@ class Stage:
     objectives: tuple[ObjectiveSpec, ...] = ()
     max_length: int | None = 2048
     plain_end: str = "\n"  # LLaVA's plain separator; "eos" for the EOS token
+    cognition: CognitionSpec | None = None  # VLSA's inserted pixel / VQ turns (chat stages)
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
             raise ConfigError(f"template must be one of {sorted(TEMPLATES)}, got {self.template!r}")
+        if self.cognition is not None and self.template != "chat":
+            raise ConfigError(
+                "cognition turns are question-answer turns: they need the chat template"
+            )
         for spec in self.objectives:
             if not isinstance(spec, ObjectiveSpec):
                 raise ConfigError(f"Stage.objectives holds ObjectiveSpec items, got {spec!r}")
@@ -59,6 +65,8 @@ class Stage:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["unlock"] = self.unlock.to_dict()
+        if self.cognition is None:
+            del out["cognition"]  # settings recorded before cognition turns existed stay equal
         return out
 
 
@@ -161,9 +169,12 @@ def run_stage(
         extras=extras,
         **kwargs,
     )
+    dataset = ConversationDataset(conversations)
+    if stage.cognition is not None:
+        dataset = cognition_dataset(dataset, stage.cognition, processor.tokenizer, config.seed)
     log, trainer = fit(
         model,
-        ConversationDataset(conversations),
+        dataset,
         collate,
         config,
         out,
