@@ -166,7 +166,7 @@ def test_bad_settings_and_inputs_are_clear_errors():
         build_connector("sa_perceiver:num_heads=2", DV, D, 10)
     with pytest.raises(ConfigError, match="does not divide"):
         build_connector("sa_perceiver:num_heads=3", DV, D, 9)
-    with pytest.raises(ConfigError, match="token-wise"):
+    with pytest.raises(ConfigError, match="changes the token count"):
         build_connector("sa_perceiver:num_heads=2,projector=qformer", DV, D, 9)
     with pytest.raises(ConfigError, match="changes the token count"):
         build_connector("sa_perceiver:num_heads=2,projector=resampler", DV, D, 9)

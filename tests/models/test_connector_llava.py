@@ -45,6 +45,7 @@ SPECS = {
     QF + ",text_input=instruction": 6,
     "sa_perceiver:num_heads=2": 17,  # 2 x 2 tiles of 16 px: 16 image tokens + 1 global token
     "sa_perceiver:num_heads=2,grid_cols=3,scope=global,attention=silu_literal,kv=shared": 17,
+    "tiled:grid_rows=1,grid_cols=2,projector=linear": 3 * 16,  # every view's tokens
 }
 PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 

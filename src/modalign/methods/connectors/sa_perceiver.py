@@ -30,6 +30,7 @@ from torch import nn
 from modalign.data.tiling import check_tile_count
 from modalign.errors import ConfigError, ModelError
 from modalign.methods.connectors.base import CONNECTORS, Connector, positive
+from modalign.methods.connectors.spec import token_wise_projector
 
 __all__ = ["SAPerceiverConnector", "SAPerceiverOptions", "cell_tokens", "stitch_tiles"]
 
@@ -129,26 +130,11 @@ class SAPerceiverConnector(nn.Module, Connector):
         self.self_k = nn.Linear(vision_dim, vision_dim)
         self.self_v = nn.Identity() if literal else nn.Linear(vision_dim, vision_dim)
         self.self_out = nn.Linear(vision_dim, vision_dim)
-        self.projector = self._projector(options.projector, vision_dim, text_dim, num_tokens + 1)
+        self.projector = token_wise_projector(
+            options.projector, vision_dim, text_dim, num_tokens + 1, "connector sa_perceiver"
+        )
         self._remember("sa_perceiver", options)
         self.reset_parameters()
-
-    @staticmethod
-    def _projector(name: str, vision_dim: int, text_dim: int, tokens: int) -> nn.Module:
-        from modalign.methods.connectors.spec import ConnectorSpec
-
-        spec = ConnectorSpec.parse(name)
-        cls = spec.connector_class
-        if cls is SAPerceiverConnector or getattr(cls, "accepts_text", False):
-            raise ConfigError(f"connector sa_perceiver: projector {name!r} is not token-wise")
-        options = spec.parsed_options()
-        if cls.output_tokens(spec.name, options, tokens) != tokens:
-            raise ConfigError(
-                f"connector sa_perceiver: projector {name!r} changes the token count; "
-                "use a token-wise one (linear, mlp<N>x_gelu)"
-            )
-        return cls.from_options(spec.name, options, vision_dim=vision_dim, text_dim=text_dim,
-                                num_vision_tokens=tokens, vocab_size=None)  # fmt: skip
 
     @classmethod
     def from_options(cls, name: str, options: Any, *, vision_dim: int, text_dim: int,

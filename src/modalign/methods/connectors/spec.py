@@ -19,7 +19,7 @@ from modalign.errors import ConfigError
 from modalign.methods.connectors.base import CONNECTORS, Connector, parse_options
 from modalign.methods.connectors.mlp import MLPConnector, mlp_depth
 
-__all__ = ["ConnectorSpec", "connector_class"]
+__all__ = ["ConnectorSpec", "connector_class", "token_wise_projector"]
 
 
 def connector_class(name: str) -> type[Connector]:
@@ -118,3 +118,18 @@ class ConnectorSpec:
         if not self.options:
             return self.name
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.options.items())
+
+
+def token_wise_projector(name: str, vision_dim: int, text_dim: int, tokens: int, where: str) -> Any:
+    """A connector that maps each token on its own (linear, mlp<N>x_gelu), for connectors that
+    project tokens they produced themselves; ConfigError for one that changes the token count."""
+    spec = ConnectorSpec.parse(name)
+    cls = spec.connector_class
+    options = spec.parsed_options()
+    if cls.output_tokens(spec.name, options, tokens) != tokens:
+        raise ConfigError(
+            f"{where}: projector {name!r} changes the token count; use a token-wise one "
+            "(linear, mlp<N>x_gelu)"
+        )
+    return cls.from_options(spec.name, options, vision_dim=vision_dim, text_dim=text_dim,
+                            num_vision_tokens=tokens, vocab_size=None)  # fmt: skip
