@@ -22,7 +22,7 @@ def test_every_view_is_projected_in_order():
     with pytest.raises(ModelError, match="4 views"):
         module(torch.randn(5, 9, 8))
     with pytest.raises(ConfigError, match="changes the token count"):
-        build_connector("tiled:projector=pool", 8, 6, 9)
+        build_connector("tiled:projector=resampler", 8, 6, 9)
 
 
 def test_real_size_shapes_on_meta():
