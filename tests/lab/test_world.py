@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import random
 
+import numpy as np
 import pytest
 
 from modalign.errors import DataError
@@ -14,7 +15,7 @@ from modalign.lab.world.dataset import load_corpus, load_split, read_manifest, w
 from modalign.lab.world.render import render_scene
 from modalign.lab.world.scene import Scene, sample_scene
 from modalign.lab.world.splits import make_splits
-from modalign.lab.world.vocab import COLOURS, GLYPHS, MAX_OBJECTS, POSITIONS, SHAPES
+from modalign.lab.world.vocab import COLOURS, GLYPH_COLOUR, GLYPHS, MAX_OBJECTS, POSITIONS, SHAPES
 from modalign.lab.world.vqa import scene_vqa
 
 
@@ -52,7 +53,25 @@ def test_render_draws_the_objects_colour():
 
 def test_render_rejects_bad_size():
     with pytest.raises(ValueError, match="image size"):
-        render_scene(_scenes(1)[0], 200)
+        render_scene(_scenes(1)[0], 300)
+    with pytest.raises(ValueError, match="glyph_scale"):
+        render_scene(_scenes(1)[0], 96, glyph_scale=0)
+
+
+def test_high_resolution_world_draws_the_glyph_small():
+    """At 288 px with glyph_scale 3 the glyph has the pixel size it has at 96 px by default:
+    legible in a 96 px tile, a third of that in the 96 px low-resolution view."""
+    scene = next(s for s in _scenes(50) if s.glyph is not None)
+    small = render_scene(scene, 96)
+    big = render_scene(scene, 288, glyph_scale=3)
+    assert big.size == (288, 288)
+
+    def glyph_pixels(image):
+        arr = np.asarray(image).reshape(-1, 3)
+        return int((arr == np.array(GLYPH_COLOUR)).all(1).sum())
+
+    assert glyph_pixels(big) == glyph_pixels(small) > 0  # same dots, same dot size
+    assert glyph_pixels(render_scene(scene, 288)) > 4 * glyph_pixels(big)  # default: scale 9
 
 
 def test_caption_levels_are_sentence_prefixes_and_grow():

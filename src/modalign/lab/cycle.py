@@ -39,6 +39,7 @@ class CycleConfig:
     seed: int = 0
     sizes: dict[str, int] = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 300})
     image_size: int = 96
+    glyph_scale: int | None = None  # font dot size in px (None: the image size's default)
     corpus_scenes: int = 20000
     caption_level: int = 3
     pretrain: Recipe = field(
@@ -104,6 +105,7 @@ def run_cycle(
         image_size=cfg.image_size,
         corpus_scenes=cfg.corpus_scenes,
         tokenizer_from=None if cfg.from_scratch else base,
+        glyph_scale=cfg.glyph_scale,
     )
     report: dict = {"config": _config_record(cfg), "base": str(base)}
     if cfg.from_scratch:
@@ -208,8 +210,14 @@ def _keeps_grid(model) -> bool:
     return n is None or config.image_seq_length == n
 
 
+UNRECORDED_WHEN_NONE = ("glyph_scale",)
+
+
 def _config_record(cfg: CycleConfig) -> dict:
     """JSON-ready record of the cycle's settings (recipes in full)."""
     record = json.loads(json.dumps(asdict(cfg), default=str))
     record["pretrain"], record["sft"] = cfg.pretrain.to_dict(), cfg.sft.to_dict()
+    for key in UNRECORDED_WHEN_NONE:  # fields added later: finished cycles stay finished
+        if record.get(key) is None:
+            record.pop(key, None)
     return json.loads(json.dumps(record, default=str))

@@ -42,13 +42,15 @@ class Variant:
     `change(recipe, resources)` changes the pre-training recipe (for an SFT variant: the SFT
     recipe); `resources` is what the study's `prepare` made for the seed (e.g. SEA labels).
     `cycle(config)` changes the rest of the cycle (caption level, pre-training images); the
-    dataset itself must stay the study's.
+    dataset itself must stay the study's. `sft_change(recipe, resources)` changes the point's
+    own SFT recipe (e.g. VLSA's cognition turns, which live in instruction data).
     """
 
     name: str
     change: Callable[[Recipe, dict[str, Any]], Recipe] = keep
     note: str = ""
     cycle: Callable[[CycleConfig], CycleConfig] | None = None
+    sft_change: Callable[[Recipe, dict[str, Any]], Recipe] = keep
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Study:
     probe_n: int = 100  # probe pairs for validate (the first seed's held-out split)
 
 
-_DATA_FIELDS = ("sizes", "image_size", "corpus_scenes", "from_scratch")
+_DATA_FIELDS = ("sizes", "image_size", "glyph_scale", "corpus_scenes", "from_scratch")
 
 
 def variant_config(
@@ -82,6 +84,7 @@ def variant_config(
     recipe = replace(base.pretrain, train=replace(base.pretrain.train, seed=seed))
     pretrain = variant.change(recipe, resources or {})
     sft = replace(base.sft, train=replace(base.sft.train, seed=seed))
+    sft = variant.sft_change(sft, resources or {})
     return replace(base, seed=seed, pretrain=pretrain, sft=sft)
 
 
@@ -238,7 +241,8 @@ def run_study(
         data = root / f"data-seed{seed}"
         c = study.cycle
         make_data(data, seed=seed, sizes=c.sizes, image_size=c.image_size,
-                  corpus_scenes=c.corpus_scenes, tokenizer_from=_towers_base(c))  # fmt: skip
+                  corpus_scenes=c.corpus_scenes, tokenizer_from=_towers_base(c),
+                  glyph_scale=c.glyph_scale)  # fmt: skip
         if pairs is None:
             pairs = probe_pairs(data, study.probe_n)
             _write_probe(root / "probe.jsonl", pairs, data)

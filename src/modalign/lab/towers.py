@@ -36,6 +36,7 @@ def make_data(
     image_size: int,
     corpus_scenes: int,
     tokenizer_from: Path | None = None,
+    glyph_scale: int | None = None,
 ) -> Path:
     """Generate the world's splits and corpus (+ llava/*.json), and train the tokenizer on
     corpus + captions. `tokenizer_from` copies an existing tokenizer instead (to train on top
@@ -44,11 +45,13 @@ def make_data(
     manifest = out / "manifest.json"
     if manifest.is_file() and (out / "tokenizer").is_dir():  # made before: reuse if the same
         made = json.loads(manifest.read_text(encoding="utf-8"))
-        wanted = {"seed": seed, "image_size": image_size, "sizes": dict(sizes)}
+        wanted = {"seed": seed, "image_size": image_size, "sizes": dict(sizes),
+                  "glyph_scale": glyph_scale}  # fmt: skip
         if {k: made.get(k) for k in wanted} == wanted:
             return out
         raise ConfigError(f"{out} holds another dataset ({made}); use a new folder")
-    write_dataset(out, seed=seed, sizes=sizes, image_size=image_size, corpus_scenes=corpus_scenes)
+    write_dataset(out, seed=seed, sizes=sizes, image_size=image_size, corpus_scenes=corpus_scenes,
+                  glyph_scale=glyph_scale)  # fmt: skip
     if sizes.get("train", 0) > 0:
         export_llava(out)  # the same data as LLaVA JSON, for `modalign train`
     if tokenizer_from is not None:

@@ -43,8 +43,10 @@ def write_dataset(
     sizes: dict[str, int] | None = None,
     image_size: int = 96,
     corpus_scenes: int = 20000,
+    glyph_scale: int | None = None,
 ) -> Path:
-    """Generate every split and the corpus under `out`; returns out/manifest.json."""
+    """Generate every split and the corpus under `out`; returns out/manifest.json.
+    `glyph_scale`: see `render_scene` (None: the size's default)."""
     out = Path(out)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     splits = make_splits(seed, sizes)
@@ -53,7 +55,7 @@ def write_dataset(
         img_dir.mkdir(parents=True, exist_ok=True)
         with open(out / split / "scenes.jsonl", "w", encoding="utf-8") as f:
             for scene in scenes:
-                render_scene(scene, image_size).save(img_dir / f"{scene.scene_id}.png")
+                render_scene(scene, image_size, glyph_scale).save(img_dir / f"{scene.scene_id}.png")
                 f.write(json.dumps(_scene_row(scene, seed)) + "\n")
     corpus = build_corpus(seed, corpus_scenes)
     (out / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
@@ -61,6 +63,7 @@ def write_dataset(
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "image_size": image_size,
+        **({"glyph_scale": glyph_scale} if glyph_scale is not None else {}),
         "sizes": sizes,
         "corpus_lines": len(corpus),
     }

@@ -11,7 +11,7 @@ from modalign.errors import ConfigError
 from modalign.lab.world.scene import Scene, SceneObject
 from modalign.lab.world.vocab import BACKGROUND, COLOURS, GLYPH_COLOUR, GRID
 
-MIN_SIZE, MAX_SIZE = 64, 96
+MIN_SIZE, MAX_SIZE = 64, 288  # above 96: high-resolution worlds (tiles of the tower's 96 px)
 _SUPERSAMPLE = 4
 _RADIUS = {"small": 0.24, "large": 0.42}  # fraction of the cell side
 
@@ -66,10 +66,15 @@ def _glyph_image(glyph: str, scale: int) -> Image.Image:
     return ink.resize((ink.width * scale, ink.height * scale), Image.Resampling.NEAREST)
 
 
-def render_scene(scene: Scene, size: int = 64) -> Image.Image:
-    """Render at `size` px (64-96); same scene and size always give the same pixels."""
+def render_scene(scene: Scene, size: int = 64, glyph_scale: int | None = None) -> Image.Image:
+    """Render at `size` px (64-288); same scene and size always give the same pixels.
+
+    `glyph_scale`: pixel size of one font dot (default max(2, size / 32)); a small scale on a big
+    image makes the glyph legible only at full resolution (the high-resolution world)."""
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"image size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
+    if glyph_scale is not None and glyph_scale < 1:
+        raise ConfigError(f"glyph_scale must be >= 1, got {glyph_scale}")
     rng = random.Random(scene.seed)
     big = size * _SUPERSAMPLE
     img = Image.new("RGB", (big, big), _jitter(BACKGROUND, rng, 6))
@@ -79,7 +84,7 @@ def render_scene(scene: Scene, size: int = 64) -> Image.Image:
         _draw_object(draw, obj, cell, rng)
     img = img.resize((size, size), Image.Resampling.LANCZOS)
     if scene.glyph is not None and scene.glyph_cell is not None:
-        scale = max(2, round(size / 32))
+        scale = glyph_scale if glyph_scale is not None else max(2, round(size / 32))
         mask = _glyph_image(scene.glyph, scale)
         small_cell = size / GRID
         row, col = divmod(scene.glyph_cell, GRID)
