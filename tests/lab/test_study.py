@@ -147,3 +147,21 @@ def test_markdown_edge_cases():
                    "spearman_over_variant_means": {"mir": None}, "validate": {}}}}  # fmt: skip
     text = render_markdown(summary)
     assert "undefined" in text and "## SFT `sft`" in text
+
+
+def test_vlsa_study_grid():
+    study = STUDIES["vlsa"]()
+    assert (study.cycle.image_size, study.cycle.glyph_scale) == (288, 3)
+    resources = {"diffusion": "/parts/diffusion", "vq": "/parts/vq"}
+    cfgs = {v.name: variant_config(study, v, 0, resources) for v in study.variants}
+    assert cfgs["lowres"].pretrain.connector is None
+    assert cfgs["tiled"].pretrain.connector.startswith("tiled:grid_rows=3,grid_cols=3")
+    rec = cfgs["sa_perceiver_rec"].pretrain
+    assert rec.connector == cfgs["sa_perceiver"].pretrain.connector
+    (objective,) = rec.stage.objectives
+    assert objective.name == "reconstruction"
+    assert dict(objective.options)["diffusion"] == "/parts/diffusion"
+    assert all(c.sft.stage.cognition is None for c in cfgs.values())
+    (cognition,) = study.sft_variants
+    spec = cognition.change(cfgs["tiled"].sft, resources).stage.cognition
+    assert spec.kinds == ("pixel", "vq") and spec.vq_model == "/parts/vq"

@@ -1,0 +1,232 @@
+"""The miniature world's VLSA parts, trained on its own images with diffusers' classes: a tiny
+AutoencoderKL (the frozen VAE of the reconstructive objective), a fresh SD3Transformer2DModel
+denoiser (trained with the objective: there is no small pre-trained one to start from), and a
+tiny VQModel (the frozen tokenizer of the VQ cognition turns).
+
+    make_diffusion(data, "runs/vlsa/diffusion")   # diffusion/vae, diffusion/transformer
+    make_vq(data, "runs/vlsa/vq")                 # vq/ (a VQModel folder)
+
+Each writes its folder at the end (atomically, via a temporary sibling) with metrics.json
+(held-out reconstruction error); a finished folder with the same settings is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from modalign.atomic import atomic_write_json
+from modalign.errors import ConfigError
+from modalign.lab.world.dataset import load_split
+
+__all__ = ["DiffusionSpec", "make_diffusion", "make_vq", "world_images"]
+
+
+@dataclass(frozen=True)
+class DiffusionSpec:
+    """Sizes and training of the tiny autoencoder, denoiser and VQ model."""
+
+    vae_size: int = 96  # the VAE sees the image (or tiled canvas) at this size
+    vae_channels: tuple[int, ...] = (16, 32, 32)  # one /2 per block after the first: 96 -> 24
+    latent_channels: int = 4
+    denoiser_layers: int = 2
+    denoiser_heads: int = 2
+    denoiser_head_dim: int = 32
+    joint_dim: int = 64  # width of the condition tokens (Epigone's output)
+    pooled_dim: int = 64
+    patch: int = 2  # denoiser patch: (24 / 2)^2 = 144 latent tokens
+    vq_size: int = 32
+    vq_channels: tuple[int, ...] = (16, 32, 32, 32)  # 32 -> 4: 16 codes per image
+    vq_codes: int = 64
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    seed: int = 0
+
+
+def world_images(data: Path, split: str, size: int, limit: int | None = None) -> torch.Tensor:
+    """(N, 3, size, size) uint8 images of a split, resized (area-averaged) to `size`."""
+    from PIL import Image
+
+    records = load_split(data, split, limit)
+    arrays = [
+        np.asarray(r.load_image().resize((size, size), Image.Resampling.BOX)) for r in records
+    ]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _as_input(batch: torch.Tensor) -> torch.Tensor:
+    return batch.float() / 127.5 - 1.0  # uint8 -> [-1, 1]
+
+
+def _blocks(channels: tuple[int, ...]) -> dict[str, Any]:
+    n = len(channels)
+    return {
+        "down_block_types": ("DownEncoderBlock2D",) * n,
+        "up_block_types": ("UpDecoderBlock2D",) * n,
+        "block_out_channels": tuple(channels),
+        "layers_per_block": 1,
+        "norm_num_groups": min(8, min(channels)),
+        "mid_block_add_attention": False,  # attention over every latent cell: too slow on CPU
+    }
+
+
+def _train(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    spec: DiffusionSpec,
+    name: str,
+) -> list[float]:
+    """Adam with linear warmup (5%) and cosine decay; returns the loss every 100 steps."""
+    g = torch.Generator().manual_seed(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+    warm = max(1, spec.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
+        ),
+    )
+    model.train()
+    log, running, t0 = [], 0.0, time.perf_counter()
+    for step in range(spec.steps):
+        index = torch.randint(0, images.shape[0], (spec.batch_size,), generator=g)
+        loss = loss_of(_as_input(images[index]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if (step + 1) % 100 == 0 or step + 1 == spec.steps:
+            k = (step % 100) + 1
+            log.append(round(running / k, 5))
+            running = 0.0
+            rate = (step + 1) / (time.perf_counter() - t0)
+            print(f"[{name}] step {step + 1}/{spec.steps} loss {log[-1]:.4f} ({rate:.1f} it/s)",
+                  flush=True)  # fmt: skip
+    model.eval()
+    return log
+
+
+def _finished(out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        done = json.loads(metrics.read_text(encoding="utf-8"))
+        if done.get("settings") == record:
+            return done
+        raise ConfigError(f"{out} holds a model trained with other settings; use a new folder")
+    return None
+
+
+def _publish(tmp: Path, out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    atomic_write_json(tmp / "metrics.json", metrics)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return metrics
+
+
+def make_diffusion(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[str, Any]:
+    """Train the autoencoder on the train split, add a fresh denoiser; out/vae, out/transformer."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+
+    spec = spec or DiffusionSpec()
+    out = Path(out)
+    record = json.loads(json.dumps({"kind": "diffusion", **asdict(spec), "data": str(data)}))
+    done = _finished(out, record)
+    if done is not None:
+        return done
+    torch.manual_seed(spec.seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=spec.latent_channels,
+        sample_size=spec.vae_size, **_blocks(spec.vae_channels),
+    )  # fmt: skip
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        return F.mse_loss(recon, x) + spec.kl_weight * posterior.kl().mean()
+
+    t = time.perf_counter()
+    log = _train(vae, world_images(data, "train", spec.vae_size), loss_of, spec, "vae")
+    with torch.no_grad():
+        val = _as_input(world_images(data, "val", spec.vae_size, 64))
+        latents = vae.encode(val).latent_dist.mode()
+        err = F.mse_loss(vae.decode(latents).sample, val).item()
+    latent_side = latents.shape[-1]
+    if latent_side % spec.patch:
+        raise ConfigError(f"latent side {latent_side} is not a multiple of patch {spec.patch}")
+    denoiser = SD3Transformer2DModel(
+        sample_size=latent_side, patch_size=spec.patch, in_channels=spec.latent_channels,
+        out_channels=spec.latent_channels, num_layers=spec.denoiser_layers,
+        attention_head_dim=spec.denoiser_head_dim, num_attention_heads=spec.denoiser_heads,
+        joint_attention_dim=spec.joint_dim, caption_projection_dim=spec.denoiser_heads * spec.denoiser_head_dim,
+        pooled_projection_dim=spec.pooled_dim, pos_embed_max_size=latent_side // spec.patch,
+    )  # fmt: skip
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(tmp / "vae")
+    denoiser.save_pretrained(tmp / "transformer")
+    metrics = {
+        "settings": record,
+        "val_mse": round(err, 6),
+        "latent_shape": list(latents.shape[1:]),
+        "loss_every_100": log,
+        "wall_s": round(time.perf_counter() - t, 1),
+    }
+    return _publish(tmp, out, metrics)
+
+
+def make_vq(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[str, Any]:
+    """Train the VQ model (MSE + commitment) on the train split; out/ is a VQModel folder."""
+    from diffusers import VQModel
+
+    spec = spec or DiffusionSpec()
+    out = Path(out)
+    record = json.loads(json.dumps({"kind": "vq", **asdict(spec), "data": str(data)}))
+    done = _finished(out, record)
+    if done is not None:
+        return done
+    torch.manual_seed(spec.seed)
+    vq = VQModel(
+        in_channels=3, out_channels=3, latent_channels=spec.latent_channels,
+        num_vq_embeddings=spec.vq_codes, vq_embed_dim=spec.latent_channels,
+        sample_size=spec.vq_size, **_blocks(spec.vq_channels),
+    )  # fmt: skip
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        out = vq(x)
+        return F.mse_loss(out.sample, x) + out.commit_loss.mean()
+
+    t = time.perf_counter()
+    log = _train(vq, world_images(data, "train", spec.vq_size), loss_of, spec, "vq")
+    with torch.no_grad():
+        val = _as_input(world_images(data, "val", spec.vq_size, 64))
+        err = F.mse_loss(vq(val).sample, val).item()
+        latents = vq.encode(val).latents
+        _, _, (_, _, codes) = vq.quantize(latents)
+    used = int(torch.unique(codes).numel())
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vq.save_pretrained(tmp)
+    metrics = {
+        "settings": record,
+        "val_mse": round(err, 6),
+        "codes_per_image": int(latents.shape[-1] * latents.shape[-2]),
+        "codes_used_on_val": used,
+        "loss_every_100": log,
+        "wall_s": round(time.perf_counter() - t, 1),
+    }
+    return _publish(tmp, out, metrics)
