@@ -120,17 +120,29 @@ def _train(
     return log
 
 
-def _finished(out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+def _finished(
+    out: Path, kind: str, spec: DiffusionSpec, data: Path
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The settings record of a `kind` model, and its metrics if `out` already holds it."""
+    record = json.loads(json.dumps({"kind": kind, **asdict(spec), "data": str(data)}))
     metrics = out / "metrics.json"
     if metrics.is_file():
         done = json.loads(metrics.read_text(encoding="utf-8"))
         if done.get("settings") == record:
-            return done
+            return record, done
         raise ConfigError(f"{out} holds a model trained with other settings; use a new folder")
-    return None
+    return record, None
 
 
-def _publish(tmp: Path, out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+def _publish(
+    out: Path, modules: dict[str, torch.nn.Module], metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """Save `modules` (subfolder -> model; "" for out itself) and metrics.json into a temporary
+    sibling, then rename it to `out`: a killed run leaves no half-written model folder."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub, module in modules.items():
+        module.save_pretrained(tmp / sub if sub else tmp)
     atomic_write_json(tmp / "metrics.json", metrics)
     if out.exists():
         shutil.rmtree(out)
@@ -144,8 +156,7 @@ def make_diffusion(data: Path, out: Path, spec: DiffusionSpec | None = None) -> 
 
     spec = spec or DiffusionSpec()
     out = Path(out)
-    record = json.loads(json.dumps({"kind": "diffusion", **asdict(spec), "data": str(data)}))
-    done = _finished(out, record)
+    record, done = _finished(out, "diffusion", spec, data)
     if done is not None:
         return done
     torch.manual_seed(spec.seed)
@@ -175,10 +186,6 @@ def make_diffusion(data: Path, out: Path, spec: DiffusionSpec | None = None) -> 
         joint_attention_dim=spec.joint_dim, caption_projection_dim=spec.denoiser_heads * spec.denoiser_head_dim,
         pooled_projection_dim=spec.pooled_dim, pos_embed_max_size=latent_side // spec.patch,
     )  # fmt: skip
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    vae.save_pretrained(tmp / "vae")
-    denoiser.save_pretrained(tmp / "transformer")
     metrics = {
         "settings": record,
         "val_mse": round(err, 6),
@@ -186,7 +193,7 @@ def make_diffusion(data: Path, out: Path, spec: DiffusionSpec | None = None) -> 
         "loss_every_100": log,
         "wall_s": round(time.perf_counter() - t, 1),
     }
-    return _publish(tmp, out, metrics)
+    return _publish(out, {"vae": vae, "transformer": denoiser}, metrics)
 
 
 def make_vq(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[str, Any]:
@@ -195,8 +202,7 @@ def make_vq(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[st
 
     spec = spec or DiffusionSpec()
     out = Path(out)
-    record = json.loads(json.dumps({"kind": "vq", **asdict(spec), "data": str(data)}))
-    done = _finished(out, record)
+    record, done = _finished(out, "vq", spec, data)
     if done is not None:
         return done
     torch.manual_seed(spec.seed)
@@ -218,9 +224,6 @@ def make_vq(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[st
         latents = vq.encode(val).latents
         _, _, (_, _, codes) = vq.quantize(latents)
     used = int(torch.unique(codes).numel())
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    vq.save_pretrained(tmp)
     metrics = {
         "settings": record,
         "val_mse": round(err, 6),
@@ -229,4 +232,4 @@ def make_vq(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[st
         "loss_every_100": log,
         "wall_s": round(time.perf_counter() - t, 1),
     }
-    return _publish(tmp, out, metrics)
+    return _publish(out, {"": vq}, metrics)

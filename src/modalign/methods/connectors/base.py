@@ -14,12 +14,13 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Union
 
+import torch
 from torch import nn
 
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, ModelError
 from modalign.registry import Registry
 
-__all__ = ["CONNECTORS", "Connector", "NoOptions", "parse_options", "positive"]
+__all__ = ["CONNECTORS", "Connector", "NoOptions", "parse_options", "per_image_views", "positive"]
 
 
 class Connector:
@@ -134,3 +135,18 @@ def positive(where: str, **values: int | float | None) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: option {name} must be > 0, got {value}")
+
+
+def per_image_views(
+    features: torch.Tensor, grid: tuple[int, int], num_tokens: int, where: str
+) -> torch.Tensor:
+    """(I * (1 + R*C), N, D) features of a tiled batch -> (I, 1 + R*C, N, D); ModelError when
+    the rows are not whole images of 1 + R*C views or the views have another token count."""
+    views = 1 + grid[0] * grid[1]
+    n, tokens, width = features.shape
+    if n % views or tokens != num_tokens:
+        raise ModelError(
+            f"{where} expects {views} views (low-res + {grid[0]} x {grid[1]} tiles) of "
+            f"{num_tokens} tokens per image, got features of shape {tuple(features.shape)}"
+        )
+    return features.reshape(n // views, views, tokens, width)

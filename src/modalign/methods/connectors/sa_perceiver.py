@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalign.data.tiling import check_tile_count
-from modalign.errors import ConfigError, ModelError
-from modalign.methods.connectors.base import CONNECTORS, Connector, positive
+from modalign.errors import ConfigError
+from modalign.methods.connectors.base import CONNECTORS, Connector, per_image_views, positive
 from modalign.methods.connectors.spec import token_wise_projector
 
 __all__ = ["SAPerceiverConnector", "SAPerceiverOptions", "cell_tokens", "stitch_tiles"]
@@ -172,15 +172,8 @@ class SAPerceiverConnector(nn.Module, Connector):
 
     def perceive(self, features: torch.Tensor) -> torch.Tensor:
         """(I * (1 + R*C), N, Dv) -> (I, N + 1, Dv), in the vision width (before the projector)."""
-        rows, cols = self.view_grid
-        views = 1 + rows * cols
-        n, tokens, width = features.shape
-        if n % views or tokens != self.num_tokens:
-            raise ModelError(
-                f"sa_perceiver expects {views} views (low-res + {rows} x {cols} tiles) of "
-                f"{self.num_tokens} tokens per image, got features of shape {tuple(features.shape)}"
-            )
-        x = features.reshape(n // views, views, tokens, width)  # (I, 1 + R*C, N, Dv)
+        x = per_image_views(features, self.view_grid, self.num_tokens, "sa_perceiver")
+        width = x.shape[-1]  # x: (I, 1 + R*C, N, Dv)
         low, high = x[:, 0], x[:, 1:]  # (I, N, Dv), (I, R*C, N, Dv)
         query = self.query.to(low.dtype).expand(low.shape[0], 1, width)  # (I, 1, Dv)
         lo = torch.cat([low, query], dim=1)  # (I, N+1, Dv)

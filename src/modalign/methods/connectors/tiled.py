@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from modalign.data.tiling import check_tile_count
-from modalign.errors import ModelError
-from modalign.methods.connectors.base import CONNECTORS, Connector
+from modalign.methods.connectors.base import CONNECTORS, Connector, per_image_views
 from modalign.methods.connectors.spec import token_wise_projector
 
 __all__ = ["TiledConnector", "TiledOptions"]
@@ -58,16 +57,9 @@ class TiledConnector(nn.Module, Connector):
         return (1 + options.grid_rows * options.grid_cols) * num_input_tokens
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        rows, cols = self.view_grid
-        views = 1 + rows * cols
-        n, tokens, _ = features.shape
-        if n % views or tokens != self.num_tokens:
-            raise ModelError(
-                f"tiled expects {views} views of {self.num_tokens} tokens per image, got "
-                f"features of shape {tuple(features.shape)}"
-            )
-        out = self.projector(features)  # (I * views, N, D)
-        return out.reshape(n // views, views * tokens, out.shape[-1])  # (I, views * N, D)
+        x = per_image_views(features, self.view_grid, self.num_tokens, "tiled")  # (I, V, N, Dv)
+        out = self.projector(x.flatten(0, 1))  # (I * V, N, D)
+        return out.reshape(x.shape[0], -1, out.shape[-1])  # (I, V * N, D)
 
     def reset_parameters(self) -> None:
         """The projector's own initialisation."""
