@@ -110,3 +110,60 @@ def test_lab_train_clip_defaults_to_one_patch_per_cell_and_hard_negatives(tmp_pa
     bad = ["lab", "train-clip", "--data", str(small), "--out", str(tmp_path / "c64")]
     assert main([*bad, "--steps", "1", "--batch-size", "2", "--quiet"]) == 2
     assert "not a multiple of patch_size" in capsys.readouterr().err
+
+
+def test_lab_high_resolution_world_and_vlsa_parts(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("diffusers")
+    data = tmp_path / "d"
+    rc = main(["lab", "data", "--out", str(data), "--train", "4", "--val", "2", "--test", "2",
+               "--corpus-scenes", "5", "--image-size", "288", "--glyph-scale", "3"])  # fmt: skip
+    assert rc == 0
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["image_size"] == 288 and manifest["glyph_scale"] == 3
+    capsys.readouterr()
+    parts = tmp_path / "parts"
+    assert (
+        main(["lab", "vlsa-parts", "--data", str(data), "--out", str(parts), "--steps", "1"]) == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["vq"]["codes_per_image"] == 16 and printed["diffusion"]["latent_shape"] == [
+        4,
+        24,
+        24,
+    ]
+    assert (parts / "diffusion" / "vae" / "config.json").is_file()
+    assert (parts / "vq" / "config.json").is_file()
+
+
+def test_lab_cycle_flags_put_cognition_turns_into_sft():
+    from modalign.cli import build_parser
+    from modalign.cli.lab_cmd import cycle_config
+
+    args = build_parser("lab").parse_args(
+        [
+            "lab",
+            "cycle",
+            "--out",
+            "x",
+            "--image-size",
+            "288",
+            "--glyph-scale",
+            "3",
+            "--connector",
+            "sa_perceiver:grid_rows=3,grid_cols=3",
+            "--cognition",
+            "pixel",
+            "--cognition-p",
+            "0.5",
+            "--cognition-grid",
+            "4",
+        ]  # fmt: skip
+    )
+    cfg = cycle_config(args)
+    assert (cfg.image_size, cfg.glyph_scale) == (288, 3)
+    assert cfg.pretrain.connector == "sa_perceiver:grid_rows=3,grid_cols=3"
+    assert cfg.pretrain.stage.cognition is None
+    spec = cfg.sft.stage.cognition
+    assert (spec.kinds, spec.probability, spec.grid) == (("pixel",), 0.5, 4)

@@ -70,6 +70,15 @@ def _print(obj: dict) -> int:
     return 0
 
 
+def _add_world_size(p) -> None:
+    p.add_argument("--image-size", type=int, default=96,
+                   help="64-288 px; above the tower's 96 px a high-resolution world for the tiled "
+                   "connectors (sa_perceiver, tiled: 288 = 3 x 3 tiles)")  # fmt: skip
+    p.add_argument("--glyph-scale", type=int, default=None,
+                   help="font dot size in px (default image size / 32; 3 at 288 px keeps glyphs "
+                   "legible only at full resolution)")  # fmt: skip
+
+
 def _data(args) -> int:
     from modalign.lab.towers import make_data
 
@@ -79,6 +88,7 @@ def _data(args) -> int:
         sizes={"train": args.train, "val": args.val, "test": args.test},
         image_size=args.image_size,
         corpus_scenes=args.corpus_scenes,
+        glyph_scale=args.glyph_scale,
     )
     return _print(
         {"data": str(args.out), "manifest": json.loads((args.out / "manifest.json").read_text())}
@@ -171,15 +181,24 @@ def _eval(args) -> int:
 
 
 def _cycle(args) -> int:
-    from dataclasses import replace
-
-    from modalign.lab.cycle import CycleConfig, lab_recipe, run_cycle
-    from modalign.train.fit import TrainConfig
+    from modalign.lab.cycle import run_cycle
 
     _threads(args)
+    return _print(run_cycle(args.out, cycle_config(args), base=args.base))
+
+
+def cycle_config(args):
+    """The CycleConfig `lab cycle` flags describe (training flags: pre-training, except the
+    cognition turns, which go into the SFT data)."""
+    from dataclasses import replace
+
+    from modalign.lab.cycle import CycleConfig, lab_recipe
+    from modalign.train.fit import TrainConfig
+
     base = CycleConfig()
     sizes = {**base.sizes, "train": args.train or base.sizes["train"]}
     args.steps = args.pretrain_steps or args.steps
+    cognition, args.cognition = args.cognition, None  # QA turns: they go into the SFT data
     pretrain = _lab_recipe(args, "pretrain", sizes["train"])
     sft_steps = args.sft_steps or base.sft.train.steps
     sft_train = TrainConfig(
@@ -191,7 +210,14 @@ def _cycle(args) -> int:
         sft = replace(
             sft, stage=replace(sft.stage, unlock=replace(sft.stage.unlock, vision="full"))
         )
-    cfg = replace(
+    if cognition:
+        from modalign.train.cognition import CognitionSpec
+
+        spec = CognitionSpec(kinds=tuple(k.strip() for k in cognition.split(",") if k.strip()),
+                             probability=args.cognition_p, grid=args.cognition_grid,
+                             vq_model=args.vq_model, vq_size=args.vq_size)  # fmt: skip
+        sft = replace(sft, stage=replace(sft.stage, cognition=spec))
+    return replace(
         base,
         seed=args.seed,
         from_scratch=args.from_scratch,
@@ -200,8 +226,23 @@ def _cycle(args) -> int:
         pretrain=pretrain,
         sft=sft,
         sizes=sizes,
+        image_size=args.image_size,
+        glyph_scale=args.glyph_scale,
     )
-    return _print(run_cycle(args.out, cfg, base=args.base))
+
+
+def _vlsa_parts(args) -> int:
+    from dataclasses import replace
+
+    from modalign.lab.diffusion import DiffusionSpec, make_diffusion, make_vq
+
+    _threads(args)
+    spec = replace(DiffusionSpec(), steps=args.steps, seed=args.seed)
+    diffusion = make_diffusion(args.data, args.out / "diffusion", spec)
+    vq = make_vq(args.data, args.out / "vq", spec)
+    drop = ("settings", "loss_every_100")
+    return _print({"diffusion": {k: v for k, v in diffusion.items() if k not in drop},
+                   "vq": {k: v for k, v in vq.items() if k not in drop}})  # fmt: skip
 
 
 def _study(args) -> int:
@@ -272,7 +313,7 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--test", type=int, default=300)
-    p.add_argument("--image-size", type=int, default=96, help="64-96 px")
+    _add_world_size(p)
     p.add_argument(
         "--corpus-scenes", type=int, default=20000, help="unrendered scenes in the text corpus"
     )
@@ -366,8 +407,19 @@ def configure(lab: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
     p.add_argument("--threads", type=int, default=None)
+    _add_world_size(p)
     add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3, mir_every=100)
     p.set_defaults(func=_cycle)
+
+    p = sub.add_parser(
+        "vlsa-parts", help="train the VLSA VAE (+ fresh denoiser) and VQ model on a world's images"
+    )
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/diffusion and OUT/vq")
+    p.add_argument("--steps", type=int, default=600, help="training steps of each (default 600)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_vlsa_parts)
 
     p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
     p.add_argument(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -115,7 +116,7 @@ def _train(
             running = 0.0
             rate = (step + 1) / (time.perf_counter() - t0)
             print(f"[{name}] step {step + 1}/{spec.steps} loss {log[-1]:.4f} ({rate:.1f} it/s)",
-                  flush=True)  # fmt: skip
+                  file=sys.stderr, flush=True)  # fmt: skip
     model.eval()
     return log
 
