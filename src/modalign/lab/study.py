@@ -112,12 +112,32 @@ def _cycle_row(point: Point, sft: str) -> dict[str, float]:
         "vqa_all": vqa["all"]["accuracy"],
         **{f"vqa_{k}": v["accuracy"] for k, v in vqa.items() if k != "all"},
         "pretrain_s": report["wall_s"]["pretrain"],
+        "image_tokens": _image_tokens(point.model),
     }
+    steps = report["config"]["pretrain"]["train"]["steps"]  # wall time includes loading
+    row["pretrain_s_per_step"] = report["wall_s"]["pretrain"] / steps
     if "recall_pretrained" in report:
         row["recall"] = report["recall_pretrained"]["accuracy"]
     if "text_loss" in scores:
         row["text_loss"] = scores["text_loss"]
     return row
+
+
+def _image_tokens(model_dir: Path) -> int:
+    """Image tokens per sample the LLM sees: the connector's M, or the tower's patch count."""
+    from transformers import AutoConfig
+
+    from modalign.models.connector_llava import (
+        MODEL_TYPE,
+        register_auto_classes,
+        vision_token_count,
+    )
+
+    register_auto_classes()
+    config = AutoConfig.from_pretrained(model_dir)
+    if config.model_type == MODEL_TYPE:
+        return int(config.image_seq_length)
+    return vision_token_count(config)
 
 
 def _spread(values: list[float]) -> dict[str, float]:

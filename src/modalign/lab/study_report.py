@@ -23,6 +23,9 @@ COLUMNS = (
     ("vqa_position", "position", ".2f"),
     ("vqa_existence", "existence", ".2f"),
     ("vqa_glyph", "glyph", ".2f"),
+    ("text_loss", "text loss after SFT", ".3f"),
+    ("image_tokens", "image tokens", ".0f"),
+    ("pretrain_s_per_step", "PT s/step", ".3f"),
 )
 SHOWN_MEASURES = ("mir", "caption_loss", "perplexity", "mmd", "mmd_layerwise", "kid",
                   "kid_layerwise", "centroid_gap", "cosine_gap")  # fmt: skip
