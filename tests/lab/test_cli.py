@@ -159,7 +159,7 @@ def test_lab_cycle_flags_put_cognition_turns_into_sft():
             "0.5",
             "--cognition-grid",
             "4",
-        ]  # fmt: skip
+        ]
     )
     cfg = cycle_config(args)
     assert (cfg.image_size, cfg.glyph_scale) == (288, 3)

@@ -131,8 +131,10 @@ def test_pooled_token_choice_and_bad_settings(tmp_path):
 
 def test_loads_a_pipeline_folder_through_the_spec(tmp_path):
     write_tiny_diffusion(tmp_path)
-    objective = ObjectiveSpec.parse(f"reconstruction:0.5,diffusion={tmp_path},rank=4").build()
-    assert objective.weight == 0.5 and objective.rank == 4
+    objective = ObjectiveSpec.parse(
+        f"reconstruction:0.5,diffusion={tmp_path},rank=4,image_size=32"
+    ).build()
+    assert objective.weight == 0.5 and objective.rank == 4 and objective.image_size == 32
     _setup(objective)
     loss = objective(_ctx(torch.randn(2, 5, D), _pixels()))["rec"]
     assert torch.isfinite(loss)

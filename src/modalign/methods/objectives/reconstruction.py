@@ -66,7 +66,8 @@ class Epigone(nn.Module):
 @OBJECTIVES.register("reconstruction")
 class ReconstructionObjective(Objective):
     """See the module docstring. Options: `diffusion` (folder), `rank` (Epigone, 256),
-    `sampling` (logit_normal | uniform | mode), `train_denoiser`, `pooled` (auto | last | mean)."""
+    `sampling` (logit_normal | uniform | mode), `train_denoiser`, `pooled` (auto | last | mean),
+    `image_size` (px the VAE encodes; 0: its config's sample_size, 1024 for SD3)."""
 
     name = "reconstruction"
     needs_connector_output = True
@@ -79,6 +80,7 @@ class ReconstructionObjective(Objective):
         sampling: str = "logit_normal",
         train_denoiser: bool = False,
         pooled: str = "auto",
+        image_size: int = 0,
     ) -> None:
         super().__init__(weight)
         if sampling not in SAMPLINGS:
@@ -89,6 +91,9 @@ class ReconstructionObjective(Objective):
             raise ConfigError(f"reconstruction: pooled must be auto, last or mean, got {pooled!r}")
         if rank < 1:
             raise ConfigError(f"reconstruction: rank must be >= 1, got {rank}")
+        if image_size < 0:
+            raise ConfigError(f"reconstruction: image_size must be >= 0, got {image_size}")
+        self.image_size = image_size  # 0: the VAE's sample_size
         self.diffusion, self.rank, self.sampling = diffusion, rank, sampling
         self.train_denoiser, self.pooled_from = train_denoiser, pooled
         self.epigone: Epigone | None = None
@@ -184,7 +189,7 @@ class ReconstructionObjective(Objective):
             vae.to(device)
             denoiser.to(device)
         with torch.no_grad():
-            images = self._images(pixels, vae.config.sample_size)
+            images = self._images(pixels, self.image_size or vae.config.sample_size)
             latent = vae.encode(images.to(next(vae.parameters()).dtype)).latent_dist.mode()
             shift = vae.config.shift_factor or 0.0
             z = ((latent - shift) * vae.config.scaling_factor).float()  # (B, C, h, w)
