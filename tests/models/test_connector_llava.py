@@ -308,3 +308,21 @@ def test_adapter_and_cli_score_every_connector(llava, tmp_path, capsys):
         assert rc == 0, (spec, capsys.readouterr().err)
         mir = json.loads(result.read_text())["mir"]
         assert math.isfinite(mir), spec
+
+
+def test_tiled_processor_sizes_the_canvas_and_swapping_back_restores_one_tile(llava):
+    base, processor = llava
+    tile = processor.image_processor.crop_size["height"]
+    tiled, proc = swap_connector(base, processor, "sa_perceiver:num_heads=2,grid_cols=3", seed=0)
+    assert proc.view_grid == [2, 3]
+    assert proc.image_processor.crop_size == {"height": 2 * tile, "width": 3 * tile}
+    assert processor.image_processor.crop_size["height"] == tile  # the original is not changed
+    pixels = proc(images=_images(1), text=[PROMPT], return_tensors="pt")["pixel_values"]
+    assert pixels.shape[-2:] == (2 * tile, 3 * tile)
+    back, proc2 = swap_connector(tiled, proc, "mlp2x_gelu", seed=0)
+    assert proc2.view_grid is None
+    assert proc2.image_processor.crop_size == {"height": tile, "width": tile}
+    with torch.no_grad():
+        assert torch.isfinite(back(**_inputs(proc2)).logits).all()
+    with pytest.raises(ModelError, match="pixel canvases"):
+        tiled(**_inputs(proc2))  # one-tile pixels into the tiled model
