@@ -21,6 +21,7 @@ from PIL import Image
 
 from modalign.errors import ModelError
 from modalign.methods.objectives.sea import word_token_ids
+from modalign.models.collate import pixel_values_of
 
 
 @torch.no_grad()
@@ -36,7 +37,7 @@ def word_embeddings(model: Any, tokenizer: Any, words: Sequence[str]) -> torch.T
 @torch.no_grad()
 def vision_tokens(model: Any, processor: Any, images: Sequence[Image.Image]) -> torch.Tensor:
     """(N, M, D) the connector's output for each image (what the LLM receives as image tokens)."""
-    pixels = processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+    pixels = pixel_values_of(processor, images)
     device = next(model.parameters()).device
     features = model.model.get_image_features(pixel_values=pixels.to(device))
     features = getattr(features, "pooler_output", features)

@@ -29,6 +29,14 @@ EXTRAS = {
 }
 
 
+def pixel_values_of(processor: Any, images: Sequence[Image.Image]) -> torch.Tensor:
+    """(B, C, H, W) pixels from the processor's own image processor, images placed on the canvas
+    first when the processor tiles them (as its own __call__ does)."""
+    pad = getattr(processor, "pad_images", None)
+    images = pad(list(images)) if pad is not None else list(images)
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+
 def image_token_count(processor: Any) -> int:
     """How many tokens the processor expands one image into (asked of the processor itself)."""
     crop = getattr(processor.image_processor, "crop_size", None) or {}
@@ -90,11 +98,8 @@ class LlavaCollator:
         return ids[: self.max_length], labels[: self.max_length]
 
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(B, C, H, W) image tensor from the processor's own image processor (images placed on
-        the canvas first when the processor tiles them, as its own __call__ does)."""
-        pad = getattr(self.processor, "pad_images", None)
-        images = pad(list(images)) if pad is not None else list(images)
-        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        """(B, C, H, W) image tensor (see `pixel_values_of`)."""
+        return pixel_values_of(self.processor, images)
 
     def batch(self, samples: Sequence[Sample], rows: list[tuple[list[int], list[int]]]) -> dict:
         """Pad the expanded rows and add images (and the instruction ids if asked)."""
