@@ -112,12 +112,13 @@ def test_denoiser_trains_and_the_loss_falls_on_a_tiny_overfit_example():
 
 
 def test_pooled_token_choice_and_bad_settings(tmp_path):
-    tiled = SimpleNamespace(view_grid=(2, 2))
-    assert (
-        _setup(ReconstructionObjective.from_modules(_vae(), _denoiser()), tiled).pooled_from
-        == "last"
-    )
-    assert _setup(ReconstructionObjective.from_modules(_vae(), _denoiser())).pooled_from == "mean"
+    from modalign.methods.connectors import build_connector
+
+    perceiver = build_connector("sa_perceiver:num_heads=2", 8, D, 9)
+    tiled = build_connector("tiled", 8, D, 9)  # tiles but no global token: the mean
+    for connector, pooled in ((perceiver, "last"), (tiled, "mean"), (None, "mean")):
+        objective = ReconstructionObjective.from_modules(_vae(), _denoiser())
+        assert _setup(objective, connector).pooled_from == pooled
     with pytest.raises(ConfigError, match="sampling"):
         ReconstructionObjective(sampling="cosine")
     with pytest.raises(ConfigError, match="diffusion=FOLDER"):

@@ -322,6 +322,7 @@ def test_tiled_processor_sizes_the_canvas_and_swapping_back_restores_one_tile(ll
     back, proc2 = swap_connector(tiled, proc, "mlp2x_gelu", seed=0)
     assert proc2.view_grid is None
     assert proc2.image_processor.crop_size == {"height": tile, "width": tile}
+    assert proc2.image_processor.size == processor.image_processor.size  # shortest edge again
     with torch.no_grad():
         assert torch.isfinite(back(**_inputs(proc2)).logits).all()
     with pytest.raises(ModelError, match="pixel canvases"):

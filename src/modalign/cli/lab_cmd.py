@@ -12,7 +12,11 @@ import json
 from pathlib import Path
 
 from modalign.atomic import atomic_write_json, check_writable
-from modalign.cli.train_options import add_recipe_arguments, recipe_from_args
+from modalign.cli.train_options import (
+    add_recipe_arguments,
+    cognition_from_args,
+    recipe_from_args,
+)
 from modalign.errors import ConfigError
 from modalign.lab.specs import SFT_LR, SFT_STEPS
 
@@ -198,7 +202,8 @@ def cycle_config(args):
     base = CycleConfig()
     sizes = {**base.sizes, "train": args.train or base.sizes["train"]}
     args.steps = args.pretrain_steps or args.steps
-    cognition, args.cognition = args.cognition, None  # QA turns: they go into the SFT data
+    cognition = cognition_from_args(args)  # QA turns: they go into the SFT data, not pre-training
+    args.cognition = None
     pretrain = _lab_recipe(args, "pretrain", sizes["train"])
     sft_steps = args.sft_steps or base.sft.train.steps
     sft_train = TrainConfig(
@@ -210,13 +215,8 @@ def cycle_config(args):
         sft = replace(
             sft, stage=replace(sft.stage, unlock=replace(sft.stage.unlock, vision="full"))
         )
-    if cognition:
-        from modalign.train.cognition import CognitionSpec
-
-        spec = CognitionSpec(kinds=tuple(k.strip() for k in cognition.split(",") if k.strip()),
-                             probability=args.cognition_p, grid=args.cognition_grid,
-                             vq_model=args.vq_model, vq_size=args.vq_size)  # fmt: skip
-        sft = replace(sft, stage=replace(sft.stage, cognition=spec))
+    if cognition is not None:
+        sft = replace(sft, stage=replace(sft.stage, cognition=cognition))
     return replace(
         base,
         seed=args.seed,

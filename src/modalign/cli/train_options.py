@@ -95,6 +95,17 @@ def add_recipe_arguments(
                    help="stop training when the smoothed MIR has plateaued (default: record only)")  # fmt: skip
 
 
+def cognition_from_args(args: argparse.Namespace):
+    """The CognitionSpec of the --cognition flags, or None without them."""
+    if not args.cognition:
+        return None
+    from modalign.train.cognition import CognitionSpec
+
+    kinds = tuple(k.strip() for k in args.cognition.split(",") if k.strip())
+    return CognitionSpec(kinds=kinds, probability=args.cognition_p, grid=args.cognition_grid,
+                         vq_model=args.vq_model, vq_size=args.vq_size)  # fmt: skip
+
+
 def recipe_from_args(args: argparse.Namespace, stage: str, n_samples: int, **stage_changes: Any):
     """The Recipe the flags describe, for `stage` and a dataset of `n_samples` conversations."""
     from modalign.errors import ConfigError
@@ -122,14 +133,9 @@ def recipe_from_args(args: argparse.Namespace, stage: str, n_samples: int, **sta
         ),
     )
     lrs = {c: getattr(args, f"lr_{c}") for c in COMPONENTS_WITH_LR if getattr(args, f"lr_{c}")}
-    if args.cognition:
-        from modalign.train.cognition import CognitionSpec
-
-        stage_changes.setdefault("cognition", CognitionSpec(
-            kinds=tuple(k.strip() for k in args.cognition.split(",") if k.strip()),
-            probability=args.cognition_p, grid=args.cognition_grid, vq_model=args.vq_model,
-            vq_size=args.vq_size,
-        ))  # fmt: skip
+    cognition = cognition_from_args(args)
+    if cognition is not None:
+        stage_changes.setdefault("cognition", cognition)
     stage_obj = Stage.defaults(
         stage,
         unlock=unlock,

@@ -31,6 +31,8 @@ __all__ = [
     "PIXEL_QUESTION",
     "VQ_QUESTION",
     "CognitionTargets",
+    "check_grid",
+    "check_kinds",
     "insert_turn",
     "parse_pixel_answer",
     "parse_vq_answer",
@@ -48,10 +50,23 @@ KINDS = ("pixel", "vq")
 _TRIPLET = re.compile(r"\((\d{1,3}), (\d{1,3}), (\d{1,3})\)")
 
 
-def pixel_grid(image: Image.Image, grid: int) -> np.ndarray:
-    """(G, G, 3) uint8: the image's area average on a G x G grid (PIL's BOX filter)."""
+def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """`kinds` as a tuple; ConfigError unless it is a non-empty selection of KINDS."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ConfigError(f"cognition kinds must be some of {', '.join(KINDS)}, got {kinds}")
+    return tuple(kinds)
+
+
+def check_grid(grid: int) -> None:
+    """ConfigError unless the pixel-target grid G is even and >= 2 (quarters of whole cells)."""
     if grid < 2 or grid % 2:
         raise ConfigError(f"the pixel-target grid must be even and >= 2, got {grid}")
+
+
+def pixel_grid(image: Image.Image, grid: int) -> np.ndarray:
+    """(G, G, 3) uint8: the image's area average on a G x G grid (PIL's BOX filter)."""
+    check_grid(grid)
     return np.asarray(image.convert("RGB").resize((grid, grid), Image.Resampling.BOX))
 
 
@@ -116,19 +131,17 @@ class CognitionTargets(Dataset):
     ) -> None:
         if not 0.0 <= probability <= 1.0:
             raise ConfigError(f"cognition probability must be in [0, 1], got {probability}")
-        unknown = sorted(set(kinds) - set(KINDS))
-        if unknown or not kinds:
-            raise ConfigError(f"cognition kinds must be some of {', '.join(KINDS)}, got {kinds}")
+        kinds = check_kinds(kinds)
         if "vq" in kinds and vq_codes is None:
             raise ConfigError("cognition kind 'vq' needs a VQ model (vq_codes)")
-        pixel_grid(Image.new("RGB", (grid, grid)), grid)  # validates the grid
+        check_grid(grid)
         missing = [c.id for c in getattr(base, "conversations", ()) if c.image is None]
         if missing:
             raise DataError(
                 f"{len(missing)} conversation(s) have no image (first: {missing[0]!r}); "
                 "cognition targets describe the image, so every record needs one"
             )
-        self.base, self.probability, self.kinds = base, probability, tuple(kinds)
+        self.base, self.probability, self.kinds = base, probability, kinds
         self.grid, self.vq_codes, self.seed = grid, vq_codes, seed
 
     def __len__(self) -> int:

@@ -36,10 +36,6 @@ class TileGrid(NamedTuple):
     height: int
     width: int
 
-    @property
-    def tiles(self) -> int:
-        return self.rows * self.cols
-
 
 def check_tile_count(rows: int, cols: int, where: str = "tiling") -> None:
     """ConfigError unless 1 <= rows * cols <= MAX_TILES with both >= 1."""

@@ -121,6 +121,19 @@ def _train(
     return log
 
 
+def _fit(
+    model: torch.nn.Module,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    spec: DiffusionSpec,
+    data: Path,
+    size: int,
+    name: str,
+) -> tuple[list[float], torch.Tensor]:
+    """Train on the train split at `size` px; the loss log and 64 val images in [-1, 1]."""
+    log = _train(model, world_images(data, "train", size), loss_of, spec, name)
+    return log, _as_input(world_images(data, "val", size, 64))
+
+
 def _finished(
     out: Path, kind: str, spec: DiffusionSpec, data: Path
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -172,9 +185,8 @@ def make_diffusion(data: Path, out: Path, spec: DiffusionSpec | None = None) -> 
         return F.mse_loss(recon, x) + spec.kl_weight * posterior.kl().mean()
 
     t = time.perf_counter()
-    log = _train(vae, world_images(data, "train", spec.vae_size), loss_of, spec, "vae")
+    log, val = _fit(vae, loss_of, spec, data, spec.vae_size, "vae")
     with torch.no_grad():
-        val = _as_input(world_images(data, "val", spec.vae_size, 64))
         latents = vae.encode(val).latent_dist.mode()
         err = F.mse_loss(vae.decode(latents).sample, val).item()
     latent_side = latents.shape[-1]
@@ -218,12 +230,11 @@ def make_vq(data: Path, out: Path, spec: DiffusionSpec | None = None) -> dict[st
         return F.mse_loss(out.sample, x) + out.commit_loss.mean()
 
     t = time.perf_counter()
-    log = _train(vq, world_images(data, "train", spec.vq_size), loss_of, spec, "vq")
+    log, val = _fit(vq, loss_of, spec, data, spec.vq_size, "vq")
     with torch.no_grad():
-        val = _as_input(world_images(data, "val", spec.vq_size, 64))
-        err = F.mse_loss(vq(val).sample, val).item()
-        latents = vq.encode(val).latents
-        _, _, (_, _, codes) = vq.quantize(latents)
+        latents = vq.encode(val).latents  # (64, d', h', w'), one encoder pass for both figures
+        quantized, _, (_, _, codes) = vq.quantize(latents)
+        err = F.mse_loss(vq.decode(quantized, force_not_quantize=True).sample, val).item()
     used = int(torch.unique(codes).numel())
     metrics = {
         "settings": record,

@@ -120,7 +120,7 @@ def _prepare_alignment(root: Path, data: Path, cycle: CycleConfig, seed: int) ->
 
 
 def _objective(text: str) -> Callable[[Recipe, dict[str, Any]], Recipe]:
-    """A variant adding an objective; `{labels}` is filled from the seed's resources."""
+    """A variant adding an objective; `{name}` fields are filled from the seed's resources."""
 
     def change(recipe: Recipe, resources: dict[str, Any]) -> Recipe:
         from modalign.methods.objectives import ObjectiveSpec
@@ -323,7 +323,9 @@ def _cognition(recipe: Recipe, resources: dict[str, Any]) -> Recipe:
     return replace(recipe, stage=replace(recipe.stage, cognition=spec))
 
 
-VLSA_GRID = "grid_rows=3,grid_cols=3"  # 288 px images: one 96 px tile per cell of the world
+# 288 px images: one 96 px tile per cell of the world
+VLSA_GRID = "grid_rows=3,grid_cols=3"
+SA_PERCEIVER = f"sa_perceiver:{VLSA_GRID},num_heads=4"
 
 
 @STUDIES.register("vlsa")
@@ -346,13 +348,13 @@ def _vlsa() -> Study:
             ),
             Variant(
                 "sa_perceiver",
-                recipe_change(connector=f"sa_perceiver:{VLSA_GRID},num_heads=4"),
+                recipe_change(connector=SA_PERCEIVER),
                 "local cross-attention to the cell's tile: 9 + 1 image tokens",
             ),
             Variant(
                 "sa_perceiver_rec",
                 _chain(
-                    recipe_change(connector=f"sa_perceiver:{VLSA_GRID},num_heads=4"),
+                    recipe_change(connector=SA_PERCEIVER),
                     _objective(
                         "reconstruction:1,diffusion={diffusion},rank=64,train_denoiser=true"
                     ),

@@ -42,15 +42,13 @@ class Variant:
     `change(recipe, resources)` changes the pre-training recipe (for an SFT variant: the SFT
     recipe); `resources` is what the study's `prepare` made for the seed (e.g. SEA labels).
     `cycle(config)` changes the rest of the cycle (caption level, pre-training images); the
-    dataset itself must stay the study's. `sft_change(recipe, resources)` changes the point's
-    own SFT recipe (e.g. VLSA's cognition turns, which live in instruction data).
+    dataset itself must stay the study's.
     """
 
     name: str
     change: Callable[[Recipe, dict[str, Any]], Recipe] = keep
     note: str = ""
     cycle: Callable[[CycleConfig], CycleConfig] | None = None
-    sft_change: Callable[[Recipe, dict[str, Any]], Recipe] = keep
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,6 @@ def variant_config(
     recipe = replace(base.pretrain, train=replace(base.pretrain.train, seed=seed))
     pretrain = variant.change(recipe, resources or {})
     sft = replace(base.sft, train=replace(base.sft.train, seed=seed))
-    sft = variant.sft_change(sft, resources or {})
     return replace(base, seed=seed, pretrain=pretrain, sft=sft)
 
 
@@ -97,10 +94,20 @@ class Point:
     folder: Path
     report: dict[str, Any]
     evals: dict[str, dict[str, Any]]
+    image_tokens: int  # per sample, what the LLM sees (the connector's M)
+    pretrain_s_per_step: float  # the pre-training stage's own train runtime / steps
 
     @property
     def model(self) -> Path:
         return self.folder / "pretrain" / "model"
+
+    @classmethod
+    def read(cls, variant: str, seed: int, folder: Path, report: dict, evals: dict) -> Point:
+        """A point of a finished cycle; its model config and stage summary are read once here."""
+        stage = json.loads((folder / "pretrain" / "stage.json").read_text(encoding="utf-8"))
+        tokens = _image_tokens(folder / "pretrain" / "model")
+        return cls(variant, seed, folder, report, evals, tokens,
+                   stage["runtime_s"] / max(1, stage["steps"]))  # fmt: skip
 
 
 def _cycle_row(point: Point, sft: str) -> dict[str, float]:
@@ -112,10 +119,9 @@ def _cycle_row(point: Point, sft: str) -> dict[str, float]:
         "vqa_all": vqa["all"]["accuracy"],
         **{f"vqa_{k}": v["accuracy"] for k, v in vqa.items() if k != "all"},
         "pretrain_s": report["wall_s"]["pretrain"],
-        "image_tokens": _image_tokens(point.model),
+        "image_tokens": point.image_tokens,
+        "pretrain_s_per_step": point.pretrain_s_per_step,
     }
-    steps = report["config"]["pretrain"]["train"]["steps"]  # wall time includes loading
-    row["pretrain_s_per_step"] = report["wall_s"]["pretrain"] / steps
     if "recall_pretrained" in report:
         row["recall"] = report["recall_pretrained"]["accuracy"]
     if "text_loss" in scores:
@@ -280,7 +286,7 @@ def run_study(
                 print(f"[study {study.name}] {variant.name} seed {seed}: SFT {sv.name}", flush=True)
                 recipe = sv.change(cfg.sft, resources)
                 evals[sv.name] = finetune(folder, cfg, data, f"sft-{sv.name}", recipe)["eval"]
-            points.append(Point(variant.name, seed, folder, report, evals))
+            points.append(Point.read(variant.name, seed, folder, report, evals))
             validated = {s: _validate_points(study, points, s, root, pairs) for s in evals}
             summary = summarize(study, points, validated)
             write_report(summary, validated, Path(report_dir))

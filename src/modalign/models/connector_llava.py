@@ -345,9 +345,7 @@ class ConnectorLlavaProcessor(LlavaProcessor):
                 f"a tiled processor places PIL images on its canvas, got {type(images).__name__}"
             )
         rows, cols = self.view_grid
-        crop = self.image_processor.crop_size
-        height = crop["height"] if isinstance(crop, dict) else crop.height
-        tile = height // rows
+        tile = _crop_size(self.image_processor)[0] // rows
         fill = tuple(round(255 * m) for m in self.image_processor.image_mean)
         grid = fit_grid((images.height, images.width), rows, cols, tile)
         return pad_to_grid(images, grid, tile, fill)
@@ -397,15 +395,26 @@ def connector_processor(
     )
 
 
-def _sized_image_processor(image_processor: Any, grid: Any, old: Any) -> Any:
-    """A copy of `image_processor` resizing to grid x tile, tile = its crop size / old grid."""
+def _crop_size(image_processor: Any) -> tuple[int, int]:
+    """(height, width) of the image processor's output (its crop size, a dict or a SizeDict)."""
     crop = image_processor.crop_size
-    height = crop["height"] if isinstance(crop, dict) else crop.height
-    width = crop["width"] if isinstance(crop, dict) else crop.width
+    if isinstance(crop, dict):
+        return crop["height"], crop["width"]
+    return crop.height, crop.width
+
+
+def _sized_image_processor(image_processor: Any, grid: Any, old: Any) -> Any:
+    """A copy of `image_processor` resizing to grid x tile, tile = its crop size / old grid.
+
+    A canvas is sized exactly (the processor already placed the image on it); back to one tile
+    with a center crop, the resize is CLIP's shortest edge again."""
+    height, width = _crop_size(image_processor)
     tile_h, tile_w = height // old[0], width // old[1]
-    size = {"height": grid[0] * tile_h, "width": grid[1] * tile_w}
+    crop = {"height": grid[0] * tile_h, "width": grid[1] * tile_w}
     sized = copy.deepcopy(image_processor)
-    sized.size, sized.crop_size = dict(size), dict(size)
+    one_tile = tuple(grid) == (1, 1) and getattr(sized, "do_center_crop", False)
+    sized.size = {"shortest_edge": tile_h} if one_tile else dict(crop)
+    sized.crop_size = crop
     return sized
 
 

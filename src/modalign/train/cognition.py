@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from modalign.data.cognition import KINDS, CognitionTargets
+from modalign.data.cognition import KINDS, CognitionTargets, check_grid, check_kinds
 from modalign.errors import ConfigError
 
 __all__ = ["CognitionSpec", "cognition_dataset"]
@@ -29,12 +29,8 @@ class CognitionSpec:
     vq_size: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kinds", tuple(self.kinds))
-        unknown = sorted(set(self.kinds) - set(KINDS))
-        if unknown or not self.kinds:
-            raise ConfigError(
-                f"cognition kinds must be some of {', '.join(KINDS)}, got {self.kinds}"
-            )
+        object.__setattr__(self, "kinds", check_kinds(self.kinds))
+        check_grid(self.grid)
         if "vq" in self.kinds and not self.vq_model:
             raise ConfigError("cognition target 'vq' needs a VQ model (--vq-model FOLDER)")
         if not 0.0 < self.probability <= 1.0:

@@ -50,9 +50,9 @@ def check_codes_fit(tokenizer: Any, size: int) -> None:
         raise ConfigError(f"a codebook needs at least one code, got {size}")
     texts = [str(k) for k in range(size)] + [" ".join(str(k) for k in range(min(size, 64)))]
     unk = getattr(tokenizer, "unk_token_id", None)
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        back = tokenizer.decode(ids, skip_special_tokens=False)
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]  # one batched call
+    decoded = tokenizer.batch_decode(encoded, skip_special_tokens=False)
+    for text, ids, back in zip(texts, encoded, decoded, strict=True):
         if not ids or (unk is not None and unk in ids) or back.strip() != text:
             raise ConfigError(
                 f"the tokenizer cannot write codebook index text {text[:40]!r} (got "

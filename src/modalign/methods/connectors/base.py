@@ -31,6 +31,7 @@ class Connector:
 
     Options: ClassVar[type] = None  # type: ignore[assignment]  # a dataclass, set by subclasses
     accepts_text: bool = False  # whether forward takes `text_ids` / `text_mask`
+    global_token: bool = False  # whether the last output token summarises the image (pooled)
 
     @classmethod
     def from_options(

@@ -97,6 +97,7 @@ class SAPerceiverConnector(nn.Module, Connector):
     """(I * (1 + R*C), N, Dv) views -> (I, N + 1, D): N image tokens, then the global token."""
 
     Options = SAPerceiverOptions
+    global_token = True  # the query's output P comes last
 
     def __init__(
         self, vision_dim: int, text_dim: int, num_tokens: int, options: SAPerceiverOptions

@@ -135,7 +135,7 @@ class ReconstructionObjective(Objective):
         self._std = torch.tensor(image_processor.image_std, dtype=torch.float32)
         connector = getattr(getattr(model, "model", None), "multi_modal_projector", None)
         if self.pooled_from == "auto":
-            self.pooled_from = "last" if getattr(connector, "view_grid", None) else "mean"
+            self.pooled_from = "last" if getattr(connector, "global_token", False) else "mean"
         width = model.config.text_config.hidden_size
         denoiser = self._denoiser()
         if self.epigone is None:
