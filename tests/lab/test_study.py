@@ -87,10 +87,15 @@ def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
     saved = json.loads((docs / "toolkit.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert set(summary["sft"]) == {"sft", "lowlr"}
-    for png in ("toolkit.png", "toolkit-lowlr.png"):
+    for png in ("toolkit.png", "toolkit-lowlr.png", "toolkit-mir-curves.png"):
         assert (docs / png).read_bytes()[:4] == b"\x89PNG"
     table = (docs / "toolkit.md").read_text()
     assert "| baseline | 2 |" in table and "## SFT `lowlr`: SFT lr 1e-5" in table
+    assert "## MIR during pre-training" in table
+    curve = summary["monitor"]["baseline"]
+    assert curve["steps"] == [0, 1] and set(curve["per_seed"]) == {"0", "1"}
+    last = [c["mir"][-1] for c in curve["per_seed"].values()]
+    assert curve["min"][-1] == min(last) and curve["max"][-1] == max(last)
     part = summary["sft"]["sft"]
     for v in part["variants"].values():
         values = [r["mir"] for r in v["per_seed"].values()]

@@ -18,7 +18,7 @@ from modalign.metrics import MIRResult
 from modalign.models.collate import PlainCollator
 from modalign.testing.callbacks import StopAfter
 from modalign.train.fit import TrainConfig, fit
-from modalign.train.monitor import MIRMonitor, plateaued
+from modalign.train.monitor import MIRMonitor, first_plateau, plateaued
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock
 
@@ -40,6 +40,19 @@ def test_plateau_rule_fires_on_a_plateau_not_on_a_decline_or_a_rise():
     moved = [abs(plateau[i] - plateau[i - 3]) / plateau[i - 3] for i in range(3, len(plateau))]
     assert first == 3 + next(k for k, m in enumerate(moved) if m < 0.01) == 9
     assert not plateaued(plateau[:3], 3, 0.01)  # not enough history
+    # a bump: the window's ends agree within 1% but the curve went up and came back
+    bump = [1.29, 1.31, 1.34, 1.325, 1.30]
+    assert abs(bump[-1] - bump[-4]) < 0.01 * bump[-4] and not plateaued(bump, 3, 0.01)
+    assert plateaued([1.3, 1.304, 1.301, 1.299, 1.302], 3, 0.01)
+
+
+def test_first_plateau_names_the_step_the_rule_would_stop_at():
+    plateau = _ema([4.0, 3.5, 3.2, 3.1, 3.08, 3.07, 3.07, 3.069, 3.07, 3.068])
+    steps = [100 * i for i in range(len(plateau))]
+    assert first_plateau(steps, plateau, 3, 0.01) == 900  # the 10th evaluation, as above
+    assert first_plateau(steps, plateau, 3, 0.2) == 300  # a loose rule fires at the first chance
+    assert first_plateau(steps, plateau, 3, 0.2, min_steps=450) == 500
+    assert first_plateau(steps, _ema([4.0 - 0.1 * i for i in range(10)]), 3, 0.01) is None
 
 
 def _fake_results(values):

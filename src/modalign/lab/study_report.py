@@ -8,6 +8,7 @@ from typing import Any
 
 from modalign.evidence.correlate import STATISTICS
 from modalign.evidence.measures import MEASURES
+from modalign.lab.study_curves import curves_markdown
 
 COLUMNS = (
     ("mir", "MIR", ".3f"),
@@ -98,6 +99,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         for w in validate.get("warnings") or []:
             lines.append(f"- warning: {w}")
         lines.append("")
+    lines += curves_markdown(summary.get("monitor") or {})
     notes = [f"- `{n}`: {v['note']}" for n, v in next(iter(summary["sft"].values()), {})
              .get("variants", {}).items() if v["note"]]  # fmt: skip
     if notes:

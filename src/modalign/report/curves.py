@@ -34,3 +34,25 @@ def plot_curve(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return save_figure(fig, out_png, dpi)
+
+
+def plot_curves(
+    series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
+    out_png: str | os.PathLike[str],
+    *,
+    ylabel: str = "MIR (lower is better aligned)",
+    title: str = "MIR during training",
+    dpi: int = 150,
+) -> Path:
+    """Several curves, each `label -> (steps, centre, low, high)`: a line and a shaded band."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for label, (steps, centre, low, high) in series.items():
+        (line,) = ax.plot(steps, centre, marker="o", markersize=2, label=label)
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return save_figure(fig, out_png, dpi)

@@ -6,9 +6,10 @@ logged through the Trainer's loggers, with an optional early stop when MIR has p
 
 Plateau rule (the paper gives none; METHODS.md 1.5 and our choice): smooth MIR with an EMA,
 s_t = b s_{t-1} + (1 - b) m_t (b = `smoothing`, 0.5); stop when over the last `patience`
-evaluations (default 3) the smoothed value moved by less than `delta` (default 1%) relative:
-|s_t - s_{t-patience}| < delta |s_{t-patience}|. A curve that still falls - or still rises, as
-MIR does in the first steps of the miniature world - is not a plateau. `min_steps` keeps the
+evaluations (default 3) the smoothed value stayed within a band narrower than `delta` (default
+1%) relative: max - min of s_{t-patience..t} < delta |s_{t-patience}|. A curve that still falls,
+still rises, or rises and falls back (MIR's first steps in the miniature world) is not a plateau;
+comparing only the window's ends would stop such a run at the bump's far side. `min_steps` keeps the
 rule off early on. Calibrate `delta` against the run-to-run noise of MIR on your probe set
 (the paper's own re-run of one recipe moved MIR by 0.19).
 
@@ -39,11 +40,24 @@ STATE_NAME = "mir_monitor_state.json"
 
 
 def plateaued(smoothed: Sequence[float], patience: int, delta: float) -> bool:
-    """Whether the last `patience` evaluations moved the smoothed value by < delta (relative)."""
+    """Whether over the last `patience` evaluations the smoothed value stayed within a band of
+    width < delta (relative to where the window starts). A band, not the two ends: a curve that
+    rises and falls back through its old value (MIR's early bump) is not a plateau."""
     if len(smoothed) <= patience:
         return False
-    then, now = smoothed[-1 - patience], smoothed[-1]
-    return abs(now - then) < delta * abs(then)
+    window = smoothed[-1 - patience :]
+    return max(window) - min(window) < delta * abs(window[0])
+
+
+def first_plateau(
+    steps: Sequence[int], smoothed: Sequence[float], patience: int, delta: float, min_steps: int = 0
+) -> int | None:
+    """The first step at which the plateau rule would stop a run with this smoothed history
+    (None: it never fires), e.g. to ask after the fact whether a logged run could have stopped."""
+    for i, step in enumerate(steps):
+        if step >= min_steps and plateaued(smoothed[: i + 1], patience, delta):
+            return int(step)
+    return None
 
 
 class MIRMonitor(TrainerCallback):
