@@ -144,6 +144,23 @@ def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkey
     summary = run_study(study, runs, [0], docs, variants=["baseline", "linear"])
     assert (runs / "toolkit" / "baseline" / "seed0" / "cycle.json").stat().st_mtime_ns == stamp
     assert set(summary["sft"]["sft"]["variants"]) == {"baseline", "linear"}
+    # another study with the same baseline cycle copies the finished point instead of training
+    copy = replace(study, name="copy", variants=(study.variants[0],))
+
+    def finished_only(folder, cfg, data=None):
+        assert (folder / "cycle.json").is_file(), "a point identical to a finished one trained"
+        return real(folder, cfg, data=data)
+
+    monkeypatch.setattr(study_mod, "run_cycle", finished_only)
+    again = run_study(copy, runs, [0], docs)
+    row = again["sft"]["sft"]["variants"]["baseline"]["per_seed"]["0"]
+    assert (
+        row["vqa_all"] == summary["sft"]["sft"]["variants"]["baseline"]["per_seed"]["0"]["vqa_all"]
+    )
+    assert not (runs / "copy" / "baseline" / "seed0.copying").exists()
+    # a different cycle (another seed) finds nothing to copy
+    other = variant_config(study, study.variants[0], 1)
+    assert study_mod.reuse_identical(runs, runs / "copy" / "baseline" / "seed1", other) is None
 
 
 def test_markdown_edge_cases():

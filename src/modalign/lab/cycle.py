@@ -83,7 +83,7 @@ def run_cycle(
     done = out / "cycle.json"
     if done.is_file():
         report = json.loads(done.read_text(encoding="utf-8"))
-        if report.get("config") == _config_record(cfg):
+        if report.get("config") == config_record(cfg):
             return report
     times: dict[str, float] = {}
 
@@ -109,7 +109,7 @@ def run_cycle(
         tokenizer_from=None if cfg.from_scratch else base,
         glyph_scale=cfg.glyph_scale,
     )
-    report: dict = {"config": _config_record(cfg), "base": str(base)}
+    report: dict = {"config": config_record(cfg), "base": str(base)}
     if cfg.from_scratch:
         report["clip"] = timed(
             "train_clip",
@@ -215,8 +215,9 @@ def _keeps_grid(model) -> bool:
 UNRECORDED_WHEN_NONE = ("glyph_scale",)
 
 
-def _config_record(cfg: CycleConfig) -> dict:
-    """JSON-ready record of the cycle's settings (recipes in full)."""
+def config_record(cfg: CycleConfig) -> dict:
+    """JSON-ready record of the cycle's settings (recipes in full). Two cycles with equal
+    records train on the same data the same way (the seed and the world are in it)."""
     record = json.loads(json.dumps(asdict(cfg), default=str))
     record["pretrain"], record["sft"] = cfg.pretrain.to_dict(), cfg.sft.to_dict()
     for key in UNRECORDED_WHEN_NONE:  # fields added later: finished cycles stay finished

@@ -12,11 +12,15 @@ and their post-SFT scores are written as OUT/NAME/checkpoints-SFT.jsonl with the
 (OUT/NAME/probe.jsonl, the first seed's held-out split) and `evidence.validate` measures MIR,
 the baselines and the caption loss / perplexity of each checkpoint (cached) and correlates them
 with post-SFT accuracy. The report goes to REPORT_DIR/NAME.{json,md} and NAME[-SFT].png.
+
+A point whose cycle is exactly that of a finished point of another study under the same OUT
+(e.g. every study's baseline) is copied from it instead of trained again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +28,7 @@ from typing import Any
 
 from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.errors import ConfigError
-from modalign.lab.cycle import CycleConfig, finetune, run_cycle
+from modalign.lab.cycle import CycleConfig, config_record, finetune, run_cycle
 from modalign.train.recipe import Recipe
 
 MAIN_SFT = "sft"  # the cycle's own SFT recipe
@@ -282,6 +286,7 @@ def run_study(
             cfg = variant_config(study, variant, seed, resources)
             folder = root / variant.name / f"seed{seed}"
             print(f"[study {study.name}] {variant.name} seed {seed}", flush=True)
+            reuse_identical(Path(out), folder, cfg)
             report = run_cycle(folder, cfg, data=data)
             evals = {MAIN_SFT: report["eval"]}
             for sv in study.sft_variants:
@@ -293,6 +298,27 @@ def run_study(
             summary = summarize(study, points, validated)
             write_report(summary, validated, Path(report_dir))
     return summary
+
+
+def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:
+    """Copy a finished point with exactly this cycle from another study under `out` into
+    `folder` (only when `folder` does not exist yet); returns where it came from, or None."""
+    if folder.exists():
+        return None
+    record = config_record(cfg)
+    for other in sorted(Path(out).glob(f"*/*/seed{cfg.seed}/cycle.json")):
+        try:
+            same = json.loads(other.read_text(encoding="utf-8")).get("config") == record
+        except (OSError, ValueError):
+            continue
+        if same:
+            partial = folder.with_name(folder.name + ".copying")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(other.parent, partial)
+            partial.rename(folder)  # all or nothing: a killed copy is redone
+            print(f"[study] {folder} is the finished point {other.parent}: copied", flush=True)
+            return other.parent
+    return None
 
 
 def _towers_base(cycle: CycleConfig) -> Path | None:
