@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import CLIPModel
 
@@ -47,3 +48,12 @@ def test_recall_accuracy_is_a_fraction_of_occupied_cells(tiny_llava, tiny_data):
     report = recall_accuracy(model, proc, records)
     assert report["cells"] == sum(len(cell_truth(r)) for r in records)
     assert 0 <= report["accuracy"] <= 1 and set(report["by_kind"]) <= {"colour", "shape", "glyph"}
+
+
+def test_recall_trace_needs_records(tiny_llava):
+    from modalign.errors import DataError
+    from modalign.lab.recall import RecallTrace
+
+    _, proc = load_llava(tiny_llava)
+    with pytest.raises(DataError, match="no records"):
+        RecallTrace(proc, [], every=10)

@@ -87,14 +87,21 @@ def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
     saved = json.loads((docs / "toolkit.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert set(summary["sft"]) == {"sft", "lowlr"}
-    for png in ("toolkit.png", "toolkit-lowlr.png", "toolkit-mir-curves.png"):
+    for png in (
+        "toolkit.png",
+        "toolkit-lowlr.png",
+        "toolkit-mir-curves.png",
+        "toolkit-recall-curves.png",
+    ):
         assert (docs / png).read_bytes()[:4] == b"\x89PNG"
     table = (docs / "toolkit.md").read_text()
     assert "| baseline | 2 |" in table and "## SFT `lowlr`: SFT lr 1e-5" in table
-    assert "## MIR during pre-training" in table
-    curve = summary["monitor"]["baseline"]
+    assert "## MIR (lower is better aligned) during pre-training" in table
+    assert "## recalled-word accuracy (layer 0) during pre-training" in table
+    assert summary["traces"]["recall"]["baseline"]["steps"] == [0, 1]
+    curve = summary["traces"]["mir"]["baseline"]
     assert curve["steps"] == [0, 1] and set(curve["per_seed"]) == {"0", "1"}
-    last = [c["mir"][-1] for c in curve["per_seed"].values()]
+    last = [c["values"][-1] for c in curve["per_seed"].values()]
     assert curve["min"][-1] == min(last) and curve["max"][-1] == max(last)
     part = summary["sft"]["sft"]
     for v in part["variants"].values():

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import torch
 from transformers import LlamaForCausalLM
 
 from modalign.lab.cycle import lab_recipe
 from modalign.lab.llava import load_llava
+from modalign.lab.recall import recall_accuracy
 from modalign.lab.stages import evaluate, pretrain, sft
+from modalign.lab.world.dataset import load_split
 from modalign.train.fit import TrainConfig
+from modalign.train.recipe import MonitorSettings
 
 CFG = TrainConfig(steps=3, batch_size=4, lr=1e-2, log_steps=1, progress=False)
 
 
 def test_stage_chain_pretrain_sft_evaluate(tiny_data, tiny_towers, tmp_path):
     clip_dir, lm_dir = tiny_towers
-    recipe = lab_recipe("pretrain", CFG)
+    recipe = replace(lab_recipe("pretrain", CFG), monitor=MonitorSettings(every=2, stop=False, n=4))
     m = pretrain(tiny_data, tmp_path / "pt", recipe, clip=clip_dir, lm=lm_dir, level=1, limit=8)
-    trained, _ = load_llava(tmp_path / "pt" / "model")
+    trained, proc = load_llava(tmp_path / "pt" / "model")
+    # MIR and recalled-word traces at steps 0, 2 and the last; the last is the saved model's
+    assert (
+        [h["step"] for h in m["mir_trace"]] == [h["step"] for h in m["recall_trace"]] == [0, 2, 3]
+    )
+    last = recall_accuracy(trained, proc, load_split(tiny_data, "test", 8)[:4])
+    assert m["recall_trace"][-1]["accuracy"] == last["accuracy"]
+    assert m["recall_trace"][-1]["by_kind"] == last["by_kind"]
     n_connector = sum(p.numel() for p in trained.model.multi_modal_projector.parameters())
     assert m["trainable_params"]["connector"] == n_connector
     assert sum(m["trainable_params"].values()) == n_connector  # LLaVA stage 1: connector only

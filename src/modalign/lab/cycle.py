@@ -16,6 +16,7 @@ import torch
 from modalign.atomic import atomic_write_json
 from modalign.lab.llava import load_llava
 from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
+from modalign.lab.recall import keeps_grid, recall_accuracy
 from modalign.lab.specs import SFT_LR, SFT_STEPS, ClipSpec, LMSpec
 from modalign.lab.stages import evaluate, pretrain, sft
 from modalign.lab.towers import make_data, train_clip, train_lm
@@ -137,9 +138,7 @@ def run_cycle(
     pairs = eval_pairs(data, "test", cfg.mir_samples, level=3)
     model, processor = load_llava(out / "pretrain" / "model")
     report["mir_pretrained"] = timed("mir", mir_of, model, processor, pairs)
-    if _keeps_grid(model):  # recalled words need one token per patch
-        from modalign.lab.recall import recall_accuracy
-
+    if keeps_grid(model):  # recalled words need one token per patch
         report["recall_pretrained"] = recall_accuracy(
             model, processor, load_split(data, "test", cfg.mir_samples)
         )
@@ -202,14 +201,6 @@ def _set_aside_if_stale(folder: Path, recipe: Recipe) -> None:
         f"[cycle] {folder} was trained with another recipe: kept as {folder.name}.old{k}",
         flush=True,
     )
-
-
-def _keeps_grid(model) -> bool:
-    """Whether the connector gives one token per vision patch (HF LLaVA's MLP, linear / MLP
-    connectors), which recalled-word accuracy needs."""
-    config = model.config
-    n = getattr(config, "vision_seq_length", None)  # set by connector models only
-    return n is None or config.image_seq_length == n
 
 
 UNRECORDED_WHEN_NONE = ("glyph_scale",)

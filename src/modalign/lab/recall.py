@@ -5,11 +5,23 @@ or the glyph. One ViT patch per cell, so token i is cell i."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from modalign.diagnostics.recall import recalled_words
+from modalign.errors import DataError
 from modalign.lab.world.dataset import Record
 from modalign.lab.world.vocab import label_words
+from modalign.train.loss import unwrap
+from modalign.train.probe import PeriodicProbe, evaluating
+
+
+def keeps_grid(model: Any) -> bool:
+    """Whether the connector gives one token per vision patch (HF LLaVA's MLP, linear / MLP
+    connectors), which recalled-word accuracy needs."""
+    config = unwrap(model).config
+    n = getattr(config, "vision_seq_length", None)  # set by connector models only
+    return n is None or config.image_seq_length == n
 
 
 def cell_truth(record: Record) -> dict[int, dict[str, str]]:
@@ -43,3 +55,32 @@ def recall_accuracy(model: Any, processor: Any, records: list[Record]) -> dict[s
         "cells": totals["any"],
         "most_recalled": [[word, n] for word, n in recalled.most_common(5)],  # JSON-ready
     }
+
+
+class RecallTrace(PeriodicProbe):
+    """Recalled-word accuracy of the image tokens (layer 0) every `every` steps of training,
+    overall and per kind, on fixed records; logged as `recall`, `recall/KIND`, and written to
+    out_dir/recall_curve.json. Needs a connector that keeps one token per patch."""
+
+    kind = "recall_trace"
+    curve = "recall_curve"
+
+    def __init__(
+        self, processor: Any, records: list[Record], every: int, out_dir: Path | None = None
+    ) -> None:
+        super().__init__(every, out_dir)
+        if not records:
+            raise DataError("recall trace: no records to measure on")
+        self.processor, self.records = processor, list(records)
+
+    def entry(self, model: Any, step: int) -> dict[str, Any]:
+        with evaluating(model):
+            result = recall_accuracy(unwrap(model), self.processor, self.records)
+        return {"accuracy": result["accuracy"], "by_kind": result["by_kind"]}
+
+    def logs(self, entry: dict[str, Any]) -> dict[str, float]:
+        return {"recall": entry["accuracy"],
+                **{f"recall/{k}": v for k, v in entry["by_kind"].items()}}  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        return {"every": self.every, "n_records": len(self.records)}

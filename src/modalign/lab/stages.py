@@ -22,6 +22,7 @@ from modalign.lab.conversations import caption_conversations, vqa_conversations
 from modalign.lab.evaluate import caption_loss, text_loss, vqa_accuracy
 from modalign.lab.llava import build_processor, llava_from_towers, load_llava, reset_connector
 from modalign.lab.mir import eval_pairs
+from modalign.lab.recall import RecallTrace, keeps_grid
 from modalign.lab.samples import MIXED
 from modalign.lab.towers import load_tokenizer
 from modalign.lab.world.dataset import load_split
@@ -51,6 +52,14 @@ def _stage1_model(data_dir: Path, clip: Path | None, lm: Path | None, base: Path
     )
     vision = clip_model.config.vision_config
     return model, build_processor(tok, vision.image_size, vision.patch_size)
+
+
+def _recall_trace(out: Path) -> list[dict]:
+    """The recalled-word trace's history, if the stage ran one."""
+    path = Path(out) / "recall_trace" / "recall_curve.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8"))["history"]
 
 
 def _mir_trace(out: Path) -> list[dict]:
@@ -93,7 +102,11 @@ def pretrain(
             raise ConfigError(f"pre-training on {images} images, the train split has {len(train)}")
         train = train[:images]
     convs = caption_conversations(train, level)
-    summary = train_stage(model, processor, convs, recipe, out, probe=probe)
+    traces = []
+    if recipe.monitor is not None and keeps_grid(model):  # recalled words beside MIR
+        traces.append(RecallTrace(processor, test[: recipe.monitor.n], recipe.monitor.every,
+                                  Path(out) / "recall_trace"))  # fmt: skip
+    summary = train_stage(model, processor, convs, recipe, out, probe=probe, callbacks=traces)
     model, processor = load_llava(Path(out) / "model")
     metrics = {
         "caption_level": level,
@@ -103,6 +116,7 @@ def pretrain(
         "train_loss": summary["train_loss"],
         "stopped_early_at": summary["stopped_early_at"],
         "mir_trace": _mir_trace(out),
+        "recall_trace": _recall_trace(out),
     }
     atomic_write_json(Path(out) / "metrics.json", metrics)
     return metrics

@@ -192,7 +192,7 @@ def summarize(study: Study, points: list[Point], validated: dict[str, dict]) -> 
     """Per SFT recipe: every variant's measures (mean/min/max over seeds), the spread of post-SFT
     accuracy across variants against the seed-to-seed spread, and validate's correlations."""
     from modalign.evidence.correlate import correlations
-    from modalign.lab.study_curves import monitor_curves
+    from modalign.lab.study_curves import study_traces
 
     out: dict[str, Any] = {}
     for sft, report in validated.items():
@@ -241,7 +241,7 @@ def summarize(study: Study, points: list[Point], validated: dict[str, dict]) -> 
             **{v.name: v.note for v in study.sft_variants},
         },
         "sft": out,
-        "monitor": monitor_curves(points),
+        "traces": study_traces(points),
     }
 
 
@@ -334,11 +334,11 @@ def write_report(summary: dict[str, Any], validated: dict[str, dict], report_dir
     """REPORT_DIR/NAME.json and .md, and per SFT recipe the validate scatter PNG (NAME.png for
     the cycle's SFT, NAME-SFT.png for the others), each written atomically."""
     from modalign.evidence.report import plot_scatter
-    from modalign.lab.study_curves import plot_monitor_curves
+    from modalign.lab.study_curves import plot_traces
     from modalign.lab.study_report import render_markdown
 
     stem = Path(report_dir) / summary["study"]
-    plot_monitor_curves(summary.get("monitor") or {}, stem.parent / f"{stem.name}-mir-curves.png")
+    plot_traces(summary.get("traces") or {}, stem)
     atomic_write_json(stem.with_suffix(".json"), summary)
     atomic_write_text(stem.with_suffix(".md"), render_markdown(summary))
     for sft, report in validated.items():

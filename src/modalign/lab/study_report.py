@@ -99,7 +99,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         for w in validate.get("warnings") or []:
             lines.append(f"- warning: {w}")
         lines.append("")
-    lines += curves_markdown(summary.get("monitor") or {})
+    lines += curves_markdown(summary.get("traces") or {})
     notes = [f"- `{n}`: {v['note']}" for n, v in next(iter(summary["sft"].values()), {})
              .get("variants", {}).items() if v["note"]]  # fmt: skip
     if notes:

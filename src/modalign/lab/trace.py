@@ -13,7 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from modalign.atomic import atomic_write_json, atomic_write_text
-from modalign.train.monitor import MIRMonitor, evaluating
+from modalign.train.monitor import MIRMonitor
+from modalign.train.probe import evaluating
 
 
 class GapTrace(MIRMonitor):
@@ -33,10 +34,8 @@ class GapTrace(MIRMonitor):
         return SimpleNamespace(mir=self._terms["mir"], per_layer=[x["fd"] for x in layers],
                                layers=[x["layer"] for x in layers])  # fmt: skip
 
-    def _record(self, model: Any, step: int, control: Any = None) -> None:
-        super()._record(model, step, control)
-        self.history[-1]["terms"] = self._terms
-        self.write_json()
+    def entry(self, model: Any, step: int) -> dict[str, Any]:
+        return {**super().entry(model, step), "terms": self._terms}
 
 
 def trace_pretraining(

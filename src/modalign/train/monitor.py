@@ -21,22 +21,15 @@ every evaluation and as a PNG at the end of training.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import torch
-from transformers import TrainerCallback
-
-from modalign.atomic import atomic_write_json
 from modalign.data.pairs import Pair
 from modalign.errors import ConfigError
+from modalign.train.probe import PeriodicProbe, evaluating
 
-STATE_NAME = "mir_monitor_state.json"
+__all__ = ["MIRMonitor", "evaluating", "first_plateau", "plateaued"]
 
 
 def plateaued(smoothed: Sequence[float], patience: int, delta: float) -> bool:
@@ -60,9 +53,12 @@ def first_plateau(
     return None
 
 
-class MIRMonitor(TrainerCallback):
+class MIRMonitor(PeriodicProbe):
     """See the module docstring. `options` is a `modalign.runner.RunOptions` (template, batch
     size, sqrt, outliers...); `stop=False` only records."""
+
+    kind = "mir_monitor"
+    curve = "mir_curve"
 
     def __init__(
         self,
@@ -78,8 +74,7 @@ class MIRMonitor(TrainerCallback):
         out_dir: str | os.PathLike[str] | None = None,
         options: Any = None,
     ) -> None:
-        if every < 1:
-            raise ConfigError(f"MIR monitor: every must be >= 1 step, got {every}")
+        super().__init__(every, out_dir)
         if patience < 1 or not 0 < delta < 1 or not 0 <= smoothing < 1:
             raise ConfigError(
                 f"MIR monitor: need patience >= 1, 0 < delta < 1, 0 <= smoothing < 1 "
@@ -89,20 +84,11 @@ class MIRMonitor(TrainerCallback):
             raise ConfigError("MIR monitor: the probe set is empty")
         from modalign.runner import RunOptions
 
-        self.processor, self.pairs, self.every = processor, list(pairs), every
+        self.processor, self.pairs = processor, list(pairs)
         self.patience, self.delta, self.smoothing = patience, delta, smoothing
         self.min_steps, self.stop = min_steps, stop
-        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.options = options or RunOptions(batch_size=16, progress=False)
-        self.history: list[dict[str, Any]] = []
-        self.stopped_at: int | None = None
-        self._trainer = None
 
-    def bind(self, trainer: Any) -> None:
-        """Log through this trainer's loggers (AlignmentTrainer binds its callbacks itself)."""
-        self._trainer = trainer
-
-    # ------------------------------------------------------------------ measuring
     def measure(self, model: Any) -> Any:
         """MIR of `model` on the probe set (an MIRResult); training state and RNG untouched."""
         from modalign.models import get_adapter
@@ -111,23 +97,17 @@ class MIRMonitor(TrainerCallback):
         with evaluating(model):
             return run_mir(get_adapter(model, self.processor), self.pairs, self.options)
 
-    def _record(self, model: Any, step: int, control: Any = None) -> None:
+    def entry(self, model: Any, step: int) -> dict[str, Any]:
         result = self.measure(model)
         prev = self.history[-1]["smoothed"] if self.history else result.mir
         smoothed = self.smoothing * prev + (1 - self.smoothing) * result.mir
-        self.history.append({"step": step, "mir": result.mir, "smoothed": smoothed,
-                             "per_layer": list(result.per_layer), "layers": list(result.layers)})  # fmt: skip
-        if self._trainer is not None:
-            logs = {"mir": result.mir, "mir/smoothed": smoothed}
-            logs.update(
-                {f"mir/layer_{k}": v for k, v in zip(result.layers, result.per_layer, strict=True)}
-            )
-            # Trainer.log clears control.should_log; keep the step's own loss logging as it was.
-            keep = control.should_log if control is not None else None
-            self._trainer.log(logs)
-            if control is not None:
-                control.should_log = keep
-        self.write_json()
+        return {"mir": result.mir, "smoothed": smoothed, "per_layer": list(result.per_layer),
+                "layers": list(result.layers)}  # fmt: skip
+
+    def logs(self, entry: dict[str, Any]) -> dict[str, float]:
+        layers = zip(entry["layers"], entry["per_layer"], strict=True)
+        return {"mir": entry["mir"], "mir/smoothed": entry["smoothed"],
+                **{f"mir/layer_{k}": v for k, v in layers}}  # fmt: skip
 
     def should_stop(self, step: int) -> bool:
         """The plateau rule on the history so far."""
@@ -135,31 +115,13 @@ class MIRMonitor(TrainerCallback):
             return False
         return plateaued([h["smoothed"] for h in self.history], self.patience, self.delta)
 
-    # ------------------------------------------------------------------ callback events
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step > 0:
-            self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_NAME)
-        if not self.history:
-            self._record(model, state.global_step, control)
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        step = state.global_step
-        if step % self.every and step != state.max_steps:
-            return control
-        if not self.history or self.history[-1]["step"] != step:
-            self._record(model, step, control)
-        if self.should_stop(step):
-            self.stopped_at = step
-            control.should_training_stop = True
-            control.should_save = True
-            self.write_json()
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and folder.is_dir():
-            atomic_write_json(folder / STATE_NAME, self.to_dict())
-        return control
+    def settings(self) -> dict[str, Any]:
+        return {
+            "rule": {"kind": "plateau", "patience": self.patience, "delta": self.delta,
+                     "smoothing": self.smoothing, "min_steps": self.min_steps, "stop": self.stop},
+            "every": self.every,
+            "n_probe": len(self.pairs),
+        }  # fmt: skip
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.out_dir is not None and self.history and state.is_world_process_zero:
@@ -173,48 +135,3 @@ class MIRMonitor(TrainerCallback):
                 stop_step=self.stopped_at,
             )
         return control
-
-    # ------------------------------------------------------------------ state
-    def to_dict(self) -> dict[str, Any]:
-        """History and settings (what the JSON file and the checkpoints hold)."""
-        return {
-            "rule": {"kind": "plateau", "patience": self.patience, "delta": self.delta,
-                     "smoothing": self.smoothing, "min_steps": self.min_steps, "stop": self.stop},
-            "every": self.every,
-            "n_probe": len(self.pairs),
-            "stopped_at": self.stopped_at,
-            "history": self.history,
-        }  # fmt: skip
-
-    def write_json(self) -> None:
-        if self.out_dir is not None and _is_main():
-            atomic_write_json(self.out_dir / "mir_curve.json", self.to_dict())
-
-    def _restore(self, path: Path) -> None:
-        if not path.is_file():
-            return
-        data = json.loads(path.read_text(encoding="utf-8"))
-        self.history = [h for h in data.get("history", []) if math.isfinite(h.get("mir", math.nan))]
-        self.stopped_at = data.get("stopped_at")
-
-
-@contextmanager
-def evaluating(model: Any) -> Iterator[None]:
-    """Eval mode and saved RNG states for a measurement in the middle of training; both are
-    restored afterwards, so measuring does not change what training does next."""
-    rng, training = torch.get_rng_state(), model.training
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    try:
-        model.eval()
-        yield
-    finally:
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        model.train(training)
-
-
-def _is_main() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
