@@ -165,6 +165,15 @@ def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkey
         row["vqa_all"] == summary["sft"]["sft"]["variants"]["baseline"]["per_seed"]["0"]["vqa_all"]
     )
     assert not (runs / "copy" / "baseline" / "seed0.copying").exists()
+
+    # unless told not to
+    def must_train(folder, cfg, data=None):
+        assert not (folder / "cycle.json").exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_mod, "run_cycle", must_train)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(replace(copy, name="fresh"), runs, [0], docs, reuse=False)
     # a different cycle (another seed) finds nothing to copy
     other = variant_config(study, study.variants[0], 1)
     assert study_mod.reuse_identical(runs, runs / "copy" / "baseline" / "seed1", other) is None

@@ -265,7 +265,7 @@ def _study(args) -> int:
             sft=replace(sft, train=replace(sft.train, steps=args.sft_steps or sft.train.steps)),
         )
     summary = run_study(study, args.out, args.seeds, args.report_dir, cycle=cycle,
-                        variants=args.variants)  # fmt: skip
+                        variants=args.variants, reuse=not args.no_reuse)  # fmt: skip
     print(f"report: {args.report_dir / args.name}.md")
     return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
@@ -424,7 +424,8 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
     p.add_argument(
         "name",
-        help="study name: toolkit, alignment, scale, scale_unlocked, detail, recipe, steps, epochs, testbed",
+        help="study name: toolkit, alignment, vlsa, scale, scale_unlocked, detail, recipe, steps, "
+        "epochs, testbed",
     )
     p.add_argument("--out", type=Path, required=True, help="runs folder (resumable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
@@ -434,6 +435,9 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--train", type=int, help="training images (default: the cycle's)")
     p.add_argument("--pretrain-steps", type=int, help="default: the cycle's")
     p.add_argument("--sft-steps", type=int, help="default: the cycle's")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every point even where another study under --out has finished the "
+                   "same cycle (default: copy it)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_study)
 

@@ -253,9 +253,11 @@ def run_study(
     *,
     cycle: CycleConfig | None = None,
     variants: Sequence[str] | None = None,
+    reuse: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) every (variant, seed) point of `study`; after each, validate the
-    finished checkpoints and rewrite the report."""
+    finished checkpoints and rewrite the report. `reuse`: copy a point another study under
+    `out` finished with the same cycle instead of training it."""
     from modalign.lab.towers import make_data
 
     if cycle is not None:
@@ -286,7 +288,8 @@ def run_study(
             cfg = variant_config(study, variant, seed, resources)
             folder = root / variant.name / f"seed{seed}"
             print(f"[study {study.name}] {variant.name} seed {seed}", flush=True)
-            reuse_identical(Path(out), folder, cfg)
+            if reuse:
+                reuse_identical(Path(out), folder, cfg)
             report = run_cycle(folder, cfg, data=data)
             evals = {MAIN_SFT: report["eval"]}
             for sv in study.sft_variants:
