@@ -98,6 +98,7 @@ def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
     assert "| baseline | 2 |" in table and "## SFT `lowlr`: SFT lr 1e-5" in table
     assert "## MIR (lower is better aligned) during pre-training" in table
     assert "## recalled-word accuracy (layer 0) during pre-training" in table
+    assert "| variant | FD layer 1 | FD layer 2 |" in table
     assert summary["traces"]["recall"]["baseline"]["steps"] == [0, 1]
     curve = summary["traces"]["mir"]["baseline"]
     assert curve["steps"] == [0, 1] and set(curve["per_seed"]) == {"0", "1"}
@@ -108,7 +109,8 @@ def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
         values = [r["mir"] for r in v["per_seed"].values()]
         assert v["mir"]["min"] == min(values) and v["mir"]["max"] == max(values)
         assert v["mir"]["mean"] == pytest.approx(sum(values) / 2)
-        assert {"caption_loss", "perplexity", "mmd", "vqa_all", "mir_fresh"} <= set(v)
+        assert {"caption_loss", "perplexity", "mmd", "vqa_all", "mir_fresh", "fd_layer1",
+                "recall"} <= set(v)  # fmt: skip
     # validate's correlations per seed and pooled, over the 4 checkpoints
     corr = part["validate"]["correlations"]
     assert set(corr) == {"seed0", "seed1", "all groups (pooled)"}

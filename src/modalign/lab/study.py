@@ -126,8 +126,12 @@ def _cycle_row(point: Point, sft: str) -> dict[str, float]:
         "image_tokens": point.image_tokens,
         "pretrain_s_per_step": point.pretrain_s_per_step,
     }
+    per_layer = report["mir_pretrained"].get("per_layer") or []
+    row.update({f"fd_layer{k}": fd for k, fd in enumerate(per_layer, start=1)})
     if "recall_pretrained" in report:
-        row["recall"] = report["recall_pretrained"]["accuracy"]
+        recall = report["recall_pretrained"]
+        row["recall"] = recall["accuracy"]
+        row.update({f"recall_{kind}": v for kind, v in recall["by_kind"].items()})
     if "text_loss" in scores:
         row["text_loss"] = scores["text_loss"]
     return row

@@ -25,6 +25,7 @@ COLUMNS = (
     ("vqa_existence", "existence", ".2f"),
     ("vqa_glyph", "glyph", ".2f"),
     ("text_loss", "text loss after SFT", ".3f"),
+    ("recall", "recall (layer 0)", ".3f"),
     ("image_tokens", "image tokens", ".0f"),
     ("pretrain_s_per_step", "PT s/step", ".3f"),
 )
@@ -64,6 +65,26 @@ def _correlation_table(correlations: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _layer_table(variants: dict[str, Any]) -> list[str]:
+    """Per-layer FD after pre-training (the cycle's own MIR run; layer k = output of decoder
+    layer k) and recalled-word accuracy per kind, where the points have them."""
+    layers = sorted({int(k.removeprefix("fd_layer")) for v in variants.values() for k in v
+                     if k.startswith("fd_layer")})  # fmt: skip
+    kinds = [k for k in ("colour", "shape", "glyph")
+             if any(f"recall_{k}" in v for v in variants.values())]  # fmt: skip
+    if not layers:
+        return []
+    cols = [(f"fd_layer{k}", f"FD layer {k}", ".3g") for k in layers]
+    cols += [(f"recall_{k}", f"recall {k}", ".3f") for k in kinds]
+    lines = ["", "Per layer, after pre-training (the cycle's MIR run on its held-out pairs): "
+             "Fréchet distance per decoder layer (text-centric scaling) and recalled-word "
+             "accuracy of the image tokens per kind:", "",
+             "| variant | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (1 + len(cols))]  # fmt: skip
+    for name, v in variants.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(v.get(k), f) for k, _, f in cols) + " |")
+    return lines
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """The whole study report (one section per SFT recipe)."""
     lines = [f"# Study `{summary['study']}`", "", summary["description"], "",
@@ -83,6 +104,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         for name, v in variants.items():
             cells = [_cell(v.get(key), fmt) for key, _, fmt in cols]
             lines.append(f"| {name} | {len(v['seeds'])} | " + " | ".join(cells) + " |")
+        lines += _layer_table(variants)
         spread = part["spread"]
         lines += ["", "Post-SFT accuracy (VQA all): range of the variant means "
                   f"{_num(spread['vqa_all_across_variants'], '.3f')}; seed-to-seed range within a "
