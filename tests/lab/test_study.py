@@ -80,13 +80,17 @@ def test_a_variant_may_not_change_the_dataset():
 
 def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
     study = _tiny(
-        "toolkit", sft_variants=(Variant("lowlr", recipe_change(lr=1e-5), "SFT lr 1e-5"),)
+        "toolkit",
+        sft_variants=(Variant("lowlr", recipe_change(lr=1e-5), "SFT lr 1e-5"),),
+        sft_only={"lowlr": ("linear",)},
     )
     runs, docs = tmp_path / "runs", tmp_path / "docs"
     summary = run_study(study, runs, [0, 1], docs, variants=["baseline", "linear"])
     saved = json.loads((docs / "toolkit.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert set(summary["sft"]) == {"sft", "lowlr"}
+    assert set(summary["sft"]["lowlr"]["variants"]) == {"linear"}  # sft_only
+    assert not (runs / "toolkit" / "baseline" / "seed0" / "sft-lowlr").exists()
     for png in (
         "toolkit.png",
         "toolkit-lowlr.png",
@@ -204,5 +208,6 @@ def test_vlsa_study_grid():
     assert dict(objective.options)["diffusion"] == "/parts/diffusion"
     assert all(c.sft.stage.cognition is None for c in cfgs.values())
     (cognition,) = study.sft_variants
+    assert study.sft_only == {"cognition": ("tiled", "sa_perceiver_rec")}  # Table 3 rows 5, 6
     spec = cognition.change(cfgs["tiled"].sft, resources).stage.cognition
     assert spec.kinds == ("pixel", "vq") and spec.vq_model == "/parts/vq"

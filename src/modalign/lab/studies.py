@@ -334,8 +334,8 @@ def _vlsa() -> Study:
         name="vlsa",
         description="VLSA in a high-resolution world (288 px images, glyphs legible only at full "
         "resolution, 3 x 3 tiles of the tower's 96 px): low-res, tiled, SA-Perceiver, "
-        "+ reconstruction, 800 pre-training steps; each point also fine-tuned with cognition "
-        "turns.",
+        "+ reconstruction, 800 pre-training steps; tiled and SA-Perceiver + reconstruction also "
+        "fine-tuned with cognition turns (rows 5 and 6).",
         reference="VLSA Table 3: SA-Perceiver recovers most of the loss from dropping resolution "
         "(DocVQA 45.4 -> 61.8), + reconstruction restores detail tasks (75.5), cognition turns "
         "help alone (row 5) and in full VLSA (row 6)",
@@ -366,6 +366,8 @@ def _vlsa() -> Study:
         sft_variants=(
             Variant("cognition", _cognition, "+ pixel / VQ turns in 30% of SFT samples"),
         ),
+        # Table 3 row (5) is cognition on the any-res model, row (6) on full perception alignment
+        sft_only={"cognition": ("tiled", "sa_perceiver_rec")},
         cycle=_vlsa_cycle(),
         prepare=_prepare_vlsa,
     )

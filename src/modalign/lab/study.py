@@ -66,7 +66,8 @@ class Study:
     reference: str = ""
     cycle: CycleConfig = field(default_factory=CycleConfig)
     prepare: Callable[[Path, Path, CycleConfig, int], dict[str, Any]] | None = None
-    sft_variants: tuple[Variant, ...] = ()  # more SFT recipes to probe every point with
+    sft_variants: tuple[Variant, ...] = ()  # more SFT recipes to probe points with
+    sft_only: dict[str, tuple[str, ...]] = field(default_factory=dict)  # SFT variant -> points
     probe_n: int = 100  # probe pairs for validate (the first seed's held-out split)
 
 
@@ -185,6 +186,7 @@ def _validate_points(
     checkpoints = [
         Checkpoint(str(p.model), p.evals[sft]["vqa"]["all"]["accuracy"], f"seed{p.seed}")
         for p in points
+        if sft in p.evals
     ]
     lines = "".join(json.dumps(c.to_dict()) + "\n" for c in checkpoints)
     atomic_write_text(root / f"checkpoints-{sft}.jsonl", lines)
@@ -203,7 +205,7 @@ def summarize(study: Study, points: list[Point], validated: dict[str, dict]) -> 
         measured = {r["model"]: r.get("measures", {}) for r in report.get("checkpoints", [])}
         variants: dict[str, Any] = {}
         for v in study.variants:
-            mine = [p for p in points if p.variant == v.name]
+            mine = [p for p in points if p.variant == v.name and sft in p.evals]
             if not mine:
                 continue
             per_seed = {p.seed: {**measured.get(str(p.model), {}), **_cycle_row(p, sft)}
@@ -297,11 +299,14 @@ def run_study(
             report = run_cycle(folder, cfg, data=data)
             evals = {MAIN_SFT: report["eval"]}
             for sv in study.sft_variants:
+                if variant.name not in study.sft_only.get(sv.name, (variant.name,)):
+                    continue
                 print(f"[study {study.name}] {variant.name} seed {seed}: SFT {sv.name}", flush=True)
                 recipe = sv.change(cfg.sft, resources)
                 evals[sv.name] = finetune(folder, cfg, data, f"sft-{sv.name}", recipe)["eval"]
             points.append(Point.read(variant.name, seed, folder, report, evals))
-            validated = {s: _validate_points(study, points, s, root, pairs) for s in evals}
+            sfts = dict.fromkeys(s for p in points for s in p.evals)
+            validated = {s: _validate_points(study, points, s, root, pairs) for s in sfts}
             summary = summarize(study, points, validated)
             write_report(summary, validated, Path(report_dir))
     return summary
