@@ -167,3 +167,14 @@ def test_lab_cycle_flags_put_cognition_turns_into_sft():
     assert cfg.pretrain.stage.cognition is None
     spec = cfg.sft.stage.cognition
     assert (spec.kinds, spec.probability, spec.grid) == (("pixel",), 0.5, 4)
+
+
+def test_lab_legibility_prints_the_probe(tiny_data, tiny_llava, capsys):
+    from modalign.lab.default import default_model_path
+
+    args = ["lab", "legibility", "--data", str(tiny_data), "--train", "24"]
+    assert main([*args, "--model", str(default_model_path())]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"chance", "n_train", "n_test", "low_res_cell", "tile"}
+    assert main([*args, "--model", str(tiny_llava)]) == 2  # 4 x 4 patches on 3 x 3 cells
+    assert "does not tile" in capsys.readouterr().err

@@ -231,6 +231,13 @@ def cycle_config(args):
     )
 
 
+def _legibility(args) -> int:
+    from modalign.lab.legibility import glyph_legibility
+
+    _threads(args)
+    return _print(glyph_legibility(args.model, args.data, args.train))
+
+
 def _vlsa_parts(args) -> int:
     from dataclasses import replace
 
@@ -420,6 +427,16 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_vlsa_parts)
+
+    p = sub.add_parser(
+        "legibility",
+        help="linear probe of glyph identity: the low-res view's cell vs the cell's own tile",
+    )
+    p.add_argument("--model", type=Path, required=True, help="a lab LLaVA (its vision tower)")
+    p.add_argument("--data", type=Path, required=True, help="a world (e.g. 288 px)")
+    p.add_argument("--train", type=int, default=1500, help="training images for the probe")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_legibility)
 
     p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
     p.add_argument(
