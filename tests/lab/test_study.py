@@ -197,6 +197,7 @@ def test_markdown_edge_cases():
 def test_vlsa_study_grid():
     study = STUDIES["vlsa"]()
     assert (study.cycle.image_size, study.cycle.glyph_scale) == (288, 1)
+    assert (study.cycle.sft.train.lr, study.cycle.sft.train.steps) == (1e-3, 500)
     resources = {"diffusion": "/parts/diffusion", "vq": "/parts/vq"}
     cfgs = {v.name: variant_config(study, v, 0, resources) for v in study.variants}
     assert cfgs["lowres"].pretrain.connector is None

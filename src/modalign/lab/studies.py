@@ -334,8 +334,8 @@ def _vlsa() -> Study:
         name="vlsa",
         description="VLSA in a high-resolution world (288 px images, 1 px glyph dots: legible in "
         "the full-resolution tile, partly in the low-res view; 3 x 3 tiles of the tower's 96 "
-        "px): low-res, tiled, SA-Perceiver, "
-        "+ reconstruction, 800 pre-training steps; tiled and SA-Perceiver + reconstruction also "
+        "px): low-res, tiled, SA-Perceiver, + reconstruction, 800 pre-training steps, SFT 1e-3 "
+        "x 500 (glyph reading needs it); tiled and SA-Perceiver + reconstruction also "
         "fine-tuned with cognition turns (rows 5 and 6).",
         reference="VLSA Table 3: SA-Perceiver recovers most of the loss from dropping resolution "
         "(DocVQA 45.4 -> 61.8), + reconstruction restores detail tasks (75.5), cognition turns "
@@ -374,9 +374,15 @@ def _vlsa() -> Study:
     )
 
 
+# VLSA compares connectors, so its SFT must be able to learn the detail task: the cycle's SFT
+# (1e-4 x 250) leaves glyph reading at 0.13 (chance 0.06) in every study; from the 96 px
+# default's pre-training (seed 0), 1e-3 x 500 reads glyphs at 0.83 and 1e-3 x 1000 at 0.98.
+VLSA_SFT_LR, VLSA_SFT_STEPS = 1e-3, 500
+
+
 def _vlsa_cycle() -> CycleConfig:
     """The high-resolution world; pre-training halved to 800 steps (6.4 epochs): the tiled
-    variants cost 2-3x the low-res step on 2 CPU cores.
+    variants cost 2-3x the low-res step on 2 CPU cores; SFT at 1e-3 x 500 (see above).
 
     Glyph dots of 1 px at 288 px: `lab legibility` (a linear probe on the default tower, seed-0
     world) reads the glyph from the cell's tile at 0.99 and from the low-res view's cell at 0.42
@@ -384,7 +390,8 @@ def _vlsa_cycle() -> CycleConfig:
     so there would be no detail for VLSA to recover."""
     base = CycleConfig()
     pretrain = replace(base.pretrain, train=replace(base.pretrain.train, steps=800))
-    return replace(base, image_size=288, glyph_scale=1, pretrain=pretrain)
+    sft = replace(base.sft, train=replace(base.sft.train, lr=VLSA_SFT_LR, steps=VLSA_SFT_STEPS))
+    return replace(base, image_size=288, glyph_scale=1, pretrain=pretrain, sft=sft)
 
 
 def _chain(*changes: Callable[[Recipe, dict[str, Any]], Recipe]) -> Callable[..., Recipe]:
