@@ -57,3 +57,41 @@ def test_recall_trace_needs_records(tiny_llava):
     _, proc = load_llava(tiny_llava)
     with pytest.raises(DataError, match="no records"):
         RecallTrace(proc, [], every=10)
+
+
+def test_oracle_labels_name_each_cell_content(tiny_data, tmp_path):
+    from modalign.lab.sea import oracle_labels
+    from modalign.lab.world.vocab import label_words
+
+    folder = oracle_labels(tiny_data, tmp_path / "oracle")
+    cache = LabelCache.load(folder, words=label_words())
+    train = load_split(tiny_data, "train")
+    assert cache.grid == 3 and cache.manifest["model"] == "oracle:world-truth"
+    assert label_accuracy(cache, tiny_data, train) == 1.0  # every occupied cell's top label
+    for r in train:
+        idx, scores = cache.labels(r.image_path.relative_to(tiny_data).as_posix())
+        truth = cell_truth(r)
+        for cell in range(9):
+            named = {cache.words[int(i)] for i in idx[cell] if int(i) >= 0}
+            assert named == set(truth.get(cell, {}).values())
+        assert torch.equal(scores > 0, idx >= 0)
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    assert oracle_labels(tiny_data, folder) == folder  # made once
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_save_label_cache_refuses_bad_labels(tmp_path):
+    from modalign.errors import ConfigError
+    from modalign.train.sea_labels import save_label_cache
+
+    good = torch.zeros(4, 2, dtype=torch.int32)
+    with pytest.raises(ConfigError, match="no images"):
+        save_label_cache(tmp_path / "a", ["w"], 2, [], source="x")
+    with pytest.raises(ConfigError, match="patches"):
+        save_label_cache(tmp_path / "b", ["w"], 3, [("i", good, good.float())], source="x")
+    with pytest.raises(ConfigError, match="word indices"):
+        save_label_cache(tmp_path / "c", ["w"], 2, [("i", good + 1, good.float())], source="x")
+    with pytest.raises(ConfigError, match="shapes"):
+        save_label_cache(tmp_path / "d", ["w"], 2, [("i", good, torch.zeros(4, 3))], source="x")
+    cache = save_label_cache(tmp_path / "e", ["w"], 2, [("i", good, good.float())], source="x")
+    assert cache.labels("i")[0].tolist() == good.tolist()

@@ -1,6 +1,7 @@
 """SEA in the miniature world: a text tower for the LLaVA's own vision tower (LiT), the world's
 word list, labels for a dataset, and how often a patch's top label names its cell's content
-(to choose the similarity sign, which SEA leaves to CLIP Surgery's observation on real CLIPs)."""
+(to choose the similarity sign, which SEA leaves to CLIP Surgery's observation on real CLIPs);
+and oracle labels (each cell's true words), the control of what SEA can do with perfect labels."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from modalign.lab.towers import load_tokenizer, train_clip
 from modalign.lab.world.dataset import Record, load_split
 from modalign.lab.world.vocab import label_words
 from modalign.train.fit import TrainConfig
-from modalign.train.sea_labels import build_label_cache
+from modalign.train.sea_labels import build_label_cache, save_label_cache
 
 LIT = TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1, progress=False)
 
@@ -77,3 +78,23 @@ def sea_labels(data: Path, clip_dir: Path, out: Path, top_n: int = 10) -> dict[s
               "labels": str(out / "train")}  # fmt: skip
     atomic_write_json(summary_file, choice)
     return choice
+
+
+def oracle_labels(data: Path, out: Path, grid: int = 3) -> Path:
+    """Labels of the train split from the world's truth (once): patch = cell (the lab's towers
+    have one patch per cell), labels = its colour and shape, or its glyph, score 1; empty cells
+    have none. Returns the cache folder."""
+    if (out / "manifest.json").is_file():
+        return out
+    words = label_words()
+    labels = []
+    for r in load_split(data, "train"):
+        indices = torch.full((grid * grid, 2), -1, dtype=torch.int32)  # (P, n)
+        for cell, content in cell_truth(r).items():
+            for k, word in enumerate(content.values()):
+                indices[cell, k] = words.index(word)
+        labels.append((r.image_path.relative_to(data).as_posix(), indices,
+                       (indices >= 0).to(torch.float32)))  # fmt: skip
+    save_label_cache(out, words, grid, labels, source="oracle:world-truth",
+                     image_root=data.resolve())  # fmt: skip
+    return out

@@ -104,19 +104,22 @@ def _toolkit() -> Study:
 
 
 def _prepare_alignment(root: Path, data: Path, cycle: CycleConfig, seed: int) -> dict[str, Any]:
-    """Per seed: a LiT text tower for the base's vision tower, then SEA labels."""
+    """Per seed: a LiT text tower for the base's vision tower, then SEA labels; and the oracle
+    labels (the world's truth) for the control."""
     import json
 
     from modalign.lab.default import default_model_path
-    from modalign.lab.sea import lit_clip, sea_labels
+    from modalign.lab.sea import lit_clip, oracle_labels, sea_labels
 
     folder = root / f"sea-seed{seed}"
     choice = folder / "labels" / "choice.json"
     if choice.is_file():
-        return json.loads(choice.read_text(encoding="utf-8"))
-    return sea_labels(
-        data, lit_clip(data, default_model_path(), folder / "clip"), folder / "labels"
-    )
+        chosen = json.loads(choice.read_text(encoding="utf-8"))
+    else:
+        chosen = sea_labels(
+            data, lit_clip(data, default_model_path(), folder / "clip"), folder / "labels"
+        )
+    return {**chosen, "oracle_labels": str(oracle_labels(data, folder / "oracle-labels"))}
 
 
 def _objective(text: str) -> Callable[[Recipe, dict[str, Any]], Recipe]:
@@ -148,6 +151,12 @@ def _alignment() -> Study:
                 _objective("sea:1,labels={labels}"),
                 "lambda 1, n 10, 2x2 windows; labels from a LiT text tower on the base's "
                 "vision tower, the similarity sign chosen on the val split",
+            ),
+            Variant(
+                "sea_oracle",
+                _objective("sea:1,labels={oracle_labels}"),
+                "control: SEA with the world's true words per cell (colour and shape, or the "
+                "glyph): what SEA does with perfect labels",
             ),
             Variant(
                 "contrastive",

@@ -158,6 +158,40 @@ def build_label_cache(
     return LabelCache.load(root)
 
 
+def save_label_cache(
+    out: str | os.PathLike[str],
+    words: Sequence[str],
+    grid: int,
+    labels: Sequence[tuple[str, torch.Tensor, torch.Tensor]],
+    *,
+    source: str,
+    image_root: str | os.PathLike[str] = "",
+) -> LabelCache:
+    """A label cache from labels made elsewhere (e.g. ground truth): per image id, (P, n) word
+    indices (-1 = none) and scores; `source` stands where a built cache has its model's
+    fingerprint. Same format as `build_label_cache`, written at once."""
+    if not labels:
+        raise ConfigError("SEA labels: no images to write")
+    root, words = Path(out), list(words)
+    shapes = {(tuple(i.shape), tuple(sc.shape)) for _, i, sc in labels}
+    if len(shapes) != 1 or next(iter(shapes))[0] != next(iter(shapes))[1]:
+        raise ConfigError(f"SEA labels: index and score shapes differ or vary ({shapes})")
+    (p, n), _ = next(iter(shapes))
+    if p != grid * grid or any(int(i.max()) >= len(words) or int(i.min()) < -1
+                               for _, i, _ in labels):  # fmt: skip
+        raise ConfigError(f"SEA labels: need {grid * grid} patches and word indices in "
+                          f"[-1, {len(words)})")  # fmt: skip
+    name = "part-00000.safetensors"
+    _save_chunk(root / name, torch.stack([i.to(torch.int32) for _, i, _ in labels]),
+                torch.stack([sc.to(torch.float16) for _, _, sc in labels]))  # fmt: skip
+    manifest = {"format": FORMAT, "model": source, "words_sha256": words_fingerprint(words),
+                "top_n": n, "sign": 1.0, "grid": grid, "image_root": os.fspath(image_root),
+                "words": words, "chunks": [{"file": name, "images": [i for i, _, _ in labels]}],
+                "complete": True}  # fmt: skip
+    atomic_write_json(root / MANIFEST, manifest)
+    return LabelCache.load(root)
+
+
 def _save_chunk(path: Path, indices: torch.Tensor, scores: torch.Tensor) -> None:
     from safetensors.torch import save
 
