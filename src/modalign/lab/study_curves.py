@@ -128,6 +128,7 @@ def plot_traces(traces: dict[str, Any], stem: Path) -> list[Path]:
                   if len(c["steps"]) > 1}  # fmt: skip
         if series:
             png = stem.parent / f"{stem.name}-{name}-curves.png"
-            written.append(plot_curves(series, png, ylabel=TRACES[name].label,
-                                       title="during pre-training (seed mean and range)"))  # fmt: skip
+            label = TRACES[name].label
+            written.append(plot_curves(series, png, ylabel=label, title=f"{label.split(' (')[0]} "
+                                       "during pre-training (seed mean and range)"))  # fmt: skip
     return written
