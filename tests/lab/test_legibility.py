@@ -44,7 +44,12 @@ def test_glyph_features_from_the_low_res_cell_and_the_tile(tiny_data):
     torch.testing.assert_close(low[0], patch)
     report = glyph_legibility(default_model_path(), tiny_data, n_train=24)
     assert report["n_train"] == len(with_glyph) and report["chance"] == 1 / len(GLYPHS)
-    assert 0 <= report["low_res_cell"]["test"] <= 1 and 0 <= report["tile"]["test"] <= 1
+    # fitted on the train split's features, scored on the test split's
+    test = glyph_features(model, processor, load_split(tiny_data, "test"))
+    assert report["n_test"] == len(test[2])
+    for i, name in enumerate(("low_res_cell", "tile")):
+        assert report[name] == linear_probe(low if i == 0 else tile, labels, test[i], test[2],
+                                            len(GLYPHS))  # fmt: skip
 
 
 def test_a_patch_grid_that_does_not_tile_the_cells_is_refused(tiny_llava, tiny_data):

@@ -13,7 +13,7 @@ from modalign.errors import DataError
 from modalign.lab.world.dataset import Record
 from modalign.lab.world.vocab import label_words
 from modalign.train.loss import unwrap
-from modalign.train.probe import PeriodicProbe, evaluating
+from modalign.train.probe import PeriodicProbe
 
 
 def keeps_grid(model: Any) -> bool:
@@ -74,8 +74,7 @@ class RecallTrace(PeriodicProbe):
         self.processor, self.records = processor, list(records)
 
     def entry(self, model: Any, step: int) -> dict[str, Any]:
-        with evaluating(model):
-            result = recall_accuracy(unwrap(model), self.processor, self.records)
+        result = recall_accuracy(unwrap(model), self.processor, self.records)
         return {"accuracy": result["accuracy"], "by_kind": result["by_kind"]}
 
     def logs(self, entry: dict[str, Any]) -> dict[str, float]:

@@ -54,21 +54,11 @@ def _stage1_model(data_dir: Path, clip: Path | None, lm: Path | None, base: Path
     return model, build_processor(tok, vision.image_size, vision.patch_size)
 
 
-def _recall_trace(out: Path) -> list[dict]:
-    """The recalled-word trace's history, if the stage ran one."""
-    path = Path(out) / "recall_trace" / "recall_curve.json"
+def _history(path: Path) -> list[dict]:
+    """A periodic probe's history (MIR monitor, recall trace), if the stage ran it."""
     if not path.is_file():
         return []
     return json.loads(path.read_text(encoding="utf-8"))["history"]
-
-
-def _mir_trace(out: Path) -> list[dict]:
-    """The MIR monitor's history, if the stage ran one."""
-    path = Path(out) / "mir_monitor" / "mir_curve.json"
-    if not path.is_file():
-        return []
-    history = json.loads(path.read_text(encoding="utf-8"))["history"]
-    return [{"step": h["step"], "mir": h["mir"], "per_layer": h["per_layer"]} for h in history]
 
 
 def pretrain(
@@ -115,8 +105,11 @@ def pretrain(
         "test_caption_loss_fresh_connector": fresh_loss,
         "train_loss": summary["train_loss"],
         "stopped_early_at": summary["stopped_early_at"],
-        "mir_trace": _mir_trace(out),
-        "recall_trace": _recall_trace(out),
+        "mir_trace": [
+            {"step": h["step"], "mir": h["mir"], "per_layer": h["per_layer"]}
+            for h in _history(Path(out) / "mir_monitor" / "mir_curve.json")
+        ],
+        "recall_trace": _history(Path(out) / "recall_trace" / "recall_curve.json"),
     }
     atomic_write_json(Path(out) / "metrics.json", metrics)
     return metrics

@@ -14,7 +14,6 @@ from typing import Any
 
 from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.train.monitor import MIRMonitor
-from modalign.train.probe import evaluating
 
 
 class GapTrace(MIRMonitor):
@@ -28,8 +27,7 @@ class GapTrace(MIRMonitor):
         from modalign.diagnostics.gap_terms import gap_terms
         from modalign.models import get_adapter
 
-        with evaluating(model):
-            self._terms = gap_terms(get_adapter(model, self.processor), self.pairs)
+        self._terms = gap_terms(get_adapter(model, self.processor), self.pairs)
         layers = self._terms["layers"]
         return SimpleNamespace(mir=self._terms["mir"], per_layer=[x["fd"] for x in layers],
                                layers=[x["layer"] for x in layers])  # fmt: skip

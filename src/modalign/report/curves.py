@@ -28,12 +28,7 @@ def plot_curve(
         ax.plot(steps, smoothed, linestyle="--", label="smoothed (EMA)")
     if stop_step is not None:
         ax.axvline(stop_step, color="grey", linestyle=":", label=f"stopped at step {stop_step}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    return save_figure(fig, out_png, dpi)
+    return _finish(fig, ax, out_png, ylabel, title, dpi)
 
 
 def plot_curves(
@@ -50,6 +45,11 @@ def plot_curves(
     for label, (steps, centre, low, high) in series.items():
         (line,) = ax.plot(steps, centre, marker="o", markersize=2, label=label)
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    return _finish(fig, ax, out_png, ylabel, title, dpi)
+
+
+def _finish(fig, ax, out_png: str | os.PathLike[str], ylabel: str, title: str, dpi: int) -> Path:
+    """Labels, grid and legend of a curve plot over steps, then the atomic save."""
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

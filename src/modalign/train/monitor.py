@@ -27,9 +27,7 @@ from typing import Any
 
 from modalign.data.pairs import Pair
 from modalign.errors import ConfigError
-from modalign.train.probe import PeriodicProbe, evaluating
-
-__all__ = ["MIRMonitor", "evaluating", "first_plateau", "plateaued"]
+from modalign.train.probe import PeriodicProbe
 
 
 def plateaued(smoothed: Sequence[float], patience: int, delta: float) -> bool:
@@ -90,12 +88,11 @@ class MIRMonitor(PeriodicProbe):
         self.options = options or RunOptions(batch_size=16, progress=False)
 
     def measure(self, model: Any) -> Any:
-        """MIR of `model` on the probe set (an MIRResult); training state and RNG untouched."""
+        """MIR of `model` on the probe set (an MIRResult)."""
         from modalign.models import get_adapter
         from modalign.runner import run_mir
 
-        with evaluating(model):
-            return run_mir(get_adapter(model, self.processor), self.pairs, self.options)
+        return run_mir(get_adapter(model, self.processor), self.pairs, self.options)
 
     def entry(self, model: Any, step: int) -> dict[str, Any]:
         result = self.measure(model)

@@ -40,7 +40,8 @@ class PeriodicProbe(TrainerCallback):
 
     # ------------------------------------------------------------------ what subclasses say
     def entry(self, model: Any, step: int) -> dict[str, Any]:
-        """One measurement of `model` (JSON-ready); the model must leave it as it came."""
+        """One measurement of `model` (JSON-ready); called in eval mode with the RNG states
+        saved and restored around it (`evaluating`), so training goes on as if unmeasured."""
         raise NotImplementedError
 
     def logs(self, entry: dict[str, Any]) -> dict[str, float]:
@@ -61,7 +62,8 @@ class PeriodicProbe(TrainerCallback):
         self._trainer = trainer
 
     def _record(self, model: Any, step: int, control: Any = None) -> None:
-        entry = {"step": step, **self.entry(model, step)}
+        with evaluating(model):
+            entry = {"step": step, **self.entry(model, step)}
         self.history.append(entry)
         logs = self.logs(entry)
         if self._trainer is not None and logs:

@@ -116,10 +116,7 @@ def build_label_cache(
     words = list(words)
     vision = model.config.vision_config
     grid = vision.image_size // vision.patch_size
-    settings = {
-        "format": FORMAT, "model": fingerprint(model), "words_sha256": words_fingerprint(words),
-        "top_n": top_n, "sign": sign, "grid": grid, "image_root": os.fspath(image_root),
-    }  # fmt: skip
+    settings = _settings(fingerprint(model), words, top_n, sign, grid, image_root)
     manifest = read_manifest(root)
     if manifest is not None:
         if {k: manifest.get(k) for k in settings} != settings:
@@ -184,12 +181,19 @@ def save_label_cache(
     name = "part-00000.safetensors"
     _save_chunk(root / name, torch.stack([i.to(torch.int32) for _, i, _ in labels]),
                 torch.stack([sc.to(torch.float16) for _, _, sc in labels]))  # fmt: skip
-    manifest = {"format": FORMAT, "model": source, "words_sha256": words_fingerprint(words),
-                "top_n": n, "sign": 1.0, "grid": grid, "image_root": os.fspath(image_root),
-                "words": words, "chunks": [{"file": name, "images": [i for i, _, _ in labels]}],
-                "complete": True}  # fmt: skip
+    manifest = {**_settings(source, words, n, 1.0, grid, image_root), "words": words,
+                "chunks": [{"file": name, "images": [i for i, _, _ in labels]}], "complete": True}  # fmt: skip
     atomic_write_json(root / MANIFEST, manifest)
     return LabelCache.load(root)
+
+
+def _settings(
+    source: str, words: list[str], top_n: int, sign: float, grid: int,
+    image_root: str | os.PathLike[str],
+) -> dict[str, Any]:  # fmt: skip
+    """What a cache was built from and how (a manifest's identity; a resumed build must match)."""
+    return {"format": FORMAT, "model": source, "words_sha256": words_fingerprint(words),
+            "top_n": top_n, "sign": sign, "grid": grid, "image_root": os.fspath(image_root)}  # fmt: skip
 
 
 def _save_chunk(path: Path, indices: torch.Tensor, scores: torch.Tensor) -> None:
