@@ -59,9 +59,12 @@ def test_labels_are_the_top_words_by_signed_cosine(clip, tiny_data, cache):
         pixels = build_image_processor(64)([load()], return_tensors="pt")["pixel_values"]
         h = clip.vision_model(pixel_values=pixels).last_hidden_state[0, 1:]
         v = clip.visual_projection(clip.vision_model.post_layernorm(h)).double()
-        enc = tok(WORDS, padding=True, return_tensors="pt")
-        t = clip.get_text_features(**enc)
-        t = getattr(t, "pooler_output", t).double()
+        # Each word as the tower was trained (lab ClipCollator: <s> word </s>), one at a time.
+        rows = [[tok.bos_token_id, *tok(w, add_special_tokens=False)["input_ids"],
+                 tok.eos_token_id] for w in WORDS]  # fmt: skip
+        t = torch.cat([getattr(f, "pooler_output", f) for f in
+                       (clip.get_text_features(input_ids=torch.tensor([r])) for r in rows)])  # fmt: skip
+        t = t.double()
     cos = -(v / v.norm(dim=-1, keepdim=True)) @ (t / t.norm(dim=-1, keepdim=True)).T  # (16, W)
     ref_scores, ref_idx = cos.topk(3, dim=-1)
     valid = ref_scores > 0
@@ -238,5 +241,61 @@ def test_objective_gradients_and_bad_inputs(tiny_llava, tiny_data, cache, tmp_pa
 def test_word_features_are_unit_norm(clip, tiny_data):
     f = word_features(clip, load_tokenizer(tiny_data), WORDS)
     assert f.shape[0] == len(WORDS) and torch.allclose(f.norm(dim=-1), torch.ones(len(WORDS)))
+    # Distinct words, distinct features (the lab tokenizer adds no EOS; CLIP pools there).
+    cos = f @ f.T
+    assert (cos - 2 * torch.eye(len(WORDS)) < 0.999).all()
     idx, _ = patch_labels(clip, torch.zeros(1, 3, 64, 64), f, 2, 1.0)
     assert idx.shape == (1, 16, 2)
+
+
+def test_word_features_frame_words_as_the_tower_was_trained(clip, tiny_data):
+    tok = load_tokenizer(tiny_data)
+    # Batched, padded to the longest word: the same features as each "<s> word </s>" alone.
+    words = ["red", "triangle small", "star"]
+    f = word_features(clip, tok, words)
+    with torch.no_grad():
+        for k, w in enumerate(words):
+            ids = [
+                tok.bos_token_id,
+                *tok(w, add_special_tokens=False)["input_ids"],
+                tok.eos_token_id,
+            ]
+            ref = clip.get_text_features(input_ids=torch.tensor([ids]))
+            ref = torch.nn.functional.normalize(getattr(ref, "pooler_output", ref), dim=-1)
+            torch.testing.assert_close(f[k], ref[0], atol=1e-5, rtol=1e-5)
+
+    # A tokenizer that cannot tell the words apart: a clear error, not identical labels.
+    class Blind:
+        pad_token_id = tok.pad_token_id
+
+        def __call__(self, words, add_special_tokens=True):
+            return {"input_ids": [[tok.bos_token_id, tok.unk_token_id] for _ in words]}
+
+    with pytest.raises(ModelError, match="same feature"):
+        word_features(clip, Blind(), ["red", "blue"])
+
+
+def test_siglip_words_are_padded_to_the_full_length_it_pools_from(tiny_data):
+    from transformers import SiglipConfig, SiglipModel
+
+    tok = load_tokenizer(tiny_data)
+    config = SiglipConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "max_position_embeddings": 12, "pad_token_id": tok.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = SiglipModel(config).eval()
+    words = ["red", "triangle small"]
+    f = word_features(model, tok, words)
+    with torch.no_grad():
+        for k, w in enumerate(words):
+            ids = tok(w)["input_ids"]
+            ids = ids + [tok.pad_token_id] * (12 - len(ids))  # SigLIP pools the last position
+            ref = model.get_text_features(input_ids=torch.tensor([ids]))
+            ref = torch.nn.functional.normalize(getattr(ref, "pooler_output", ref), dim=-1)
+            torch.testing.assert_close(f[k], ref[0], atol=1e-5, rtol=1e-5)
+    idx, _ = patch_labels(model, torch.zeros(1, 3, 32, 32), f, 1, 1.0)
+    assert idx.shape == (1, 4, 1)

@@ -2,7 +2,8 @@
 
 For every image: patch features in the joint space (CLIP: last-layer patch tokens -> post-LN ->
 visual projection; SigLIP: its last hidden state), cosine with the text features of every word
-of a word list, the top-n words per patch ranked by `sign * cos` (SEA ranks by -cos, after CLIP
+of a word list (each word framed as the text tower was trained: CLIP pools its EOS, SigLIP the
+last of 64 padded positions), the top-n words per patch ranked by `sign * cos` (SEA ranks by -cos, after CLIP
 Surgery's observation on raw CLIP patch tokens; +1 ranks by plain similarity), and only the
 positive scores kept. The cache is a folder: `manifest.json` (what built it: model and word-list
 fingerprints, sign, n, the patch grid) and `part-XXXXX.safetensors` chunks written atomically, so
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,38 +35,95 @@ from modalign.data.word_labels import (
 from modalign.errors import ConfigError, ModelError
 from modalign.registry import Registry
 
-# model_type -> (model, pixel_values) -> patch features in the joint space (B, P, E).
-PATCH_FEATURES: Registry[Callable[[Any, torch.Tensor], torch.Tensor]] = Registry(
-    "patch-feature family"
-)
+
+@dataclass(frozen=True)
+class PairFamily:
+    """How one CLIP-style family is read: patch features in the joint space (B, P, E), and the
+    text inputs its text tower was trained on (the tower pools one position, so the words must
+    be framed as the captions were, or every word reads the same position)."""
+
+    patches: Callable[[Any, torch.Tensor], torch.Tensor]
+    text_inputs: Callable[[Any, Any, Sequence[str]], dict[str, torch.Tensor]]
+    text_framing: str  # recorded in the cache manifest: a cache made otherwise is stale
 
 
-@PATCH_FEATURES.register("clip")
+FAMILIES: Registry[PairFamily] = Registry("CLIP-style family")
+
+
 def _clip_patches(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     hidden = model.vision_model(pixel_values=pixel_values).last_hidden_state[:, 1:]  # (B, P, Dv)
     return model.visual_projection(model.vision_model.post_layernorm(hidden))  # (B, P, E)
 
 
-@PATCH_FEATURES.register("siglip")
+def _clip_text(model: Any, tokenizer: Any, words: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Each word as `tokenizer` frames it, ending in the EOS token the tower pools at (CLIP's
+    own tokenizer adds it; one that does not gets it appended), right-padded."""
+    eos = model.config.text_config.eos_token_id
+    rows = [list(ids) for ids in tokenizer(list(words), add_special_tokens=True)["input_ids"]]
+    if eos != 2:  # transformers' legacy CLIP configs pool at the largest id instead
+        rows = [ids if ids and ids[-1] == eos else [*ids, eos] for ids in rows]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])  # (W, T)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])  # (W, T)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def _siglip_patches(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     return model.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, P, E), post-LN
+
+
+def _siglip_text(model: Any, tokenizer: Any, words: Sequence[str]) -> dict[str, torch.Tensor]:
+    """SigLIP pools the last position and was trained on text padded to its full length."""
+    length = model.config.text_config.max_position_embeddings
+    enc = tokenizer(list(words), padding="max_length", max_length=length, truncation=True,
+                    return_tensors="pt")  # fmt: skip
+    return {"input_ids": enc["input_ids"]}
+
+
+FAMILIES.register("clip")(PairFamily(_clip_patches, _clip_text, "tokens+eos, right-padded"))
+FAMILIES.register("siglip")(
+    PairFamily(_siglip_patches, _siglip_text, "padded to max_position_embeddings")
+)
+
+
+def _family(model: Any) -> PairFamily:
+    kind = model.config.model_type
+    if kind not in FAMILIES:
+        raise ModelError(
+            f"SEA labels need a CLIP-style model pair; got {kind!r} "
+            f"(supported: {', '.join(FAMILIES.names())})"
+        )
+    return FAMILIES[kind]
 
 
 @torch.no_grad()
 def word_features(
     model: Any, tokenizer: Any, words: Sequence[str], batch_size: int = 256
 ) -> torch.Tensor:
-    """Unit-norm text features (W, E) of the raw words (SEA's default: no prompt)."""
+    """Unit-norm text features (W, E) of the raw words (SEA's default: no prompt), framed as the
+    family's text tower expects. Refuses a tower that gives distinct words the same feature
+    (e.g. it pools a position that holds the same token in every row)."""
+    family = _family(model)
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(words), batch_size):
-        enc = tokenizer(list(words[start : start + batch_size]), padding=True, return_tensors="pt")
-        feats = model.get_text_features(
-            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
-        )
+        enc = family.text_inputs(model, tokenizer, words[start : start + batch_size])
+        feats = model.get_text_features(**{k: v.to(device) for k, v in enc.items()})
         feats = getattr(feats, "pooler_output", feats)
         out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
-    return torch.cat(out)  # (W, E)
+    feats = torch.cat(out)  # (W, E)
+    distinct = {w: i for i, w in enumerate(words)}
+    if len(distinct) > 1:
+        sub = feats[list(distinct.values())]  # (U, E)
+        cos = sub @ sub.T - 2 * torch.eye(len(sub), device=sub.device)  # (U, U), diagonal out
+        if bool((cos > 1 - 1e-6).any()):
+            raise ModelError(
+                "SEA labels: the text tower gives different words the same feature; it pools a "
+                "position that does not see the word (check that the tokenizer frames words as "
+                "the tower was trained: BOS ... EOS for CLIP)"
+            )
+    return feats
 
 
 @torch.no_grad()
@@ -73,9 +132,8 @@ def patch_labels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, scores), each (B, P, n): the top-n words per patch by sign * cos; scores <= 0
     are dropped (index -1, score 0)."""
-    family = PATCH_FEATURES[model.config.model_type]
     patches = torch.nn.functional.normalize(
-        family(model, pixel_values).float(), dim=-1
+        _family(model).patches(model, pixel_values).float(), dim=-1
     )  # (B, P, E)
     sims = sign * (patches @ words.T)  # (B, P, W)
     scores, idx = sims.topk(min(top_n, words.shape[0]), dim=-1)  # (B, P, n)
@@ -107,16 +165,14 @@ def build_label_cache(
         raise ConfigError(
             f"SEA labels: top_n >= 1 and sign in (-1, +1) needed, got {top_n}, {sign}"
         )
-    if model.config.model_type not in PATCH_FEATURES:
-        raise ModelError(
-            f"SEA labels need a CLIP-style model pair; got {model.config.model_type!r} "
-            f"(supported: {', '.join(PATCH_FEATURES.names())})"
-        )
+    family = _family(model)
     root = Path(out)
     words = list(words)
     vision = model.config.vision_config
     grid = vision.image_size // vision.patch_size
-    settings = _settings(fingerprint(model), words, top_n, sign, grid, image_root)
+    settings = _settings(
+        fingerprint(model), words, top_n, sign, grid, image_root, family.text_framing
+    )
     manifest = read_manifest(root)
     if manifest is not None:
         if {k: manifest.get(k) for k in settings} != settings:
@@ -181,7 +237,7 @@ def save_label_cache(
     name = "part-00000.safetensors"
     _save_chunk(root / name, torch.stack([i.to(torch.int32) for _, i, _ in labels]),
                 torch.stack([sc.to(torch.float16) for _, _, sc in labels]))  # fmt: skip
-    manifest = {**_settings(source, words, n, 1.0, grid, image_root), "words": words,
+    manifest = {**_settings(source, words, n, 1.0, grid, image_root, None), "words": words,
                 "chunks": [{"file": name, "images": [i for i, _, _ in labels]}], "complete": True}  # fmt: skip
     atomic_write_json(root / MANIFEST, manifest)
     return LabelCache.load(root)
@@ -189,11 +245,13 @@ def save_label_cache(
 
 def _settings(
     source: str, words: list[str], top_n: int, sign: float, grid: int,
-    image_root: str | os.PathLike[str],
+    image_root: str | os.PathLike[str], text_framing: str | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """What a cache was built from and how (a manifest's identity; a resumed build must match)."""
+    """What a cache was built from and how (a manifest's identity; a resumed build must match).
+    `text_framing`: how words were fed to the text tower (None: labels not made by a tower)."""
     return {"format": FORMAT, "model": source, "words_sha256": words_fingerprint(words),
-            "top_n": top_n, "sign": sign, "grid": grid, "image_root": os.fspath(image_root)}  # fmt: skip
+            "top_n": top_n, "sign": sign, "grid": grid, "image_root": os.fspath(image_root),
+            "text_framing": text_framing}  # fmt: skip
 
 
 def _save_chunk(path: Path, indices: torch.Tensor, scores: torch.Tensor) -> None:
