@@ -27,6 +27,12 @@ def test_labels_then_train_with_sea_and_contrastive(
     loaded = LabelCache.load(cache)
     assert len(loaded.indices) == len(json.loads(data.read_text())) and loaded.grid == 4
     assert main(args) == 0  # finished: nothing to redo
+    regions = [*args[:10], str(tmp_path / "regions"), "--regions", "2", "--quiet"]
+    assert main(regions) == 0
+    manifest = json.loads((tmp_path / "regions" / "manifest.json").read_text())
+    assert manifest["regions"] == 2 and manifest["sign"] == 1.0  # +cos by default for crops
+    assert main([*regions[:-2], "3", "--quiet"]) == 2
+    assert "must divide" in capsys.readouterr().err
     common = ["train", "--model", str(tiny_llava), "--data", str(data), "--image-folder",
               str(tiny_data), "--steps", "2", "--batch-size", "8", "--log-steps", "1",
               "--save-steps", "0", "--quiet", "--plain-end", "eos"]  # fmt: skip

@@ -49,7 +49,7 @@ def test_every_study_builds_its_grid():
         study = STUDIES[name]()
         assert len({v.name for v in study.variants}) == len(study.variants) >= 3, name
         for v in study.variants:
-            resources = {"labels": "cache", "oracle_labels": "oracle", "diffusion": "parts/diffusion",
+            resources = {"labels": "cache", "oracle_labels": "oracle", "region_labels": "regions", "diffusion": "parts/diffusion",
                          "vq": "parts/vq"}  # fmt: skip
             cfg = variant_config(study, v, seed=1, resources=resources)
             assert cfg.seed == 1 and cfg.sizes == study.cycle.sizes

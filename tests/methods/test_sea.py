@@ -3,6 +3,7 @@ sampling, the InfoNCE, gradients, and the bad inputs."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -299,3 +300,45 @@ def test_siglip_words_are_padded_to_the_full_length_it_pools_from(tiny_data):
             torch.testing.assert_close(f[k], ref[0], atol=1e-5, rtol=1e-5)
     idx, _ = patch_labels(model, torch.zeros(1, 3, 32, 32), f, 1, 1.0)
     assert idx.shape == (1, 4, 1)
+
+
+def test_region_labels_embed_each_cell_crop_whole(clip, tiny_data, tmp_path):
+    from modalign.train.sea_labels import region_labels
+
+    tok = load_tokenizer(tiny_data)
+    words = word_features(clip, tok, WORDS)
+    images = [load() for _, load in _images(tiny_data, 3)]
+    pixels = build_image_processor(64)(images, return_tensors="pt")[
+        "pixel_values"
+    ]  # (3, 3, 64, 64)
+    idx, scores = region_labels(clip, pixels, words, 3, 1.0, regions=2)
+    assert idx.shape == scores.shape == (3, 16, 3)
+    with torch.no_grad():
+        for r in range(2):
+            for c in range(2):
+                crop = pixels[:, :, 32 * r : 32 * (r + 1), 32 * c : 32 * (c + 1)]  # (3, 3, 32, 32)
+                crop = torch.nn.functional.interpolate(crop, size=(64, 64), mode="bilinear")
+                f = clip.get_image_features(pixel_values=crop)
+                f = torch.nn.functional.normalize(getattr(f, "pooler_output", f), dim=-1)
+                ref_scores, ref_idx = (f @ words.T).topk(3, dim=-1)  # (3, 3)
+                ref_idx = torch.where(ref_scores > 0, ref_idx, -1).int()
+                # patches (row, col) of the 4 x 4 grid inside region (r, c)
+                for pr in range(2 * r, 2 * r + 2):
+                    for pc in range(2 * c, 2 * c + 2):
+                        assert torch.equal(idx[:, 4 * pr + pc], ref_idx)
+                        torch.testing.assert_close(
+                            scores[:, 4 * pr + pc], ref_scores.clamp(min=0), atol=1e-5, rtol=1e-5
+                        )
+    with pytest.raises(ConfigError, match="must divide"):
+        region_labels(clip, pixels, words, 3, 1.0, regions=3)
+    # Through the cache: +cos by default, the regions part of the cache's identity.
+    cache = _build(clip, tiny_data, tmp_path / "regions", regions=2)
+    manifest = json.loads((tmp_path / "regions" / "manifest.json").read_text())
+    assert manifest["regions"] == 2 and manifest["sign"] == 1.0
+    first_id = _images(tiny_data)[0][0]
+    i0, _ = cache.labels(first_id)
+    assert torch.equal(i0, idx[0])
+    with pytest.raises(ConfigError, match="other settings"):
+        _build(clip, tiny_data, tmp_path / "regions", sign=1.0)  # patch tokens now
+    with pytest.raises(ConfigError, match="must divide"):
+        _build(clip, tiny_data, tmp_path / "bad", regions=3)

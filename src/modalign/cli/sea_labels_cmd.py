@@ -25,8 +25,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-folder", type=Path, help="with --data: the folder its paths are under")
     p.add_argument("--out", type=Path, required=True, help="cache folder (resumable)")
     p.add_argument("--top-n", type=int, default=10, help="labels per patch (default 10, SEA's n)")
-    p.add_argument("--sign", type=float, choices=[-1.0, 1.0], default=-1.0,
-                   help="rank by sign * cos (default -1 as SEA, after CLIP Surgery)")  # fmt: skip
+    p.add_argument("--sign", type=float, choices=[-1.0, 1.0], default=None,
+                   help="rank by sign * cos (default: -1 for patch tokens as SEA, after CLIP "
+                        "Surgery; +1 with --regions)")  # fmt: skip
+    p.add_argument("--regions", type=int, default=0,
+                   help="label G x G region crops, each embedded whole, instead of the patch "
+                        "tokens (G divides the patch grid; for towers whose patch tokens do not "
+                        "name their content; default 0: patch tokens)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true")
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     cache = build_label_cache(
         model, AutoTokenizer.from_pretrained(args.clip), AutoImageProcessor.from_pretrained(args.clip),
         words, images, args.out, image_root=root.resolve(), top_n=args.top_n, sign=args.sign,
+        regions=args.regions,
         batch_size=args.batch_size, progress=not args.quiet,
     )  # fmt: skip
     labelled = sum(int((i >= 0).any(-1).sum()) for i in cache.indices.values())

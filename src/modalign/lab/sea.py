@@ -1,5 +1,5 @@
 """SEA in the miniature world: a text tower for the LLaVA's own vision tower (LiT), the world's
-word list, labels for a dataset, and how often a patch's top label names its cell's content
+word list, labels for a dataset (from patch tokens as SEA, or from region crops), and how often a patch's top label names its cell's content
 (to choose the similarity sign, which SEA leaves to CLIP Surgery's observation on real CLIPs);
 and oracle labels (each cell's true words), the control of what SEA can do with perfect labels."""
 
@@ -49,9 +49,12 @@ def label_accuracy(cache: LabelCache, data: Path, records: list[Record]) -> floa
     return hits / max(total, 1)
 
 
-def sea_labels(data: Path, clip_dir: Path, out: Path, top_n: int = 10) -> dict[str, Any]:
+def sea_labels(
+    data: Path, clip_dir: Path, out: Path, top_n: int = 10, regions: int = 0
+) -> dict[str, Any]:
     """Labels of the train split with the sign that labels held-out cells better (both tried on
-    the val split, as METHODS.md 5.6 suggests for a toy CLIP); returns what was chosen and why."""
+    the val split, as METHODS.md 5.6 suggests for a toy CLIP); returns what was chosen and why.
+    `regions` 0: SEA's labels from the patch tokens; G: from G x G region crops."""
     summary_file = out / "choice.json"
     clip = CLIPModel.from_pretrained(clip_dir).eval()
     tok, image_processor = (
@@ -66,7 +69,8 @@ def sea_labels(data: Path, clip_dir: Path, out: Path, top_n: int = 10) -> dict[s
             for r in load_split(data, split)
         ]
         return build_label_cache(clip, tok, image_processor, words, images, folder,
-                                 image_root=data.resolve(), top_n=top_n, sign=sign, progress=False)  # fmt: skip
+                                 image_root=data.resolve(), top_n=top_n, sign=sign, regions=regions,
+                                 progress=False)  # fmt: skip
 
     val = load_split(data, "val")
     with torch.no_grad():
@@ -74,8 +78,8 @@ def sea_labels(data: Path, clip_dir: Path, out: Path, top_n: int = 10) -> dict[s
                     for sign in (-1.0, 1.0)}  # fmt: skip
     sign = max(accuracy, key=accuracy.get)
     build("train", sign, out / "train")
-    choice = {"sign": sign, "val_top1_label_accuracy": {f"{k:+.0f}": v for k, v in accuracy.items()},
-              "labels": str(out / "train")}  # fmt: skip
+    choice = {"sign": sign, "regions": regions, "labels": str(out / "train"),
+              "val_top1_label_accuracy": {f"{k:+.0f}": v for k, v in accuracy.items()}}  # fmt: skip
     atomic_write_json(summary_file, choice)
     return choice
 

@@ -104,22 +104,25 @@ def _toolkit() -> Study:
 
 
 def _prepare_alignment(root: Path, data: Path, cycle: CycleConfig, seed: int) -> dict[str, Any]:
-    """Per seed: a LiT text tower for the base's vision tower, then SEA labels; and the oracle
-    labels (the world's truth) for the control."""
+    """Per seed: a LiT text tower for the base's vision tower, then SEA labels from its patch
+    tokens and from 3 x 3 region crops (one per cell); and the oracle labels (the world's truth)
+    for the control."""
     import json
 
     from modalign.lab.default import default_model_path
     from modalign.lab.sea import lit_clip, oracle_labels, sea_labels
 
     folder = root / f"sea-seed{seed}"
-    choice = folder / "labels" / "choice.json"
-    if choice.is_file():
-        chosen = json.loads(choice.read_text(encoding="utf-8"))
-    else:
-        chosen = sea_labels(
-            data, lit_clip(data, default_model_path(), folder / "clip"), folder / "labels"
-        )
-    return {**chosen, "oracle_labels": str(oracle_labels(data, folder / "oracle-labels"))}
+
+    def labels(name: str, regions: int) -> str:
+        choice = folder / name / "choice.json"
+        if choice.is_file():
+            return json.loads(choice.read_text(encoding="utf-8"))["labels"]
+        clip = lit_clip(data, default_model_path(), folder / "clip")
+        return sea_labels(data, clip, folder / name, regions=regions)["labels"]
+
+    return {"labels": labels("labels", 0), "region_labels": labels("region-labels", 3),
+            "oracle_labels": str(oracle_labels(data, folder / "oracle-labels"))}  # fmt: skip
 
 
 def _objective(text: str) -> Callable[[Recipe, dict[str, Any]], Recipe]:
@@ -151,6 +154,12 @@ def _alignment() -> Study:
                 _objective("sea:1,labels={labels}"),
                 "lambda 1, n 10, 2x2 windows; labels from a LiT text tower on the base's "
                 "vision tower, the similarity sign chosen on the val split",
+            ),
+            Variant(
+                "sea_regions",
+                _objective("sea:1,labels={region_labels}"),
+                "SEA with labels from the same LiT tower's whole-image embedding of each 3 x 3 "
+                "cell crop (`sea-labels --regions 3`), sign chosen on val",
             ),
             Variant(
                 "sea_oracle",

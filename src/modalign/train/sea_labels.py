@@ -126,19 +126,56 @@ def word_features(
     return feats
 
 
+def _top_words(
+    features: torch.Tensor, words: torch.Tensor, top_n: int, sign: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, scores), each (B, P, n): per feature row (B, P, E), the top-n words (W, E) by
+    sign * cos; scores <= 0 are dropped (index -1, score 0)."""
+    feats = torch.nn.functional.normalize(features.float(), dim=-1)  # (B, P, E)
+    sims = sign * (feats @ words.T)  # (B, P, W)
+    scores, idx = sims.topk(min(top_n, words.shape[0]), dim=-1)  # (B, P, n)
+    keep = scores > 0
+    return torch.where(keep, idx, -1).to(torch.int32), torch.where(keep, scores, 0.0)
+
+
 @torch.no_grad()
 def patch_labels(
     model: Any, pixel_values: torch.Tensor, words: torch.Tensor, top_n: int, sign: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices, scores), each (B, P, n): the top-n words per patch by sign * cos; scores <= 0
-    are dropped (index -1, score 0)."""
-    patches = torch.nn.functional.normalize(
-        _family(model).patches(model, pixel_values).float(), dim=-1
-    )  # (B, P, E)
-    sims = sign * (patches @ words.T)  # (B, P, W)
-    scores, idx = sims.topk(min(top_n, words.shape[0]), dim=-1)  # (B, P, n)
-    keep = scores > 0
-    return torch.where(keep, idx, -1).to(torch.int32), torch.where(keep, scores, 0.0)
+    """SEA's labels, (indices, scores) each (B, P, n): the top-n words per patch token."""
+    return _top_words(_family(model).patches(model, pixel_values), words, top_n, sign)
+
+
+def _check_regions(grid: int, regions: int) -> None:
+    if regions < 1 or grid % regions:
+        raise ConfigError(f"SEA labels: regions must divide the {grid} x {grid} patch grid, "
+                          f"got {regions}")  # fmt: skip
+
+
+@torch.no_grad()
+def region_labels(
+    model: Any, pixel_values: torch.Tensor, words: torch.Tensor, top_n: int, sign: float,
+    regions: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Labels from region crops, (indices, scores) each (B, P, n): the model's input view is cut
+    into regions x regions cells, each cell resized to the full input and embedded whole (the
+    image embedding CLIP was trained on, where its patch tokens were not), and a cell's top-n
+    words go to every patch inside it. The crops are cut from `pixel_values`, so they cover
+    exactly the patches of the grid whatever resizing or cropping the processor did."""
+    vision = model.config.vision_config
+    grid, size = vision.image_size // vision.patch_size, pixel_values.shape[-1]
+    _check_regions(grid, regions)
+    b, c, cell = pixel_values.shape[0], pixel_values.shape[1], size // regions
+    crops = pixel_values.reshape(b, c, regions, cell, regions, cell)  # (B, C, G, s, G, s)
+    crops = crops.permute(0, 2, 4, 1, 3, 5).reshape(-1, c, cell, cell)  # (B*G*G, C, s, s)
+    crops = torch.nn.functional.interpolate(crops, size=(size, size), mode="bilinear",
+                                            align_corners=False)  # fmt: skip  # (B*G*G, C, S, S)
+    feats = model.get_image_features(pixel_values=crops)
+    feats = getattr(feats, "pooler_output", feats).reshape(b, regions * regions, -1)  # (B, G*G, E)
+    idx, scores = _top_words(feats, words, top_n, sign)  # (B, G*G, n)
+    rows = torch.arange(grid) * regions // grid  # patch row/col -> region row/col
+    cell_of = (rows[:, None] * regions + rows[None, :]).flatten()  # (P,) region of each patch
+    return idx[:, cell_of], scores[:, cell_of]  # (B, P, n)
 
 
 def build_label_cache(
@@ -151,7 +188,8 @@ def build_label_cache(
     *,
     image_root: str | os.PathLike[str] = "",
     top_n: int = 10,
-    sign: float = -1.0,
+    sign: float | None = None,
+    regions: int = 0,
     batch_size: int = 64,
     chunk_size: int = 1024,
     progress: bool = True,
@@ -159,8 +197,12 @@ def build_label_cache(
     """Label every (image id, loader) with its patches' top-n words; resumable (see module doc).
 
     `model` is a CLIPModel / SiglipModel (vision + text towers, any device) with its own
-    `tokenizer` and `image_processor`.
+    `tokenizer` and `image_processor`. `regions` 0: SEA's labels from the patch tokens;
+    G > 0: from G x G region crops (`region_labels`). `sign` None: -1 for patch tokens (SEA),
+    +1 for region crops (whole-image embeddings rank by plain similarity).
     """
+    if sign is None:
+        sign = -1.0 if regions == 0 else 1.0
     if top_n < 1 or sign not in (-1.0, 1.0):
         raise ConfigError(
             f"SEA labels: top_n >= 1 and sign in (-1, +1) needed, got {top_n}, {sign}"
@@ -170,15 +212,16 @@ def build_label_cache(
     words = list(words)
     vision = model.config.vision_config
     grid = vision.image_size // vision.patch_size
-    settings = _settings(
-        fingerprint(model), words, top_n, sign, grid, image_root, family.text_framing
-    )
+    if regions != 0:
+        _check_regions(grid, regions)
+    settings = _settings(fingerprint(model), words, top_n, sign, grid, image_root,
+                         family.text_framing, regions)  # fmt: skip
     manifest = read_manifest(root)
     if manifest is not None:
         if {k: manifest.get(k) for k in settings} != settings:
             raise ConfigError(
                 f"{os.fspath(root)!r} holds SEA labels built with other settings (model, words, "
-                "sign, n or grid); use a new folder"
+                "sign, n, grid or regions); use a new folder"
             )
     else:
         manifest = {**settings, "words": words, "chunks": [], "complete": False}
@@ -198,7 +241,9 @@ def build_label_cache(
             for b in range(0, len(chunk), batch_size):
                 part = chunk[b : b + batch_size]
                 pixels = image_processor([load() for _, load in part], return_tensors="pt")
-                i, s = patch_labels(model, pixels["pixel_values"].to(device), text, top_n, sign)
+                pixels = pixels["pixel_values"].to(device)  # (B, C, S, S)
+                i, s = (region_labels(model, pixels, text, top_n, sign, regions) if regions
+                        else patch_labels(model, pixels, text, top_n, sign))  # fmt: skip
                 idx.append(i.cpu())
                 scores.append(s.cpu().to(torch.float16))
                 bar.update(len(part))
@@ -237,7 +282,7 @@ def save_label_cache(
     name = "part-00000.safetensors"
     _save_chunk(root / name, torch.stack([i.to(torch.int32) for _, i, _ in labels]),
                 torch.stack([sc.to(torch.float16) for _, _, sc in labels]))  # fmt: skip
-    manifest = {**_settings(source, words, n, 1.0, grid, image_root, None), "words": words,
+    manifest = {**_settings(source, words, n, 1.0, grid, image_root, None, None), "words": words,
                 "chunks": [{"file": name, "images": [i for i, _, _ in labels]}], "complete": True}  # fmt: skip
     atomic_write_json(root / MANIFEST, manifest)
     return LabelCache.load(root)
@@ -245,13 +290,14 @@ def save_label_cache(
 
 def _settings(
     source: str, words: list[str], top_n: int, sign: float, grid: int,
-    image_root: str | os.PathLike[str], text_framing: str | None,
+    image_root: str | os.PathLike[str], text_framing: str | None, regions: int | None,
 ) -> dict[str, Any]:  # fmt: skip
     """What a cache was built from and how (a manifest's identity; a resumed build must match).
-    `text_framing`: how words were fed to the text tower (None: labels not made by a tower)."""
+    `text_framing`: how words were fed to the text tower; `regions`: 0 patch tokens, G region
+    crops (both None: labels not made by a tower)."""
     return {"format": FORMAT, "model": source, "words_sha256": words_fingerprint(words),
             "top_n": top_n, "sign": sign, "grid": grid, "image_root": os.fspath(image_root),
-            "text_framing": text_framing}  # fmt: skip
+            "text_framing": text_framing, "regions": regions}  # fmt: skip
 
 
 def _save_chunk(path: Path, indices: torch.Tensor, scores: torch.Tensor) -> None:
