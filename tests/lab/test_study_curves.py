@@ -4,11 +4,11 @@ would have stopped each run."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from modalign.atomic import atomic_write_json
+from modalign.lab.study import Point
 from modalign.lab.study_curves import (
     TRACES,
     curves_markdown,
@@ -21,6 +21,12 @@ RULE = {"kind": "plateau", "patience": 2, "delta": 0.01, "smoothing": 0.5, "min_
         "stop": False}  # fmt: skip
 
 
+def _bare(variant: str, seed: int, folder: Path) -> Point:
+    """A point with nothing but its folder (the traces are read from there)."""
+    return Point(variant, seed, folder, report={}, evals={}, image_tokens=0,
+                 pretrain_s_per_step=0.0)  # fmt: skip
+
+
 def _point(root: Path, variant: str, seed: int, mir: list[float], steps: list[int]):
     folder = root / variant / f"seed{seed}"
     smoothed, s = [], None
@@ -31,7 +37,7 @@ def _point(root: Path, variant: str, seed: int, mir: list[float], steps: list[in
                for st, m, sm in zip(steps, mir, smoothed, strict=True)]  # fmt: skip
     atomic_write_json(folder / TRACES["mir"].path, {"rule": RULE, "every": 100, "n_probe": 4,
                                        "stopped_at": None, "history": history})  # fmt: skip
-    return SimpleNamespace(variant=variant, seed=seed, folder=folder)
+    return _bare(variant, seed, folder)
 
 
 def test_mean_range_at_common_steps_and_the_would_stop_step(tmp_path):
@@ -39,7 +45,7 @@ def test_mean_range_at_common_steps_and_the_would_stop_step(tmp_path):
         _point(tmp_path, "a", 0, [2.0, 1.5, 1.5, 1.5, 1.5], [0, 100, 200, 300, 400]),
         _point(tmp_path, "a", 1, [2.2, 1.7, 1.2, 1.0], [0, 100, 200, 300]),  # shorter run
         _point(tmp_path, "b", 0, [3.0, 2.0, 1.0], [0, 100, 200]),
-        SimpleNamespace(variant="c", seed=0, folder=tmp_path / "none"),  # no monitor: left out
+        _bare("c", 0, tmp_path / "none"),  # no monitor: left out
     ]
     curves = trace_curves(points, "mir")
     assert set(curves) == {"a", "b"}

@@ -271,8 +271,10 @@ def _study(args) -> int:
             ),
             sft=replace(sft, train=replace(sft.train, steps=args.sft_steps or sft.train.steps)),
         )
+    archive = None if args.no_archive else (args.archive or args.report_dir / "points")
     summary = run_study(study, args.out, args.seeds, args.report_dir, cycle=cycle,
-                        variants=args.variants, reuse=not args.no_reuse)  # fmt: skip
+                        variants=args.variants, reuse=not args.no_reuse,
+                        archive=archive)  # fmt: skip
     print(f"report: {args.report_dir / args.name}.md")
     return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
@@ -455,6 +457,10 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reuse", action="store_true",
                    help="train every point even where another study under --out has finished the "
                    "same cycle (default: copy it)")  # fmt: skip
+    p.add_argument("--archive", type=Path,
+                   help="keep every finished point's record (JSON) here and restore a point "
+                   "missing under --out from it (default: REPORT_DIR/points)")  # fmt: skip
+    p.add_argument("--no-archive", action="store_true", help="neither keep nor restore records")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_study)
 

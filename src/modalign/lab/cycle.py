@@ -81,11 +81,9 @@ def run_cycle(
     """
     cfg = config or CycleConfig()
     out = Path(out)
-    done = out / "cycle.json"
-    if done.is_file():
-        report = json.loads(done.read_text(encoding="utf-8"))
-        if report.get("config") == config_record(cfg):
-            return report
+    done = finished_report(out, cfg)
+    if done is not None:
+        return done
     times: dict[str, float] = {}
 
     def timed(name, fn, *args, **kwargs):
@@ -154,6 +152,15 @@ def run_cycle(
     report["threads"] = torch.get_num_threads()
     atomic_write_json(out / "cycle.json", report)
     return report
+
+
+def finished_report(out: Path, cfg: CycleConfig) -> dict | None:
+    """The report of a finished cycle of exactly `cfg` under `out`, or None."""
+    done = Path(out) / "cycle.json"
+    if not done.is_file():
+        return None
+    report = json.loads(done.read_text(encoding="utf-8"))
+    return report if report.get("config") == config_record(cfg) else None
 
 
 def finetune(out: Path, cfg: CycleConfig, data: Path, name: str, recipe: Recipe) -> dict:

@@ -14,7 +14,10 @@ the baselines and the caption loss / perplexity of each checkpoint (cached) and 
 with post-SFT accuracy. The report goes to REPORT_DIR/NAME.{json,md} and NAME[-SFT].png.
 
 A point whose cycle is exactly that of a finished point of another study under the same OUT
-(e.g. every study's baseline) is copied from it instead of trained again.
+(e.g. every study's baseline) is copied from it instead of trained again. With an `archive`
+folder every finished point is also kept there as a small JSON record (`lab.study_archive`),
+and a point missing under OUT is restored from its record instead of trained: a study resumes,
+and its report regenerates, on a machine where OUT is gone.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.errors import ConfigError
-from modalign.lab.cycle import CycleConfig, config_record, finetune, run_cycle
+from modalign.lab.cycle import CycleConfig, config_record, finetune, finished_report, run_cycle
 from modalign.train.recipe import Recipe
 
 MAIN_SFT = "sft"  # the cycle's own SFT recipe
@@ -101,10 +104,18 @@ class Point:
     evals: dict[str, dict[str, Any]]
     image_tokens: int  # per sample, what the LLM sees (the connector's M)
     pretrain_s_per_step: float  # the pre-training stage's own train runtime / steps
+    archived: dict[str, Any] | None = None  # restored from its record: no checkpoint under folder
 
     @property
     def model(self) -> Path:
         return self.folder / "pretrain" / "model"
+
+    def read_json(self, rel: str | Path) -> dict[str, Any] | None:
+        """A JSON file under the point's folder (from the record for an archived point)."""
+        if self.archived is not None:
+            return self.archived["files"].get(str(rel))
+        path = self.folder / rel
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     @classmethod
     def read(cls, variant: str, seed: int, folder: Path, report: dict, evals: dict) -> Point:
@@ -113,6 +124,12 @@ class Point:
         tokens = _image_tokens(folder / "pretrain" / "model")
         return cls(variant, seed, folder, report, evals, tokens,
                    stage["runtime_s"] / max(1, stage["steps"]))  # fmt: skip
+
+    @classmethod
+    def restore(cls, variant: str, seed: int, folder: Path, record: dict[str, Any]) -> Point:
+        """A point from its archive record (`lab.study_archive`)."""
+        return cls(variant, seed, folder, record["report"], record["evals"],
+                   record["image_tokens"], record["pretrain_s_per_step"], record)  # fmt: skip
 
 
 def _cycle_row(point: Point, sft: str) -> dict[str, float]:
@@ -179,19 +196,24 @@ def _validate_points(
 ) -> dict[str, Any]:
     """`evidence.validate` on every finished point's pre-trained model, scored by its held-out
     VQA accuracy after the SFT recipe `sft` (group: the seed); measurements cached in
-    OUT/NAME/validate-cache. Also writes the checkpoints JSONL a user can re-run."""
+    OUT/NAME/validate-cache, an archived point's taken from its record. Also writes the JSONL of
+    the checkpoints present, which a user can re-run."""
     from modalign.evidence.checkpoints import Checkpoint
-    from modalign.evidence.validate import ValidateSettings, validate
+    from modalign.evidence.validate import ValidateSettings, measure_checkpoint, validate
+    from modalign.lab.study_archive import archived_measure
 
     checkpoints = [
         Checkpoint(str(p.model), p.evals[sft]["vqa"]["all"]["accuracy"], f"seed{p.seed}")
         for p in points
         if sft in p.evals
     ]
-    lines = "".join(json.dumps(c.to_dict()) + "\n" for c in checkpoints)
+    present = [c for c in checkpoints if Path(c.model).is_dir()]
+    lines = "".join(json.dumps(c.to_dict()) + "\n" for c in present)
     atomic_write_text(root / f"checkpoints-{sft}.jsonl", lines)
+    kept = {str(p.model): p.archived["validate"] or {} for p in points if p.archived is not None}
     return validate(checkpoints, pairs, ValidateSettings(progress=False), root / "validate-cache",
-                    log=lambda line: print(line, flush=True))  # fmt: skip
+                    log=lambda line: print(line, flush=True),
+                    measure=archived_measure(kept, measure_checkpoint))  # fmt: skip
 
 
 def summarize(study: Study, points: list[Point], validated: dict[str, dict]) -> dict[str, Any]:
@@ -260,10 +282,13 @@ def run_study(
     cycle: CycleConfig | None = None,
     variants: Sequence[str] | None = None,
     reuse: bool = True,
+    archive: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every (variant, seed) point of `study`; after each, validate the
     finished checkpoints and rewrite the report. `reuse`: copy a point another study under
-    `out` finished with the same cycle instead of training it."""
+    `out` finished with the same cycle instead of training it. `archive`: keep every finished
+    point's record there, and restore a point missing under `out` from its record."""
+    from modalign.lab.study_archive import read_record, record_path
     from modalign.lab.towers import make_data
 
     if cycle is not None:
@@ -294,22 +319,58 @@ def run_study(
             cfg = variant_config(study, variant, seed, resources)
             folder = root / variant.name / f"seed{seed}"
             print(f"[study {study.name}] {variant.name} seed {seed}", flush=True)
-            if reuse:
-                reuse_identical(Path(out), folder, cfg)
-            report = run_cycle(folder, cfg, data=data)
-            evals = {MAIN_SFT: report["eval"]}
-            for sv in study.sft_variants:
-                if variant.name not in study.sft_only.get(sv.name, (variant.name,)):
-                    continue
-                print(f"[study {study.name}] {variant.name} seed {seed}: SFT {sv.name}", flush=True)
-                recipe = sv.change(cfg.sft, resources)
-                evals[sv.name] = finetune(folder, cfg, data, f"sft-{sv.name}", recipe)["eval"]
-            points.append(Point.read(variant.name, seed, folder, report, evals))
+            extra = [sv for sv in study.sft_variants
+                     if variant.name in study.sft_only.get(sv.name, (variant.name,))]  # fmt: skip
+            record = None
+            if archive is not None and finished_report(folder, cfg) is None:
+                where = record_path(archive, study.name, variant.name, seed)
+                record = read_record(
+                    where, config_record(cfg), [MAIN_SFT, *(sv.name for sv in extra)]
+                )
+            if record is not None:
+                print(f"[study] {folder}: restored from its record {where}", flush=True)
+                points.append(Point.restore(variant.name, seed, folder, record))
+            else:
+                if reuse:
+                    reuse_identical(Path(out), folder, cfg)
+                report = run_cycle(folder, cfg, data=data)
+                evals = {MAIN_SFT: report["eval"]}
+                for sv in extra:
+                    print(f"[study {study.name}] {variant.name} seed {seed}: SFT {sv.name}",
+                          flush=True)  # fmt: skip
+                    recipe = sv.change(cfg.sft, resources)
+                    evals[sv.name] = finetune(folder, cfg, data, f"sft-{sv.name}", recipe)["eval"]
+                points.append(Point.read(variant.name, seed, folder, report, evals))
             sfts = dict.fromkeys(s for p in points for s in p.evals)
             validated = {s: _validate_points(study, points, s, root, pairs) for s in sfts}
             summary = summarize(study, points, validated)
             write_report(summary, validated, Path(report_dir))
+            if archive is not None:
+                _archive_points(study, points, validated[MAIN_SFT], root, Path(archive))
     return summary
+
+
+def _archive_points(
+    study: Study, points: Sequence[Point], validated: dict[str, Any], root: Path, archive: Path
+) -> None:
+    """Write the record of every point trained here (restored points keep theirs), with its
+    validate measurement (from OUT/NAME/validate-cache) where it has one."""
+    from modalign.evidence.cache import MeasureCache
+    from modalign.lab.study_archive import record_path, write_record
+
+    cache = MeasureCache(root / "validate-cache")
+    keys = {r["model"]: r["key"] for r in validated.get("checkpoints", []) if "key" in r}
+    for p in points:
+        if p.archived is not None:
+            continue
+        key = keys.get(str(p.model))
+        kept = cache.get(key) if key is not None else None
+        measured = None if kept is None else {"data": validated["data"]["fingerprint"],
+                                              "settings": validated["settings"], "record": kept}  # fmt: skip
+        write_record(record_path(archive, study.name, p.variant, p.seed), report=p.report,
+                     evals=p.evals, image_tokens=p.image_tokens,
+                     pretrain_s_per_step=p.pretrain_s_per_step, folder=p.folder,
+                     measured=measured)  # fmt: skip
 
 
 def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:

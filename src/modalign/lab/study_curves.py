@@ -5,7 +5,6 @@ monitor's plateau rule would have stopped each run (the cycle only records)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,10 @@ TRACES = {
 }  # fmt: skip
 
 
-def _seed_curve(path: Path, value: str) -> dict[str, Any] | None:
+def _seed_curve(data: dict[str, Any] | None, value: str) -> dict[str, Any] | None:
     """One run's curve; with a stopping rule (the MIR monitor), where it would stop the run."""
-    if not path.is_file():
+    if data is None:
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
     history = data["history"]
     steps = [int(h["step"]) for h in history]
     curve = {"steps": steps, "values": [float(h[value]) for h in history],
@@ -51,12 +49,12 @@ def _seed_curve(path: Path, value: str) -> dict[str, Any] | None:
 
 
 def trace_curves(points: Sequence[Any], trace: str = "mir") -> dict[str, Any]:
-    """Per variant (points: `lab.study.Point`s): every seed's curve, and the mean / min / max
-    over seeds at the steps all seeds scored."""
+    """Per variant (points: `lab.study.Point`s, read through `read_json`): every seed's curve,
+    and the mean / min / max over seeds at the steps all seeds scored."""
     spec = TRACES[trace]
     out: dict[str, Any] = {}
     for variant in dict.fromkeys(p.variant for p in points):
-        seeds = {p.seed: _seed_curve(p.folder / spec.path, spec.value)
+        seeds = {p.seed: _seed_curve(p.read_json(spec.path), spec.value)
                  for p in points if p.variant == variant}  # fmt: skip
         seeds = {s: c for s, c in sorted(seeds.items()) if c is not None}
         if not seeds:
