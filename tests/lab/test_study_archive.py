@@ -25,14 +25,28 @@ def _no_training(folder, cfg, data=None):
 
 
 def test_a_study_regenerates_from_its_records_without_the_runs_folder(tmp_path, monkeypatch):
+    prepared = []
+
+    def prepare(root, data, cycle, seed):  # e.g. SEA labels: slow, and the configs need them
+        prepared.append(seed)
+        return {"lr": 2e-3}
+
+    def lr_from_resources(recipe, resources):
+        return replace(recipe, train=replace(recipe.train, lr=resources["lr"]))
+
     study = _tiny(
         "toolkit",
         sft_variants=(Variant("lowlr", recipe_change(lr=1e-5), "SFT lr 1e-5"),),
         sft_only={"lowlr": ("linear",)},
+        prepare=prepare,
     )
+    study = replace(study, variants=(*study.variants, Variant("fast", lr_from_resources)))
     runs, docs, archive = tmp_path / "runs", tmp_path / "docs", tmp_path / "points"
-    variants = ["baseline", "linear"]
+    variants = ["baseline", "linear", "fast"]
     summary = run_study(study, runs, [0], docs, variants=variants, archive=archive)
+    assert prepared == [0]
+    fast = json.loads(record_path(archive, "toolkit", "fast", 0).read_text())
+    assert fast["report"]["config"]["pretrain"]["train"]["lr"] == 2e-3
     record = json.loads(record_path(archive, "toolkit", "linear", 0).read_text())
     assert set(record["evals"]) == {"sft", "lowlr"}
     assert record["validate"]["record"] is not None
@@ -45,6 +59,7 @@ def test_a_study_regenerates_from_its_records_without_the_runs_folder(tmp_path, 
     monkeypatch.setattr(study_mod, "finetune", _no_training)
     again = run_study(study, runs, [0], docs, variants=variants, archive=archive)
     assert again == summary
+    assert prepared == [0]  # every point restored: nothing to prepare
     assert (docs / "toolkit.md").read_text() == report
     assert not (runs / "toolkit" / "linear" / "seed0" / "pretrain" / "model").exists()
     assert (runs / "toolkit" / "checkpoints-sft.jsonl").read_text() == ""  # none present

@@ -288,7 +288,7 @@ def run_study(
     finished checkpoints and rewrite the report. `reuse`: copy a point another study under
     `out` finished with the same cycle instead of training it. `archive`: keep every finished
     point's record there, and restore a point missing under `out` from its record."""
-    from modalign.lab.study_archive import read_record, record_path
+    from modalign.lab.study_archive import read_resources, write_resources
     from modalign.lab.towers import make_data
 
     if cycle is not None:
@@ -311,24 +311,24 @@ def run_study(
         if pairs is None:
             pairs = probe_pairs(data, study.probe_n)
             _write_probe(root / "probe.jsonl", pairs, data)
-        resources: dict[str, Any] = {}
-        if study.prepare is not None:
+        saved = read_resources(archive, study.name, seed) if archive is not None else None
+        resources: dict[str, Any] = saved or {}
+        ready = study.prepare is None or saved is not None  # configs can be built
+        records = _records(study, chosen, seed, resources, root, archive) if ready else {}
+        if study.prepare is not None and (saved is None or not all(records.values())):
             print(f"[study {study.name}] preparing seed {seed}", flush=True)
             resources = study.prepare(root, data, replace(c, seed=seed), seed)
+            if archive is not None:
+                write_resources(archive, study.name, seed, resources)
+            records = _records(study, chosen, seed, resources, root, archive)
         for variant in chosen:
             cfg = variant_config(study, variant, seed, resources)
             folder = root / variant.name / f"seed{seed}"
             print(f"[study {study.name}] {variant.name} seed {seed}", flush=True)
-            extra = [sv for sv in study.sft_variants
-                     if variant.name in study.sft_only.get(sv.name, (variant.name,))]  # fmt: skip
-            record = None
-            if archive is not None and finished_report(folder, cfg) is None:
-                where = record_path(archive, study.name, variant.name, seed)
-                record = read_record(
-                    where, config_record(cfg), [MAIN_SFT, *(sv.name for sv in extra)]
-                )
+            extra = _extra_sfts(study, variant)
+            record = records[variant.name]
             if record is not None:
-                print(f"[study] {folder}: restored from its record {where}", flush=True)
+                print(f"[study] {folder}: restored from its archived record", flush=True)
                 points.append(Point.restore(variant.name, seed, folder, record))
             else:
                 if reuse:
@@ -348,6 +348,36 @@ def run_study(
             if archive is not None:
                 _archive_points(study, points, validated[MAIN_SFT], root, Path(archive))
     return summary
+
+
+def _extra_sfts(study: Study, variant: Variant) -> list[Variant]:
+    """The study's extra SFT recipes that probe this variant's points."""
+    return [sv for sv in study.sft_variants
+            if variant.name in study.sft_only.get(sv.name, (variant.name,))]  # fmt: skip
+
+
+def _records(
+    study: Study,
+    chosen: Sequence[Variant],
+    seed: int,
+    resources: dict[str, Any],
+    root: Path,
+    archive: Path | None,
+) -> dict[str, dict[str, Any] | None]:
+    """Per variant, the archived record that stands in for the seed's point (None: the point is
+    finished under `root`, or has no usable record, and is run)."""
+    from modalign.lab.study_archive import read_record, record_path
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for v in chosen:
+        cfg = variant_config(study, v, seed, resources)
+        if archive is None or finished_report(root / v.name / f"seed{seed}", cfg) is not None:
+            out[v.name] = None
+            continue
+        sfts = [MAIN_SFT, *(sv.name for sv in _extra_sfts(study, v))]
+        out[v.name] = read_record(record_path(archive, study.name, v.name, seed),
+                                  config_record(cfg), sfts)  # fmt: skip
+    return out
 
 
 def _archive_points(

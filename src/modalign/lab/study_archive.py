@@ -31,6 +31,27 @@ def record_path(archive: Path, study: str, variant: str, seed: int) -> Path:
     return Path(archive) / study / f"{variant}-seed{seed}.json"
 
 
+def _resources_path(archive: Path, study: str, seed: int) -> Path:
+    return Path(archive) / study / f"resources-seed{seed}.json"
+
+
+def write_resources(archive: Path, study: str, seed: int, resources: dict[str, Any]) -> Path:
+    """What the study's `prepare` returned for the seed (paths, choices): with it the points'
+    configs can be rebuilt, and their records matched, without preparing again."""
+    return atomic_write_json(_resources_path(archive, study, seed), resources)
+
+
+def read_resources(archive: Path, study: str, seed: int) -> dict[str, Any] | None:
+    """The archived resources of a seed, or None."""
+    path = _resources_path(archive, study, seed)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def write_record(
     path: Path,
     *,
