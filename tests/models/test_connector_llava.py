@@ -93,7 +93,14 @@ def test_swap_gives_a_model_with_m_image_tokens(llava, spec, m):
     assert (inputs["input_ids"] == model.config.image_token_id).sum(1).tolist() == [m, m]
     with torch.no_grad():
         out = model(**inputs)
-    assert out.image_hidden_states.shape == (2 * m, base.config.text_config.hidden_size)
+    # transformers >= 5.2x: per-image features under image_outputs.pooler_output (a list);
+    # earlier: image_hidden_states, one (I * M, D) tensor
+    encoded = getattr(out, "image_outputs", None)
+    features = encoded.pooler_output if encoded is not None else out.image_hidden_states
+    if isinstance(features, (list, tuple)):
+        assert [f.shape[0] for f in features] == [m, m]
+        features = torch.cat(list(features))
+    assert features.shape == (2 * m, base.config.text_config.hidden_size)
     assert torch.isfinite(out.logits).all()
     # Same seed -> same connector; another seed -> another one.
     again, _ = swap_connector(base, processor, spec, seed=0)
