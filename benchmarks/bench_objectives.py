@@ -4,9 +4,9 @@
 
 On the shipped default's towers (the lab's real size) with a LiT text tower trained briefly on
 its vision tower: SEA labels for 1024 images (images/s), from the patch tokens and from 3 x 3
-region crops (9 more tower passes per image; `--labels-only` stops here), then 100 pre-training steps each of the
-baseline, +SEA, +contrastive, +contrastive with prompts (seconds per step and the ratio to the
-baseline). One run per configuration; compare ratios from the same invocation.
+region crops (9 more tower passes per image; `--labels-only` stops here), then 100 pre-training
+steps each of the baseline, +SEA, +contrastive, +contrastive with prompts (seconds per step and
+the ratio to the baseline). One run per configuration; compare ratios from the same invocation.
 """
 
 from __future__ import annotations

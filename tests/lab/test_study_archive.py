@@ -99,15 +99,21 @@ def test_an_archived_measurement_is_used_only_for_its_probe_and_settings():
     kept = {"data": data_fingerprint(pairs), "settings": {**settings.identity(), "n": 3},
             "record": {"mir": 1.5}}  # fmt: skip
     fresh = []
-    measure = archived_measure({"gone": kept}, lambda m, p, s: fresh.append(m) or {"mir": 0.0})
+
+    def fallback(model, p, s):
+        fresh.append(model)
+        return {"mir": 0.0}
+
+    measure = archived_measure({"gone": kept}, pairs, settings, fallback)
     assert measure("gone", pairs, settings) == {"mir": 1.5}
     assert measure("here", pairs, settings) == {"mir": 0.0} and fresh == ["here"]
-    with pytest.raises(DataError, match="other probe data or settings"):
-        measure("gone", pairs[:2], settings)
-    with pytest.raises(DataError, match="other probe data or settings"):
-        measure("gone", pairs, replace(settings, seed=settings.seed + 1))
+    other_seed = replace(settings, seed=settings.seed + 1)
+    for p, s in ((pairs[:2], settings), (pairs, other_seed)):  # other probe, other settings
+        with pytest.raises(DataError, match="other probe data or settings"):
+            archived_measure({"gone": kept}, p, s, fallback)("gone", p, s)
     with pytest.raises(DataError, match="checkpoint is gone"):
-        archived_measure({"gone": {}}, lambda *a: {})("gone", pairs, settings)
+        archived_measure({"gone": {}}, pairs, settings, fallback)("gone", pairs, settings)
+    assert fresh == ["here"]  # an archived model is never measured
 
 
 def test_study_cli_archives_beside_the_report_unless_told(tmp_path, monkeypatch):

@@ -211,9 +211,10 @@ def _validate_points(
     lines = "".join(json.dumps(c.to_dict()) + "\n" for c in present)
     atomic_write_text(root / f"checkpoints-{sft}.jsonl", lines)
     kept = {str(p.model): p.archived["validate"] or {} for p in points if p.archived is not None}
-    return validate(checkpoints, pairs, ValidateSettings(progress=False), root / "validate-cache",
+    settings = ValidateSettings(progress=False)
+    return validate(checkpoints, pairs, settings, root / "validate-cache",
                     log=lambda line: print(line, flush=True),
-                    measure=archived_measure(kept, measure_checkpoint))  # fmt: skip
+                    measure=archived_measure(kept, pairs, settings, measure_checkpoint))  # fmt: skip
 
 
 def summarize(study: Study, points: list[Point], validated: dict[str, dict]) -> dict[str, Any]:
@@ -345,8 +346,8 @@ def run_study(
             validated = {s: _validate_points(study, points, s, root, pairs) for s in sfts}
             summary = summarize(study, points, validated)
             write_report(summary, validated, Path(report_dir))
-            if archive is not None:
-                _archive_points(study, points, validated[MAIN_SFT], root, Path(archive))
+            if archive is not None and points[-1].archived is None:
+                _archive_point(study, points[-1], validated[MAIN_SFT], root, Path(archive))
     return summary
 
 
@@ -380,27 +381,23 @@ def _records(
     return out
 
 
-def _archive_points(
-    study: Study, points: Sequence[Point], validated: dict[str, Any], root: Path, archive: Path
+def _archive_point(
+    study: Study, point: Point, validated: dict[str, Any], root: Path, archive: Path
 ) -> None:
-    """Write the record of every point trained here (restored points keep theirs), with its
-    validate measurement (from OUT/NAME/validate-cache) where it has one."""
+    """Write the record of a point finished here, with its validate measurement (from
+    OUT/NAME/validate-cache) where it has one."""
     from modalign.evidence.cache import MeasureCache
     from modalign.lab.study_archive import record_path, write_record
 
-    cache = MeasureCache(root / "validate-cache")
-    keys = {r["model"]: r["key"] for r in validated.get("checkpoints", []) if "key" in r}
-    for p in points:
-        if p.archived is not None:
-            continue
-        key = keys.get(str(p.model))
-        kept = cache.get(key) if key is not None else None
-        measured = None if kept is None else {"data": validated["data"]["fingerprint"],
-                                              "settings": validated["settings"], "record": kept}  # fmt: skip
-        write_record(record_path(archive, study.name, p.variant, p.seed), report=p.report,
-                     evals=p.evals, image_tokens=p.image_tokens,
-                     pretrain_s_per_step=p.pretrain_s_per_step, folder=p.folder,
-                     measured=measured)  # fmt: skip
+    key = next((r["key"] for r in validated.get("checkpoints", [])
+                if r["model"] == str(point.model) and "key" in r), None)  # fmt: skip
+    kept = MeasureCache(root / "validate-cache").get(key) if key is not None else None
+    measured = None if kept is None else {"data": validated["data"]["fingerprint"],
+                                          "settings": validated["settings"], "record": kept}  # fmt: skip
+    write_record(record_path(archive, study.name, point.variant, point.seed), report=point.report,
+                 evals=point.evals, image_tokens=point.image_tokens,
+                 pretrain_s_per_step=point.pretrain_s_per_step, folder=point.folder,
+                 measured=measured)  # fmt: skip
 
 
 def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:

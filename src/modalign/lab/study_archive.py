@@ -100,22 +100,30 @@ def read_record(path: Path, config: dict[str, Any], sfts: Iterable[str]) -> dict
 
 def archived_measure(
     records: dict[str, dict[str, Any]],
+    pairs: Sequence[Any],
+    settings: Any,
     fallback: Callable[[str, Sequence[Any], Any], dict],
 ) -> Callable[[str, Sequence[Any], Any], dict]:
-    """A `validate` measure function: an archived model's stored measurement (only for the
-    probe data and settings it was made on), any other model measured by `fallback`."""
-    from modalign.evidence.cache import data_fingerprint
+    """A `validate` measure function for a run on `pairs` with `settings`: an archived model's
+    stored measurement where it was made on exactly these (checked once, here), any other model
+    measured by `fallback`."""
+    usable: dict[str, dict] = {}
+    if records:
+        from modalign.evidence.cache import data_fingerprint
 
-    def measure(model: str, pairs: Sequence[Any], settings: Any) -> dict:
-        kept = records.get(model)
-        if kept is None:
-            return fallback(model, pairs, settings)
         wanted = {"data": data_fingerprint(pairs),
                   "settings": {**settings.identity(), "n": len(pairs)}}  # fmt: skip
-        if kept.get("record") is None or any(kept.get(k) != v for k, v in wanted.items()):
+        usable = {model: kept["record"] for model, kept in records.items()
+                  if kept.get("record") is not None
+                  and all(kept.get(k) == v for k, v in wanted.items())}  # fmt: skip
+
+    def measure(model: str, pairs: Sequence[Any], settings: Any) -> dict:
+        if model in usable:
+            return usable[model]
+        if model in records:
             raise DataError(f"{model} is an archived point whose checkpoint is gone and whose "
                             "stored measurement was made on other probe data or settings; "
                             "retrain the point to measure it")  # fmt: skip
-        return kept["record"]
+        return fallback(model, pairs, settings)
 
     return measure
