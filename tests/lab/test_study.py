@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-import modalign.lab.study as study_mod
+import modalign.lab.study_jobs as jobs_mod
 from modalign.errors import ConfigError
 from modalign.lab.cycle import CycleConfig
 from modalign.lab.studies import STUDIES, recipe_change
@@ -141,7 +141,7 @@ def test_a_tiny_study_validates_reports_and_resumes(tmp_path):
 def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkeypatch):
     study = _tiny("toolkit")
     runs, docs = tmp_path / "runs", tmp_path / "docs"
-    real = study_mod.run_cycle
+    real = jobs_mod.run_cycle
     calls = []
 
     def killed_on_second(folder, cfg, data=None):
@@ -150,11 +150,11 @@ def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkey
             raise KeyboardInterrupt
         return real(folder, cfg, data=data)
 
-    monkeypatch.setattr(study_mod, "run_cycle", killed_on_second)
+    monkeypatch.setattr(jobs_mod, "run_cycle", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_study(study, runs, [0], docs, variants=["baseline", "linear"])
     stamp = (runs / "toolkit" / "baseline" / "seed0" / "cycle.json").stat().st_mtime_ns
-    monkeypatch.setattr(study_mod, "run_cycle", real)
+    monkeypatch.setattr(jobs_mod, "run_cycle", real)
     summary = run_study(study, runs, [0], docs, variants=["baseline", "linear"])
     assert (runs / "toolkit" / "baseline" / "seed0" / "cycle.json").stat().st_mtime_ns == stamp
     assert set(summary["sft"]["sft"]["variants"]) == {"baseline", "linear"}
@@ -165,7 +165,7 @@ def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkey
         assert (folder / "cycle.json").is_file(), "a point identical to a finished one trained"
         return real(folder, cfg, data=data)
 
-    monkeypatch.setattr(study_mod, "run_cycle", finished_only)
+    monkeypatch.setattr(jobs_mod, "run_cycle", finished_only)
     again = run_study(copy, runs, [0], docs)
     row = again["sft"]["sft"]["variants"]["baseline"]["per_seed"]["0"]
     assert (
@@ -178,12 +178,12 @@ def test_a_killed_study_resumes_without_redoing_finished_points(tmp_path, monkey
         assert not (folder / "cycle.json").exists()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study_mod, "run_cycle", must_train)
+    monkeypatch.setattr(jobs_mod, "run_cycle", must_train)
     with pytest.raises(KeyboardInterrupt):
         run_study(replace(copy, name="fresh"), runs, [0], docs, reuse=False)
     # a different cycle (another seed) finds nothing to copy
     other = variant_config(study, study.variants[0], 1)
-    assert study_mod.reuse_identical(runs, runs / "copy" / "baseline" / "seed1", other) is None
+    assert jobs_mod.reuse_identical(runs, runs / "copy" / "baseline" / "seed1", other) is None
 
 
 def test_markdown_edge_cases():

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 import modalign.lab.study as study_mod
+import modalign.lab.study_jobs as jobs_mod
 from modalign.data.pairs import Pair
 from modalign.errors import DataError
 from modalign.evidence.cache import data_fingerprint
@@ -55,8 +56,8 @@ def test_a_study_regenerates_from_its_records_without_the_runs_folder(tmp_path, 
 
     shutil.rmtree(runs)  # another machine: only the committed records are left
     (docs / "toolkit.md").unlink()
-    monkeypatch.setattr(study_mod, "run_cycle", _no_training)
-    monkeypatch.setattr(study_mod, "finetune", _no_training)
+    monkeypatch.setattr(jobs_mod, "run_cycle", _no_training)
+    monkeypatch.setattr(jobs_mod, "finetune", _no_training)
     again = run_study(study, runs, [0], docs, variants=variants, archive=archive)
     assert again == summary
     assert prepared == [0]  # every point restored: nothing to prepare
@@ -78,7 +79,7 @@ def test_a_record_of_another_cycle_is_not_restored(tmp_path, monkeypatch):
         trained.append(folder)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study_mod, "run_cycle", stop)
+    monkeypatch.setattr(jobs_mod, "run_cycle", stop)
     with pytest.raises(KeyboardInterrupt):
         run_study(changed, runs, [0], docs, variants=["baseline"], archive=archive)
     assert trained == [runs / "toolkit" / "baseline" / "seed0"]
@@ -121,9 +122,10 @@ def test_study_cli_archives_beside_the_report_unless_told(tmp_path, monkeypatch)
 
     seen = []
     monkeypatch.setattr(study_mod, "run_study",
-                        lambda *a, **k: seen.append(k["archive"]) or {"sft": {}})  # fmt: skip
+                        lambda *a, **k: seen.append(k) or {"sft": {}})  # fmt: skip
     base = ["lab", "study", "toolkit", "--out", str(tmp_path), "--report-dir", str(tmp_path / "d")]
     assert main(base) == 0
     assert main([*base, "--archive", str(tmp_path / "a")]) == 0
-    assert main([*base, "--no-archive"]) == 0
-    assert seen == [tmp_path / "d" / "points", tmp_path / "a", None]
+    assert main([*base, "--no-archive", "--jobs", "2", "--threads", "1"]) == 0
+    assert [k["archive"] for k in seen] == [tmp_path / "d" / "points", tmp_path / "a", None]
+    assert [(k["jobs"], k["threads"]) for k in seen] == [(1, None), (1, None), (2, 1)]

@@ -274,7 +274,7 @@ def _study(args) -> int:
     archive = None if args.no_archive else (args.archive or args.report_dir / "points")
     summary = run_study(study, args.out, args.seeds, args.report_dir, cycle=cycle,
                         variants=args.variants, reuse=not args.no_reuse,
-                        archive=archive)  # fmt: skip
+                        archive=archive, jobs=args.jobs, threads=args.threads)  # fmt: skip
     print(f"report: {args.report_dir / args.name}.md")
     return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
@@ -461,6 +461,10 @@ def configure(lab: argparse.ArgumentParser) -> None:
                    help="keep every finished point's record (JSON) here and restore a point "
                    "missing under --out from it (default: REPORT_DIR/points)")  # fmt: skip
     p.add_argument("--no-archive", action="store_true", help="neither keep nor restore records")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train this many points side by side, each in its own process with "
+                   "--threads torch threads (default: the CPUs shared out); progress goes to "
+                   "OUT/NAME/VARIANT/seedK.log (default 1: one after another, here)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_study)
 

@@ -18,12 +18,14 @@ A point whose cycle is exactly that of a finished point of another study under t
 folder every finished point is also kept there as a small JSON record (`lab.study_archive`),
 and a point missing under OUT is restored from its record instead of trained: a study resumes,
 and its report regenerates, on a machine where OUT is gone.
+
+Points are trained one after another here, or side by side in worker processes (`jobs`,
+`lab.study_jobs`); either way the report lists them in grid order.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,10 +33,9 @@ from typing import Any
 
 from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.errors import ConfigError
-from modalign.lab.cycle import CycleConfig, config_record, finetune, finished_report, run_cycle
+from modalign.lab.cycle import CycleConfig, config_record, finished_report
+from modalign.lab.study_jobs import MAIN_SFT, PointJob, run_jobs
 from modalign.train.recipe import Recipe
-
-MAIN_SFT = "sft"  # the cycle's own SFT recipe
 
 
 def keep(recipe: Recipe, resources: dict[str, Any] | None = None) -> Recipe:
@@ -284,11 +285,14 @@ def run_study(
     variants: Sequence[str] | None = None,
     reuse: bool = True,
     archive: Path | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every (variant, seed) point of `study`; after each, validate the
     finished checkpoints and rewrite the report. `reuse`: copy a point another study under
     `out` finished with the same cycle instead of training it. `archive`: keep every finished
-    point's record there, and restore a point missing under `out` from its record."""
+    point's record there, and restore a point missing under `out` from its record. `jobs`:
+    points trained side by side in that many worker processes of `threads` torch threads."""
     from modalign.lab.study_archive import read_resources, write_resources
     from modalign.lab.towers import make_data
 
@@ -301,7 +305,7 @@ def run_study(
     study = replace(study, variants=tuple(chosen))
     root = Path(out) / study.name
     points: list[Point] = []
-    summary: dict[str, Any] = {}
+    todo: list[PointJob] = []
     pairs = None
     for seed in seeds:
         data = root / f"data-seed{seed}"
@@ -325,29 +329,39 @@ def run_study(
         for variant in chosen:
             cfg = variant_config(study, variant, seed, resources)
             folder = root / variant.name / f"seed{seed}"
-            print(f"[study {study.name}] {variant.name} seed {seed}", flush=True)
-            extra = _extra_sfts(study, variant)
             record = records[variant.name]
             if record is not None:
                 print(f"[study] {folder}: restored from its archived record", flush=True)
                 points.append(Point.restore(variant.name, seed, folder, record))
             else:
-                if reuse:
-                    reuse_identical(Path(out), folder, cfg)
-                report = run_cycle(folder, cfg, data=data)
-                evals = {MAIN_SFT: report["eval"]}
-                for sv in extra:
-                    print(f"[study {study.name}] {variant.name} seed {seed}: SFT {sv.name}",
-                          flush=True)  # fmt: skip
-                    recipe = sv.change(cfg.sft, resources)
-                    evals[sv.name] = finetune(folder, cfg, data, f"sft-{sv.name}", recipe)["eval"]
-                points.append(Point.read(variant.name, seed, folder, report, evals))
-            sfts = dict.fromkeys(s for p in points for s in p.evals)
-            validated = {s: _validate_points(study, points, s, root, pairs) for s in sfts}
-            summary = summarize(study, points, validated)
-            write_report(summary, validated, Path(report_dir))
-            if archive is not None and points[-1].archived is None:
-                _archive_point(study, points[-1], validated[MAIN_SFT], root, Path(archive))
+                extra = tuple((sv.name, sv.change(cfg.sft, resources))
+                              for sv in _extra_sfts(study, variant))  # fmt: skip
+                todo.append(PointJob(variant.name, seed, folder, cfg, data, extra,
+                                     Path(out) if reuse else None))  # fmt: skip
+    order = {(s, v.name): i for i, (s, v) in enumerate((s, v) for s in seeds for v in chosen)}
+    summary: dict[str, Any] = {}
+
+    def refresh() -> dict[str, dict]:
+        """Validate the points so far (in grid order, whatever order they finished in) and
+        rewrite the report."""
+        nonlocal summary
+        points.sort(key=lambda p: order[(p.seed, p.variant)])
+        sfts = dict.fromkeys(s for p in points for s in p.evals)
+        validated = {s: _validate_points(study, points, s, root, pairs) for s in sfts}
+        summary = summarize(study, points, validated)
+        write_report(summary, validated, Path(report_dir))
+        return validated
+
+    def finished(job: PointJob, report: dict[str, Any], evals: dict[str, dict]) -> None:
+        point = Point.read(job.variant, job.seed, job.folder, report, evals)
+        points.append(point)
+        validated = refresh()
+        if archive is not None:
+            _archive_point(study, point, validated[MAIN_SFT], root, Path(archive))
+
+    if points:
+        refresh()
+    run_jobs(todo, finished, workers=jobs, threads=threads)
     return summary
 
 
@@ -398,27 +412,6 @@ def _archive_point(
                  evals=point.evals, image_tokens=point.image_tokens,
                  pretrain_s_per_step=point.pretrain_s_per_step, folder=point.folder,
                  measured=measured)  # fmt: skip
-
-
-def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:
-    """Copy a finished point with exactly this cycle from another study under `out` into
-    `folder` (only when `folder` does not exist yet); returns where it came from, or None."""
-    if folder.exists():
-        return None
-    record = config_record(cfg)
-    for other in sorted(Path(out).glob(f"*/*/seed{cfg.seed}/cycle.json")):
-        try:
-            same = json.loads(other.read_text(encoding="utf-8")).get("config") == record
-        except (OSError, ValueError):
-            continue
-        if same:
-            partial = folder.with_name(folder.name + ".copying")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(other.parent, partial)
-            partial.rename(folder)  # all or nothing: a killed copy is redone
-            print(f"[study] {folder} is the finished point {other.parent}: copied", flush=True)
-            return other.parent
-    return None
 
 
 def _towers_base(cycle: CycleConfig) -> Path | None:

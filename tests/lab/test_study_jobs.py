@@ -1,0 +1,62 @@
+"""`lab study --jobs N`: points trained side by side in worker processes give the study one
+after another gives, in grid order, with each point's progress in its log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modalign.errors import ConfigError
+from modalign.lab.study import run_study, variant_config
+from modalign.lab.study_archive import record_path
+from modalign.lab.study_jobs import PointJob, run_jobs
+from tests.lab.test_study import _tiny
+
+VARIANTS = ["baseline", "linear"]
+
+
+def _rows(summary: dict) -> dict:
+    """Per variant and seed, the numbers the report is made of."""
+    return {v: row["per_seed"] for v, row in summary["sft"]["sft"]["variants"].items()}
+
+
+def test_points_trained_in_workers_equal_points_trained_here(tmp_path):
+    study = _tiny("toolkit")
+    here = run_study(study, tmp_path / "a", [0], tmp_path / "da", variants=VARIANTS)
+    runs, archive = tmp_path / "b", tmp_path / "points"
+    apart = run_study(study, runs, [0], tmp_path / "db", variants=VARIANTS, archive=archive,
+                      jobs=2, threads=1)  # fmt: skip
+    expected = _rows(here)
+    for variant, seeds in _rows(apart).items():
+        for seed, row in seeds.items():
+            for key, value in row.items():
+                if key in ("pretrain_s", "pretrain_s_per_step"):  # wall times
+                    continue
+                want = expected[variant][seed][key]
+                if isinstance(value, float):
+                    assert value == pytest.approx(want, rel=1e-5, abs=1e-7), (variant, key)
+                else:
+                    assert value == want, (variant, key)
+    # grid order, whichever point finished first
+    lines = (runs / "toolkit" / "checkpoints-sft.jsonl").read_text().splitlines()
+    assert [json.loads(line)["model"].split("/")[-4] for line in lines] == VARIANTS
+    for variant in VARIANTS:
+        log = (runs / "toolkit" / variant / "seed0.log").read_text()
+        assert "[cycle]" in log  # the worker's output went to the point's log
+        assert record_path(archive, "toolkit", variant, 0).is_file()
+
+
+def test_a_failing_point_stops_the_run_with_its_error(tmp_path):
+    study = _tiny("toolkit")
+    cfg = variant_config(study, study.variants[0], 0)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the point's folder should be")
+    jobs = [PointJob("baseline", 0, blocked, cfg, tmp_path / "data"),
+            PointJob("linear", 0, blocked, cfg, tmp_path / "data")]  # fmt: skip
+    finished = []
+    with pytest.raises((FileExistsError, NotADirectoryError)):
+        run_jobs(jobs, lambda *a: finished.append(a), workers=2, threads=1)
+    assert finished == []
+    with pytest.raises(ConfigError, match="at least 1"):
+        run_jobs(jobs, lambda *a: None, workers=0)
