@@ -279,6 +279,15 @@ def _study(args) -> int:
     return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
 
+def _study_index(args) -> int:
+    from modalign.lab.study_index import write_index
+
+    rows = write_index(args.dir, args.out)
+    out = args.out or args.dir
+    print(f"index of {len(rows)} study x SFT rows: {out / 'index.md'}")
+    return 0
+
+
 def _trace(args) -> int:
     from modalign.lab.cycle import CycleConfig
     from modalign.lab.default import default_model_path
@@ -467,6 +476,13 @@ def configure(lab: argparse.ArgumentParser) -> None:
                    "OUT/NAME/VARIANT/seedK.log (default 1: one after another, here)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_study)
+
+    p = sub.add_parser("study-index",
+                       help="one table of every study report: which measure ranks post-SFT accuracy")  # fmt: skip
+    p.add_argument("--dir", type=Path, default=Path("docs/studies"),
+                   help="folder of study reports (default docs/studies)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="where index.{md,json,png} go (default: --dir)")
+    p.set_defaults(func=_study_index)
 
     p = sub.add_parser(
         "trace", help="what the MIR trace of pre-training is made of (norms, FD terms, controls)"
