@@ -28,6 +28,7 @@ def _summary(name: str, rhos: dict[str, float], spread: float, seed_max: float) 
     pooled = {m: _corr(r, (r - 0.1, min(1.0, r + 0.1))) for m, r in rhos.items()}
     return {
         "study": name, "description": "d", "reference": f"paper {name}", "sft_recipes": {},
+        "paper_mir_spearman": -0.97 if name == "beta" else None,
         "traces": {},
         "sft": {"sft": {
             "variants": {"a": {}, "b": {}, "c": {}},
@@ -59,6 +60,7 @@ def test_rows_from_reports(reports: Path) -> None:
     assert beta["measures"]["mir"] == {"spearman": -0.9, "ci": [-1.0, -0.8], "over_means": -0.45}
     assert alpha["measures"]["centroid_gap"] == {"spearman": None, "ci": None, "over_means": None}
     assert beta["testable"] is True and alpha["testable"] is False
+    assert beta["paper_mir_spearman"] == -0.97 and alpha["paper_mir_spearman"] is None
     assert beta["checkpoints"] == 8 and beta["variants"] == 3
     assert set(beta["measures"]) == set(INDEX_MEASURES)
 
@@ -69,7 +71,9 @@ def test_markdown_and_files(reports: Path, tmp_path: Path) -> None:
     text = (out / "index.md").read_text()
     assert text == render_index(index_rows(load_summaries(reports)))
     line = next(s for s in text.splitlines() if s.startswith("| beta | sft |"))
-    assert "| 0.120 | 0.030 | 4.0 | -0.90 [-1.00, -0.80] |" in line and line.endswith("| MIR |")
+    assert "| 0.120 | 0.030 | 4.0 | -0.90 [-1.00, -0.80] |" in line and line.endswith(
+        "| MIR | -0.97 |"
+    )
     assert "| alpha | sft | +0.15 | -0.10 | +0.05 | - | -0.35 |" in text
     assert "- `beta`: paper beta" in text
     assert (out / "index.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -209,6 +209,7 @@ def _scale() -> Study:
         reference="MIR-main Fig 1/6, MIR-supp Table 1: MIR falls steeply then plateaus where "
         "post-SFT accuracy saturates; Pearson(MIR, avg) -0.977, Spearman -0.57; loss and PPL "
         "keep falling",
+        paper_mir_spearman=-0.57,
         variants=tuple(_one_epoch(n) for n in SCALE),
         cycle=_big_world(),
     )
@@ -239,6 +240,7 @@ def _detail() -> Study:
         "object, position and relation); 1600 steps, connector only.",
         reference="MIR-main Table 1: longer captions give lower MIR and a better average "
         "(Spearman -1)",
+        paper_mir_spearman=-1.0,
         variants=tuple(
             Variant(f"level{k}", note=f"captions of level {k}", cycle=_cycle(caption_level=k))
             for k in range(4)
@@ -256,6 +258,7 @@ def _recipe() -> Study:
         "only), the paper's grid.",
         reference="MIR-main Table 2: a smaller lr gives lower MIR and a better average, 3e-3 is "
         "worst; Spearman(MIR, avg) -0.97",
+        paper_mir_spearman=-0.97,
         variants=tuple(
             Variant(f"lr{lr:g}_w{w:g}_{s}", recipe_change(lr=lr, warmup_ratio=w, schedule=s))
             for lr, w, s in grid

@@ -73,6 +73,7 @@ class Study:
     sft_variants: tuple[Variant, ...] = ()  # more SFT recipes to probe points with
     sft_only: dict[str, tuple[str, ...]] = field(default_factory=dict)  # SFT variant -> points
     probe_n: int = 100  # probe pairs for validate (the first seed's held-out split)
+    paper_mir_spearman: float | None = None  # Spearman(MIR, post-SFT avg) the paper reports
 
 
 _DATA_FIELDS = ("sizes", "image_size", "glyph_scale", "corpus_scenes", "from_scratch")
@@ -266,6 +267,7 @@ def summarize(study: Study, points: list[Point], validated: dict[str, dict]) -> 
         "study": study.name,
         "description": study.description,
         "reference": study.reference,
+        "paper_mir_spearman": study.paper_mir_spearman,
         "sft_recipes": {
             MAIN_SFT: "the cycle's SFT",
             **{v.name: v.note for v in study.sft_variants},

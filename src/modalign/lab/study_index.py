@@ -66,6 +66,7 @@ def index_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ranked = [(v["spearman"], m) for m, v in measures.items() if v["spearman"] is not None]
             rows.append({
                 "study": summary["study"], "sft": sft, "reference": summary.get("reference", ""),
+                "paper_mir_spearman": _finite(summary.get("paper_mir_spearman")),
                 "variants": len(part.get("variants") or {}), "checkpoints": n,
                 "vqa_spread": across, "seed_range_max": seed_max,
                 "seed_range_mean": _finite(spread.get("vqa_all_seed_range_mean")),
@@ -102,18 +103,19 @@ def render_index(rows: list[dict[str, Any]]) -> str:
              "aligned for every measure, so a measure that predicts accuracy is *negative*. "
              "'VQA spread' is the range of the variant means; a study can test the question only "
              "where it exceeds the largest seed-to-seed range (ratio > 1). Caption perplexity, exp of the "
-             "loss, ranks as the loss does. Written by `modalign lab "
+             "loss, ranks as the loss does. 'paper: MIR' is the Spearman of MIR with the post-SFT "
+             "average that the MIR paper reports for the same sweep (METHODS.md section 4). Written by `modalign lab "
              "study-index` from the study reports in this folder.", "",
              "| study | SFT | variants | checkpoints | VQA spread | seed range (max) | ratio | "
-             + " | ".join(labels) + " | most negative |",
-             "|" + "---|" * (8 + len(labels))]  # fmt: skip
+             + " | ".join(labels) + " | most negative | paper: MIR |",
+             "|" + "---|" * (9 + len(labels))]  # fmt: skip
     for r in rows:
         cells = [_rho(r["measures"][m]) for m in INDEX_MEASURES]
         best = MEASURES[r["best"]].label if r["best"] else "-"
         lines.append(f"| {r['study']} | {r['sft']} | {r['variants']} | {r['checkpoints']} | "
                      f"{_num(r['vqa_spread'], '.3f')} | {_num(r['seed_range_max'], '.3f')} | "
                      f"{_ratio(r)} | "
-                     + " | ".join(cells) + f" | {best} |")  # fmt: skip
+                     + " | ".join(cells) + f" | {best} | {_num(r['paper_mir_spearman'], '+.2f')} |")  # fmt: skip
     lines += [
         "",
         "Over the variant means (seed-averaged):",
