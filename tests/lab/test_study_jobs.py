@@ -60,3 +60,31 @@ def test_a_failing_point_stops_the_run_with_its_error(tmp_path):
     assert finished == []
     with pytest.raises(ConfigError, match="at least 1"):
         run_jobs(jobs, lambda *a: None, workers=0)
+
+
+def test_a_sibling_studys_world_is_linked_not_generated(tmp_path):
+    from modalign.lab.default import default_model_path
+    from modalign.lab.study_jobs import reuse_world
+    from modalign.lab.towers import make_data
+    from tests.conftest import TINY_SIZES
+
+    base = default_model_path()
+    made = make_data(tmp_path / "one" / "data-seed3", seed=3, sizes=TINY_SIZES, image_size=64,
+                     corpus_scenes=40, tokenizer_from=base)  # fmt: skip
+    wanted = {"seed": 3, "image_size": 64, "sizes": dict(TINY_SIZES), "glyph_scale": None}
+    target = tmp_path / "two" / "data-seed3"
+    assert reuse_world(tmp_path, target, base, **wanted) == made
+    files = sorted(p.relative_to(made) for p in made.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
+    assert all((made / f).stat().st_ino == (target / f).stat().st_ino for f in files)
+    assert not target.with_name("data-seed3.copying").exists()
+    # make_data accepts the linked world as its own
+    assert make_data(target, seed=3, sizes=TINY_SIZES, image_size=64, corpus_scenes=40,
+                     tokenizer_from=base) == target  # fmt: skip
+    # nothing is linked for another world, over an existing folder, or with a trained tokenizer
+    other = tmp_path / "three" / "data-seed3"
+    assert reuse_world(tmp_path, other, base, **{**wanted, "image_size": 96}) is None
+    assert reuse_world(tmp_path, other, base, **{**wanted, "glyph_scale": 1}) is None
+    assert reuse_world(tmp_path, other, None, **wanted) is None
+    assert reuse_world(tmp_path, target, base, **wanted) is None
+    assert not other.exists()

@@ -34,7 +34,7 @@ from typing import Any
 from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.errors import ConfigError
 from modalign.lab.cycle import CycleConfig, config_record, finished_report
-from modalign.lab.study_jobs import MAIN_SFT, PointJob, run_jobs
+from modalign.lab.study_jobs import MAIN_SFT, PointJob, reuse_world, run_jobs
 from modalign.train.recipe import Recipe
 
 
@@ -312,6 +312,9 @@ def run_study(
     for seed in seeds:
         data = root / f"data-seed{seed}"
         c = study.cycle
+        if reuse:
+            reuse_world(Path(out), data, _towers_base(c), seed=seed, image_size=c.image_size,
+                        sizes=dict(c.sizes), glyph_scale=c.glyph_scale)  # fmt: skip
         make_data(data, seed=seed, sizes=c.sizes, image_size=c.image_size,
                   corpus_scenes=c.corpus_scenes, tokenizer_from=_towers_base(c),
                   glyph_scale=c.glyph_scale)  # fmt: skip

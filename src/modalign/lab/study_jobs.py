@@ -125,6 +125,41 @@ def _logged_point(job: PointJob) -> tuple[dict[str, Any], dict[str, dict[str, An
             os.close(saved[1])
 
 
+def reuse_world(out: Path, data: Path, tokenizer_from: Path | None, **wanted: Any) -> Path | None:
+    """Hard-link a world another study under `out` generated with the same seed, image size,
+    split sizes and glyph scale (what `make_data` checks) and the same tokenizer (copied from
+    `tokenizer_from`) into `data`, only when `data` does not exist yet: the 51,200-image world
+    costs minutes per seed. Returns its source, or None."""
+    if data.exists() or tokenizer_from is None:  # a trained tokenizer: not checked, not reused
+        return None
+    tokenizer = (Path(tokenizer_from) / "tokenizer.json").read_bytes()
+    for manifest in sorted(Path(out).glob(f"*/{data.name}/manifest.json")):
+        try:
+            made = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        source = manifest.parent
+        theirs = source / "tokenizer" / "tokenizer.json"
+        if {k: made.get(k) for k in wanted} != wanted or not theirs.is_file():
+            continue
+        if theirs.read_bytes() != tokenizer:
+            continue
+        partial = data.with_name(data.name + ".copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, copy_function=_link_or_copy)
+        partial.rename(data)  # all or nothing: a killed copy is redone
+        print(f"[study] {data} is the world {source}: linked", flush=True)
+        return source
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
 def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:
     """Copy a finished point with exactly this cycle from another study under `out` into
     `folder` (only when `folder` does not exist yet); returns where it came from, or None."""
