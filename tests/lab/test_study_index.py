@@ -75,6 +75,9 @@ def test_markdown_and_files(reports: Path, tmp_path: Path) -> None:
         "| MIR | -0.97 |"
     )
     assert "| alpha | sft | +0.15 | -0.10 | +0.05 | - | -0.35 |" in text
+    # a measure no study has over variant means gets no column there
+    only = render_index(index_rows([_summary("gamma", {"mir": -0.5}, 0.1, 0.01)]))
+    assert "| gamma | sft | -0.25 |" in only and "| study | SFT | MIR |" in only
     assert "- `beta`: paper beta" in text
     assert (out / "index.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "index.json").read_text())["rows"][1]["study"] == "beta"

@@ -116,15 +116,13 @@ def render_index(rows: list[dict[str, Any]]) -> str:
                      f"{_num(r['vqa_spread'], '.3f')} | {_num(r['seed_range_max'], '.3f')} | "
                      f"{_ratio(r)} | "
                      + " | ".join(cells) + f" | {best} | {_num(r['paper_mir_spearman'], '+.2f')} |")  # fmt: skip
-    lines += [
-        "",
-        "Over the variant means (seed-averaged):",
-        "",
-        "| study | SFT | " + " | ".join(labels) + " |",
-        "|" + "---|" * (2 + len(labels)),
-    ]
+    shown = [m for m in INDEX_MEASURES
+             if any(r["measures"][m]["over_means"] is not None for r in rows)]  # fmt: skip
+    lines += ["", "Over the variant means (seed-averaged):", "",
+              "| study | SFT | " + " | ".join(MEASURES[m].label for m in shown) + " |",
+              "|" + "---|" * (2 + len(shown))]  # fmt: skip
     for r in rows:
-        cells = [_num(r["measures"][m]["over_means"], "+.2f") for m in INDEX_MEASURES]
+        cells = [_num(r["measures"][m]["over_means"], "+.2f") for m in shown]
         lines.append(f"| {r['study']} | {r['sft']} | " + " | ".join(cells) + " |")
     refs = {r["study"]: r["reference"] for r in rows if r["reference"]}
     if refs:
