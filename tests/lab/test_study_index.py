@@ -59,7 +59,7 @@ def test_rows_from_reports(reports: Path) -> None:
     assert beta["best"] == "mir" and alpha["best"] == "cosine_gap"
     assert beta["measures"]["mir"] == {"spearman": -0.9, "ci": [-1.0, -0.8], "over_means": -0.45}
     assert alpha["measures"]["centroid_gap"] == {"spearman": None, "ci": None, "over_means": None}
-    assert beta["testable"] is True and alpha["testable"] is False
+    assert beta["ratio"] == pytest.approx(4.0) and alpha["ratio"] == pytest.approx(0.5)
     assert beta["paper_mir_spearman"] == -0.97 and alpha["paper_mir_spearman"] is None
     assert beta["checkpoints"] == 8 and beta["variants"] == 3
     assert set(beta["measures"]) == set(INDEX_MEASURES)

@@ -65,15 +65,15 @@ def test_a_failing_point_stops_the_run_with_its_error(tmp_path):
 def test_a_sibling_studys_world_is_linked_not_generated(tmp_path):
     from modalign.lab.default import default_model_path
     from modalign.lab.study_jobs import reuse_world
-    from modalign.lab.towers import make_data
+    from modalign.lab.towers import make_data, world_key
     from tests.conftest import TINY_SIZES
 
     base = default_model_path()
     made = make_data(tmp_path / "one" / "data-seed3", seed=3, sizes=TINY_SIZES, image_size=64,
                      corpus_scenes=40, tokenizer_from=base)  # fmt: skip
-    wanted = {"seed": 3, "image_size": 64, "sizes": dict(TINY_SIZES), "glyph_scale": None}
+    wanted = world_key(3, TINY_SIZES, 64, None)
     target = tmp_path / "two" / "data-seed3"
-    assert reuse_world(tmp_path, target, base, **wanted) == made
+    assert reuse_world(tmp_path, target, wanted, base) == made
     files = sorted(p.relative_to(made) for p in made.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
     assert all((made / f).stat().st_ino == (target / f).stat().st_ino for f in files)
@@ -83,8 +83,8 @@ def test_a_sibling_studys_world_is_linked_not_generated(tmp_path):
                      tokenizer_from=base) == target  # fmt: skip
     # nothing is linked for another world, over an existing folder, or with a trained tokenizer
     other = tmp_path / "three" / "data-seed3"
-    assert reuse_world(tmp_path, other, base, **{**wanted, "image_size": 96}) is None
-    assert reuse_world(tmp_path, other, base, **{**wanted, "glyph_scale": 1}) is None
-    assert reuse_world(tmp_path, other, None, **wanted) is None
-    assert reuse_world(tmp_path, target, base, **wanted) is None
+    assert reuse_world(tmp_path, other, {**wanted, "image_size": 96}, base) is None
+    assert reuse_world(tmp_path, other, {**wanted, "glyph_scale": 1}, base) is None
+    assert reuse_world(tmp_path, other, wanted, None) is None
+    assert reuse_world(tmp_path, target, wanted, base) is None
     assert not other.exists()

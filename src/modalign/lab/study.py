@@ -296,7 +296,7 @@ def run_study(
     point's record there, and restore a point missing under `out` from its record. `jobs`:
     points trained side by side in that many worker processes of `threads` torch threads."""
     from modalign.lab.study_archive import read_resources, write_resources
-    from modalign.lab.towers import make_data
+    from modalign.lab.towers import make_data, world_key
 
     if cycle is not None:
         study = replace(study, cycle=cycle)
@@ -313,8 +313,8 @@ def run_study(
         data = root / f"data-seed{seed}"
         c = study.cycle
         if reuse:
-            reuse_world(Path(out), data, _towers_base(c), seed=seed, image_size=c.image_size,
-                        sizes=dict(c.sizes), glyph_scale=c.glyph_scale)  # fmt: skip
+            key = world_key(seed, c.sizes, c.image_size, c.glyph_scale)
+            reuse_world(Path(out), data, key, _towers_base(c))
         make_data(data, seed=seed, sizes=c.sizes, image_size=c.image_size,
                   corpus_scenes=c.corpus_scenes, tokenizer_from=_towers_base(c),
                   glyph_scale=c.glyph_scale)  # fmt: skip

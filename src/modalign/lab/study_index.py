@@ -70,7 +70,8 @@ def index_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "variants": len(part.get("variants") or {}), "checkpoints": n,
                 "vqa_spread": across, "seed_range_max": seed_max,
                 "seed_range_mean": _finite(spread.get("vqa_all_seed_range_mean")),
-                "testable": None if across is None or seed_max is None else across > seed_max,
+                # a study can rank its points only where this exceeds 1
+                "ratio": across / seed_max if across is not None and seed_max else None,
                 "best": min(ranked)[1] if ranked else None,
                 "measures": measures,
             })  # fmt: skip
@@ -88,11 +89,6 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _ratio(row: dict[str, Any]) -> str:
-    spread, seed = row["vqa_spread"], row["seed_range_max"]
-    return "-" if spread is None or not seed else f"{spread / seed:.1f}"
-
-
 def render_index(rows: list[dict[str, Any]]) -> str:
     """The Markdown cross-study table."""
     labels = [MEASURES[m].label for m in INDEX_MEASURES]
@@ -102,10 +98,11 @@ def render_index(rows: list[dict[str, Any]]) -> str:
              "95% bootstrap interval; below, over the seed-averaged variants. Lower is better "
              "aligned for every measure, so a measure that predicts accuracy is *negative*. "
              "'VQA spread' is the range of the variant means; a study can test the question only "
-             "where it exceeds the largest seed-to-seed range (ratio > 1). Caption perplexity, exp of the "
-             "loss, ranks as the loss does. 'paper: MIR' is the Spearman of MIR with the post-SFT "
-             "average that the MIR paper reports for the same sweep (METHODS.md section 4). Written by `modalign lab "
-             "study-index` from the study reports in this folder.", "",
+             "where it exceeds the largest seed-to-seed range (ratio > 1). Caption perplexity, "
+             "exp of the loss, ranks as the loss does. 'paper: MIR' is the Spearman of MIR with "
+             "the post-SFT average the MIR paper reports for the same sweep (METHODS.md section "
+             "4). Written by `modalign lab study-index` from the study reports in this folder.",
+             "",
              "| study | SFT | variants | checkpoints | VQA spread | seed range (max) | ratio | "
              + " | ".join(labels) + " | most negative | paper: MIR |",
              "|" + "---|" * (9 + len(labels))]  # fmt: skip
@@ -114,7 +111,7 @@ def render_index(rows: list[dict[str, Any]]) -> str:
         best = MEASURES[r["best"]].label if r["best"] else "-"
         lines.append(f"| {r['study']} | {r['sft']} | {r['variants']} | {r['checkpoints']} | "
                      f"{_num(r['vqa_spread'], '.3f')} | {_num(r['seed_range_max'], '.3f')} | "
-                     f"{_ratio(r)} | "
+                     f"{_num(r['ratio'], '.1f')} | "
                      + " | ".join(cells) + f" | {best} | {_num(r['paper_mir_spearman'], '+.2f')} |")  # fmt: skip
     shown = [m for m in INDEX_MEASURES
              if any(r["measures"][m]["over_means"] is not None for r in rows)]  # fmt: skip

@@ -125,31 +125,23 @@ def _logged_point(job: PointJob) -> tuple[dict[str, Any], dict[str, dict[str, An
             os.close(saved[1])
 
 
-def reuse_world(out: Path, data: Path, tokenizer_from: Path | None, **wanted: Any) -> Path | None:
-    """Hard-link a world another study under `out` generated with the same seed, image size,
-    split sizes and glyph scale (what `make_data` checks) and the same tokenizer (copied from
-    `tokenizer_from`) into `data`, only when `data` does not exist yet: the 51,200-image world
-    costs minutes per seed. Returns its source, or None."""
+def reuse_world(
+    out: Path, data: Path, key: dict[str, Any], tokenizer_from: Path | None
+) -> Path | None:
+    """Hard-link a world another study under `out` generated with this `towers.world_key` and
+    the same tokenizer (copied from `tokenizer_from`) into `data`, only when `data` does not
+    exist yet: the 51,200-image world costs minutes per seed. Returns its source, or None."""
+    from modalign.lab.towers import holds_world
+
     if data.exists() or tokenizer_from is None:  # a trained tokenizer: not checked, not reused
         return None
     tokenizer = (Path(tokenizer_from) / "tokenizer.json").read_bytes()
-    for manifest in sorted(Path(out).glob(f"*/{data.name}/manifest.json")):
-        try:
-            made = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        source = manifest.parent
+    for source in sorted(p.parent for p in Path(out).glob(f"*/{data.name}/manifest.json")):
         theirs = source / "tokenizer" / "tokenizer.json"
-        if {k: made.get(k) for k in wanted} != wanted or not theirs.is_file():
-            continue
-        if theirs.read_bytes() != tokenizer:
-            continue
-        partial = data.with_name(data.name + ".copying")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(source, partial, copy_function=_link_or_copy)
-        partial.rename(data)  # all or nothing: a killed copy is redone
-        print(f"[study] {data} is the world {source}: linked", flush=True)
-        return source
+        if holds_world(source, key) and theirs.is_file() and theirs.read_bytes() == tokenizer:
+            _copy_whole(source, data, copy_function=_link_or_copy)
+            print(f"[study] {data} is the world {source}: linked", flush=True)
+            return source
     return None
 
 
@@ -158,6 +150,14 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another file system
         shutil.copy2(src, dst)
+
+
+def _copy_whole(source: Path, target: Path, **copytree: Any) -> None:
+    """Copy a folder all or nothing: into TARGET.copying, then renamed (a killed copy is redone)."""
+    partial = target.with_name(target.name + ".copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, **copytree)
+    partial.rename(target)
 
 
 def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:
@@ -172,10 +172,7 @@ def reuse_identical(out: Path, folder: Path, cfg: CycleConfig) -> Path | None:
         except (OSError, ValueError):
             continue
         if same:
-            partial = folder.with_name(folder.name + ".copying")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(other.parent, partial)
-            partial.rename(folder)  # all or nothing: a killed copy is redone
+            _copy_whole(other.parent, folder)
             print(f"[study] {folder} is the finished point {other.parent}: copied", flush=True)
             return other.parent
     return None

@@ -28,6 +28,30 @@ from modalign.lab.world.dataset import load_corpus, load_split, read_manifest, w
 from modalign.train.fit import TrainConfig, fit
 
 
+def world_key(
+    seed: int, sizes: dict[str, int], image_size: int, glyph_scale: int | None
+) -> dict[str, Any]:
+    """What makes two generated worlds the same (checked against a world's manifest)."""
+    return {
+        "seed": seed,
+        "image_size": image_size,
+        "sizes": dict(sizes),
+        "glyph_scale": glyph_scale,
+    }
+
+
+def holds_world(folder: Path, key: dict[str, Any]) -> bool:
+    """Whether `folder` holds a finished world (manifest + tokenizer) with this `world_key`."""
+    manifest = Path(folder) / "manifest.json"
+    if not manifest.is_file() or not (Path(folder) / "tokenizer").is_dir():
+        return False
+    try:
+        made = json.loads(manifest.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return {k: made.get(k) for k in key} == key
+
+
 def make_data(
     out: Path,
     *,
@@ -42,13 +66,11 @@ def make_data(
     corpus + captions. `tokenizer_from` copies an existing tokenizer instead (to train on top
     of existing towers)."""
     out = Path(out)
+    if holds_world(out, world_key(seed, sizes, image_size, glyph_scale)):  # made before
+        return out
     manifest = out / "manifest.json"
-    if manifest.is_file() and (out / "tokenizer").is_dir():  # made before: reuse if the same
+    if manifest.is_file() and (out / "tokenizer").is_dir():
         made = json.loads(manifest.read_text(encoding="utf-8"))
-        wanted = {"seed": seed, "image_size": image_size, "sizes": dict(sizes),
-                  "glyph_scale": glyph_scale}  # fmt: skip
-        if {k: made.get(k) for k in wanted} == wanted:
-            return out
         raise ConfigError(f"{out} holds another dataset ({made}); use a new folder")
     write_dataset(out, seed=seed, sizes=sizes, image_size=image_size, corpus_scenes=corpus_scenes,
                   glyph_scale=glyph_scale)  # fmt: skip
