@@ -3,12 +3,20 @@ glyph features from the low-res cell and the cell's tile."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from modalign.errors import DataError
 from modalign.lab.default import default_model_path
-from modalign.lab.legibility import glyph_features, glyph_legibility, linear_probe
+from modalign.lab.legibility import (
+    cell_token_indices,
+    connector_glyph_features,
+    glyph_features,
+    glyph_legibility,
+    linear_probe,
+)
 from modalign.lab.llava import load_llava
 from modalign.lab.world.dataset import load_split
 from modalign.lab.world.vocab import GLYPHS
@@ -56,3 +64,72 @@ def test_a_patch_grid_that_does_not_tile_the_cells_is_refused(tiny_llava, tiny_d
     model, processor = load_llava(tiny_llava)  # 64 px, patch 16: 4 x 4 patches for 3 x 3 cells
     with pytest.raises(DataError, match="does not tile"):
         glyph_features(model, processor, load_split(tiny_data, "train"))
+
+
+class _Grid:  # a connector that keeps the patch grid (M = N)
+    pass
+
+
+class _Global:  # N image tokens, then a global token (SA-Perceiver)
+    global_token = True
+
+
+class _Tiled:  # low-res view, then one view per tile
+    def __init__(self, rows: int = 3, cols: int = 3) -> None:
+        self.view_grid = (rows, cols)
+
+
+def test_cell_token_indices_by_layout():
+    assert cell_token_indices(_Grid(), 9, 9, 4) == [4]
+    # 6 x 6 patches on 3 x 3 cells: 2 x 2 patches per cell; cell 5 is row 1, col 2
+    assert cell_token_indices(_Grid(), 36, 36, 5) == [16, 17, 22, 23]
+    assert cell_token_indices(_Global(), 10, 9, 8) == [8]  # the global token is not the cell's
+    assert cell_token_indices(_Tiled(), 90, 9, 2) == [2, *range(27, 36)]  # low-res + tile 2
+    with pytest.raises(DataError, match="no spatial layout"):
+        cell_token_indices(_Grid(), 32, 9, 0)  # e.g. a 32-query Q-Former
+    with pytest.raises(DataError, match="no spatial layout"):
+        cell_token_indices(_Grid(), 10, 9, 0)  # N + 1 without a global token
+    with pytest.raises(DataError, match="tile grid"):
+        cell_token_indices(_Tiled(2, 2), 45, 9, 0)
+    with pytest.raises(DataError, match="do not form a grid"):
+        cell_token_indices(_Grid(), 16, 16, 0)  # 4 x 4 patches on 3 x 3 cells
+
+
+def test_connector_features_are_the_llm_inputs_over_the_cell(tiny_data):
+    from modalign.diagnostics.recall import vision_tokens
+    from modalign.models.connector_llava import select_vision_features, swap_connector
+
+    model, processor = load_llava(default_model_path())  # mlp2x_gelu: one token per cell
+    records = [r for r in load_split(tiny_data, "train") if r.scene.glyph is not None][:3]
+    feats, labels = connector_glyph_features(model, processor, records, batch_size=2)
+    tokens = vision_tokens(model, processor, [r.load_image().convert("RGB") for r in records])
+    for i, r in enumerate(records):
+        torch.testing.assert_close(feats[i], tokens[i, r.scene.glyph_cell])
+    assert labels.tolist() == [GLYPHS.index(r.scene.glyph) for r in records]
+
+    # tiled 3 x 3 (288 px canvases): the cell's low-res token, then its own tile's 9 tokens,
+    # checked against the tower + projector run on the cell's crop of the canvas directly
+    tiled, tproc = swap_connector(model, processor, "tiled:grid_rows=3,grid_cols=3", seed=0)
+    tiled.eval()
+    big = records[0].load_image().convert("RGB").resize((288, 288))  # the world is 64 px
+    # cell 5 (row 1, col 2): off the diagonal, so a column-major tile order would not match
+    scene = SimpleNamespace(glyph=records[0].scene.glyph, glyph_cell=5)
+    r = SimpleNamespace(scene=scene, load_image=lambda: big)
+    feats, _ = connector_glyph_features(tiled, tproc, [r])
+    d = tiled.config.text_config.hidden_size
+    assert feats.shape == (1, 10 * d)
+    canvas = tproc.image_processor([r.load_image().convert("RGB")],
+                                   return_tensors="pt")["pixel_values"]  # fmt: skip
+    row, col = divmod(r.scene.glyph_cell, 3)
+    side = tiled.config.vision_config.image_size
+    crop = canvas[:, :, row * side : (row + 1) * side, col * side : (col + 1) * side]
+    with torch.no_grad():
+        states = tiled.model.vision_tower(crop, output_hidden_states=True).hidden_states
+        patches = select_vision_features(states, tiled.config.vision_feature_layer,
+                                         tiled.config.vision_feature_select_strategy)  # fmt: skip
+        tile = tiled.model.multi_modal_projector.projector(patches)[0]  # (9, D)
+    torch.testing.assert_close(feats[0].reshape(10, d)[1:], tile, atol=1e-5, rtol=1e-4)
+
+    report = glyph_legibility(default_model_path(), tiny_data, n_train=24, connector=True)
+    assert set(report) == {"chance", "n_train", "n_test", "llm_input_cell", "tokens_per_cell"}
+    assert report["tokens_per_cell"] == 1 and 0 <= report["llm_input_cell"]["test"] <= 1

@@ -235,7 +235,7 @@ def _legibility(args) -> int:
     from modalign.lab.legibility import glyph_legibility
 
     _threads(args)
-    return _print(glyph_legibility(args.model, args.data, args.train))
+    return _print(glyph_legibility(args.model, args.data, args.train, connector=args.connector))
 
 
 def _vlsa_parts(args) -> int:
@@ -446,6 +446,9 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="a lab LLaVA (its vision tower)")
     p.add_argument("--data", type=Path, required=True, help="a world (e.g. 288 px)")
     p.add_argument("--train", type=int, default=1500, help="training images for the probe")
+    p.add_argument("--connector", action="store_true",
+                   help="probe the connector's output tokens over the glyph's cell (what the LLM "
+                   "receives) instead of the tower's features")  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_legibility)
 

@@ -1,13 +1,17 @@
 """Is the world's fine detail legible where VLSA says it should be? A linear probe of glyph
 identity on the frozen vision tower's features of (a) the low-resolution view's patches over the
 glyph's cell and (b) the glyph cell's own full-resolution tile. A high-resolution world is a fair
-VLSA test bed only if (b) reads the glyph and (a) does so much worse.
+VLSA test bed only if (b) reads the glyph and (a) does so much worse. With `connector=True`
+the probe reads (c) what the LLM receives instead: the pre-trained connector's output tokens
+that carry the glyph's cell (does SA-Perceiver deliver the tile's detail into its l tokens?).
 
-    modalign lab legibility --model runs/pt/model --data runs/data288 --grid 3
+    modalign lab legibility --model runs/pt/model --data runs/data288
+    modalign lab legibility --model runs/vlsa/sa_perceiver/seed0/pretrain/model --data runs/data288 --connector
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,13 +82,72 @@ def glyph_features(
     return torch.stack(low), torch.stack(tile), torch.tensor(labels)
 
 
-def glyph_legibility(model_dir: Path, data: Path, n_train: int = 1500) -> dict[str, Any]:
-    """Probe accuracy of glyph identity from the low-res cell and from the cell's tile, fitted
-    on the first `n_train` training images and scored on the test split."""
+def cell_token_indices(connector: Any, m: int, n: int, cell: int) -> list[int]:
+    """Which of a connector's M output tokens carry world cell `cell` (row-major, GRID x GRID),
+    given N tower patches per view: the cell's patches where the output keeps the patch grid
+    (M = N, or N + 1 with a trailing global token), and for a tiled connector also the cell's own
+    tile (views: low-res first, then tiles row-major; one tile per cell)."""
+    side = math.isqrt(n)
+    if side * side != n or side % GRID:
+        raise DataError(f"the tower's {n} patches do not form a grid that tiles the world's "
+                        f"{GRID} x {GRID} cells")  # fmt: skip
+    k, (row, col) = side // GRID, divmod(cell, GRID)
+    grid = [(row * k + i) * side + col * k + j for i in range(k) for j in range(k)]
+    if m == n or (m == n + 1 and getattr(connector, "global_token", False)):
+        return grid
+    views = getattr(connector, "view_grid", None)
+    if views is not None and m == (1 + views[0] * views[1]) * n:
+        if tuple(views) != (GRID, GRID):
+            raise DataError(f"a {views[0]} x {views[1]} tile grid does not match the world's "
+                            f"{GRID} x {GRID} cells")  # fmt: skip
+        return grid + list(range((1 + cell) * n, (2 + cell) * n))
+    raise DataError(
+        f"the connector's {m} output tokens keep no spatial layout of the {n} "
+        "patches (e.g. a Q-Former or resampler): no cell to probe"
+    )
+
+
+@torch.no_grad()
+def connector_glyph_features(
+    model: Any, processor: Any, records: Sequence[Record], batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every record with a glyph: the connector's output tokens over the glyph's cell,
+    flattened (N, T*D), and the glyph labels (N,)."""
+    from modalign.diagnostics.recall import vision_tokens
+    from modalign.models.connector_llava import vision_token_count
+
+    connector = model.model.multi_modal_projector
+    n = vision_token_count(model.config)
+    with_glyph = [r for r in records if r.scene.glyph is not None]
+    if not with_glyph:
+        raise DataError("no record has a glyph")
+    feats = []
+    for start in range(0, len(with_glyph), batch_size):
+        batch = with_glyph[start : start + batch_size]
+        tokens = vision_tokens(model, processor, [r.load_image().convert("RGB") for r in batch])
+        for r, t in zip(batch, tokens, strict=True):  # t: (M, D)
+            feats.append(t[cell_token_indices(connector, t.shape[0], n, r.scene.glyph_cell)]
+                         .flatten().float().cpu())  # fmt: skip
+    labels = torch.tensor([GLYPHS.index(r.scene.glyph) for r in with_glyph])
+    return torch.stack(feats), labels
+
+
+def glyph_legibility(
+    model_dir: Path, data: Path, n_train: int = 1500, *, connector: bool = False
+) -> dict[str, Any]:
+    """Probe accuracy of glyph identity from the low-res cell and from the cell's tile (or,
+    with `connector`, from the connector's tokens over the cell), fitted on the first `n_train`
+    training images and scored on the test split."""
     from modalign.lab.llava import load_llava
 
     model, processor = load_llava(Path(model_dir))
     model.eval()
+    if connector:
+        train = connector_glyph_features(model, processor, load_split(data, "train", n_train))
+        test = connector_glyph_features(model, processor, load_split(data, "test"))
+        return {"chance": 1 / len(GLYPHS), "n_train": len(train[1]), "n_test": len(test[1]),
+                "llm_input_cell": linear_probe(train[0], train[1], test[0], test[1], len(GLYPHS)),
+                "tokens_per_cell": train[0].shape[1] // model.config.text_config.hidden_size}  # fmt: skip
     train = glyph_features(model, processor, load_split(data, "train", n_train))
     test = glyph_features(model, processor, load_split(data, "test"))
     out: dict[str, Any] = {"chance": 1 / len(GLYPHS), "n_train": len(train[2]),
