@@ -68,13 +68,7 @@ def glyph_features(
         pixels = processor.image_processor([image, crop], return_tensors="pt")["pixel_values"]
         states = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
         patches = states[:, 1:]  # (2, P, D) without CLS
-        side = int(patches.shape[1] ** 0.5)
-        if side * side != patches.shape[1] or side % GRID:
-            raise DataError(f"the tower's {side} x {side} patch grid does not tile the world's "
-                            f"{GRID} x {GRID} cells")  # fmt: skip
-        k = side // GRID
-        grid = patches[0].reshape(side, side, -1)  # (side, side, D)
-        low.append(grid[row * k : (row + 1) * k, col * k : (col + 1) * k].flatten())
+        low.append(patches[0, cell_patch_indices(patches.shape[1], r.scene.glyph_cell)].flatten())
         tile.append(patches[1].flatten())
         labels.append(GLYPHS.index(r.scene.glyph))
     if not labels:
@@ -82,17 +76,22 @@ def glyph_features(
     return torch.stack(low), torch.stack(tile), torch.tensor(labels)
 
 
+def cell_patch_indices(n: int, cell: int) -> list[int]:
+    """Row-major indices of the patches over world cell `cell` in a square grid of N patches."""
+    side = math.isqrt(n)
+    if side * side != n or side % GRID:
+        raise DataError(f"the tower's patch grid ({n} patches) does not tile the world's "
+                        f"{GRID} x {GRID} cells")  # fmt: skip
+    k, (row, col) = side // GRID, divmod(cell, GRID)
+    return [(row * k + i) * side + col * k + j for i in range(k) for j in range(k)]
+
+
 def cell_token_indices(connector: Any, m: int, n: int, cell: int) -> list[int]:
     """Which of a connector's M output tokens carry world cell `cell` (row-major, GRID x GRID),
     given N tower patches per view: the cell's patches where the output keeps the patch grid
     (M = N, or N + 1 with a trailing global token), and for a tiled connector also the cell's own
     tile (views: low-res first, then tiles row-major; one tile per cell)."""
-    side = math.isqrt(n)
-    if side * side != n or side % GRID:
-        raise DataError(f"the tower's {n} patches do not form a grid that tiles the world's "
-                        f"{GRID} x {GRID} cells")  # fmt: skip
-    k, (row, col) = side // GRID, divmod(cell, GRID)
-    grid = [(row * k + i) * side + col * k + j for i in range(k) for j in range(k)]
+    grid = cell_patch_indices(n, cell)
     if m == n or (m == n + 1 and getattr(connector, "global_token", False)):
         return grid
     views = getattr(connector, "view_grid", None)
@@ -143,15 +142,21 @@ def glyph_legibility(
     model, processor = load_llava(Path(model_dir))
     model.eval()
     if connector:
-        train = connector_glyph_features(model, processor, load_split(data, "train", n_train))
-        test = connector_glyph_features(model, processor, load_split(data, "test"))
-        return {"chance": 1 / len(GLYPHS), "n_train": len(train[1]), "n_test": len(test[1]),
-                "llm_input_cell": linear_probe(train[0], train[1], test[0], test[1], len(GLYPHS)),
-                "tokens_per_cell": train[0].shape[1] // model.config.text_config.hidden_size}  # fmt: skip
-    train = glyph_features(model, processor, load_split(data, "train", n_train))
-    test = glyph_features(model, processor, load_split(data, "test"))
-    out: dict[str, Any] = {"chance": 1 / len(GLYPHS), "n_train": len(train[2]),
-                           "n_test": len(test[2])}  # fmt: skip
-    for i, name in enumerate(("low_res_cell", "tile")):
-        out[name] = linear_probe(train[i], train[2], test[i], test[2], len(GLYPHS))
+        (x_train, y_train), (x_test, y_test) = (
+            connector_glyph_features(model, processor, load_split(data, split, limit))
+            for split, limit in (("train", n_train), ("test", None))
+        )
+        sets = {"llm_input_cell": (x_train, x_test)}
+    else:
+        (*train, y_train), (*test, y_test) = (
+            glyph_features(model, processor, load_split(data, split, limit))
+            for split, limit in (("train", n_train), ("test", None))
+        )
+        sets = {"low_res_cell": (train[0], test[0]), "tile": (train[1], test[1])}
+    out: dict[str, Any] = {"chance": 1 / len(GLYPHS), "n_train": len(y_train),
+                           "n_test": len(y_test)}  # fmt: skip
+    for name, (a, b) in sets.items():
+        out[name] = linear_probe(a, y_train, b, y_test, len(GLYPHS))
+    if connector:
+        out["tokens_per_cell"] = x_train.shape[1] // model.config.text_config.hidden_size
     return out
