@@ -209,7 +209,12 @@ def test_vlsa_study_grid():
     assert objective.name == "reconstruction"
     assert dict(objective.options)["diffusion"] == "/parts/diffusion"
     assert all(c.sft.stage.cognition is None for c in cfgs.values())
-    (cognition,) = study.sft_variants
-    assert study.sft_only == {"cognition": ("tiled", "sa_perceiver_rec")}  # Table 3 rows 5, 6
+    cognition, long = study.sft_variants
+    assert study.sft_only["cognition"] == ("tiled", "sa_perceiver_rec")  # Table 3 rows 5, 6
     spec = cognition.change(cfgs["tiled"].sft, resources).stage.cognition
     assert spec.kinds == ("pixel", "vq") and spec.vq_model == "/parts/vq"
+    # the long SFT: same recipe, 4x the steps, on the three connectors
+    assert study.sft_only["long"] == ("lowres", "tiled", "sa_perceiver")
+    longer = long.change(cfgs["tiled"].sft, resources)
+    assert (longer.train.lr, longer.train.steps) == (1e-3, 2000)
+    assert longer.stage == cfgs["tiled"].sft.stage
