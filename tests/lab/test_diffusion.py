@@ -37,3 +37,13 @@ def test_parts_train_save_and_load(tiny_data, tmp_path):
         make_vq(tiny_data, tmp_path / "vq", DiffusionSpec(steps=1))
     assert json.loads((tmp_path / "vq" / "metrics.json").read_text())["settings"]["kind"] == "vq"
     assert not (tmp_path / "vq.tmp").exists()
+
+
+def test_spec_for_world_encodes_the_full_resolution_image():
+    spec = DiffusionSpec.for_world(288, steps=5)
+    assert spec.vae_size == 288 and spec.steps == 5 and spec.vae_batch == 8
+    side = 288 // 2 ** (len(spec.vae_channels) - 1)  # one /2 per block after the first
+    assert side == 72 and side % spec.patch == 0 and (side // spec.patch) ** 2 == 144
+    assert DiffusionSpec.for_world(96) == DiffusionSpec()  # the 96 px world: the lab's default
+    with pytest.raises(ConfigError, match="multiple of 48"):
+        DiffusionSpec.for_world(100)

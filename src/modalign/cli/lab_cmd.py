@@ -239,12 +239,12 @@ def _legibility(args) -> int:
 
 
 def _vlsa_parts(args) -> int:
-    from dataclasses import replace
-
     from modalign.lab.diffusion import DiffusionSpec, make_diffusion, make_vq
+    from modalign.lab.world.dataset import read_manifest
 
     _threads(args)
-    spec = replace(DiffusionSpec(), steps=args.steps, seed=args.seed)
+    size = read_manifest(args.data)["image_size"]
+    spec = DiffusionSpec.for_world(size, steps=args.steps, seed=args.seed)
     diffusion = make_diffusion(args.data, args.out / "diffusion", spec)
     vq = make_vq(args.data, args.out / "vq", spec)
     drop = ("settings", "loss_every_100")
