@@ -178,3 +178,19 @@ def test_lab_legibility_prints_the_probe(tiny_data, tiny_llava, capsys):
     assert set(report) == {"chance", "n_train", "n_test", "low_res_cell", "tile"}
     assert main([*args, "--model", str(tiny_llava)]) == 2  # 4 x 4 patches on 3 x 3 cells
     assert "does not tile" in capsys.readouterr().err
+
+
+def test_lab_legibility_probes_a_vae(tiny_data, tmp_path, capsys):
+    from diffusers import AutoencoderKL
+
+    from modalign.lab.default import default_model_path
+
+    AutoencoderKL(sample_size=96, block_out_channels=(8,), norm_num_groups=4,
+                  layers_per_block=1).save_pretrained(tmp_path / "vae")  # fmt: skip
+    args = ["lab", "legibility", "--data", str(tiny_data), "--train", "24",
+            "--model", str(default_model_path()), "--vae", str(tmp_path / "vae")]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"chance", "n_train", "n_test", "vae_latent_cell", "vae_decoded_tile"}
+    assert main([*args, "--connector"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modalign.errors import DataError
+from modalign.errors import ConfigError, DataError
 from modalign.lab.default import default_model_path
 from modalign.lab.legibility import (
     cell_token_indices,
@@ -16,6 +16,7 @@ from modalign.lab.legibility import (
     glyph_features,
     glyph_legibility,
     linear_probe,
+    vae_glyph_features,
 )
 from modalign.lab.llava import load_llava
 from modalign.lab.world.dataset import load_split
@@ -138,3 +139,54 @@ def test_connector_features_are_the_llm_inputs_over_the_cell(tiny_data):
     assert (report["n_train"], report["n_test"]) == (len(train[1]), len(test[1]))
     assert report["tokens_per_cell"] == 1
     assert report["llm_input_cell"] == linear_probe(*train, *test, len(GLYPHS))
+
+
+def _tiny_vae(size: int = 96):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=size,
+                         block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2).eval()  # fmt: skip
+
+
+def test_vae_features_are_the_latent_cell_and_the_decoded_tile(tiny_data, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model, processor = load_llava(default_model_path())  # 96 px tower
+    vae = _tiny_vae()  # 96 px -> 48 x 48 latent: 16 x 16 per cell
+    records = [r for r in load_split(tiny_data, "train") if r.scene.glyph is not None][:3]
+    latent, tile, labels = vae_glyph_features(model, processor, vae, records, batch_size=1)
+    assert latent.shape == (3, 4 * 16 * 16) and labels.tolist() == [
+        GLYPHS.index(r.scene.glyph) for r in records
+    ]
+    batched = vae_glyph_features(model, processor, vae, records, batch_size=2)
+    torch.testing.assert_close(batched[0], latent, atol=1e-3, rtol=1e-3)  # same order
+    r = records[-1]
+    image = r.load_image().convert("RGB").resize((96, 96), Image.Resampling.BOX)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].contiguous() / 127.5 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()  # (1, 4, 48, 48)
+        decoded = vae.decode(z).sample
+    row, col = divmod(r.scene.glyph_cell, 3)
+    expected = z[0, :, row * 16 : (row + 1) * 16, col * 16 : (col + 1) * 16].flatten()
+    torch.testing.assert_close(latent[-1], expected, atol=1e-5, rtol=1e-4)
+    # the decoded image's cell (32 px), through the tower at its own size
+    pixels = ((decoded[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    crop = Image.fromarray(pixels[row * 32 : (row + 1) * 32, col * 32 : (col + 1) * 32])
+    inputs = processor.image_processor([crop], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        states = model.model.vision_tower(pixel_values=inputs, output_hidden_states=True)
+    want = states.hidden_states[model.config.vision_feature_layer][0, 1:].flatten()
+    torch.testing.assert_close(tile[-1], want, atol=1e-5, rtol=1e-4)
+
+    vae.save_pretrained(tmp_path / "vae")
+    report = glyph_legibility(default_model_path(), tiny_data, n_train=24, vae=tmp_path / "vae")
+    train = vae_glyph_features(model, processor, vae, load_split(tiny_data, "train"))
+    test = vae_glyph_features(model, processor, vae, load_split(tiny_data, "test"))
+    for i, name in enumerate(("vae_latent_cell", "vae_decoded_tile")):
+        assert report[name] == linear_probe(train[i], train[2], test[i], test[2], len(GLYPHS))
+    with pytest.raises(ConfigError, match="not both"):
+        glyph_legibility(default_model_path(), tiny_data, connector=True, vae=tmp_path / "vae")

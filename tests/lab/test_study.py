@@ -218,3 +218,22 @@ def test_vlsa_study_grid():
     longer = long.change(cfgs["tiled"].sft, resources)
     assert (longer.train.lr, longer.train.steps) == (1e-3, 2000)
     assert longer.stage == cfgs["tiled"].sft.stage
+
+
+def test_vlsa_prepare_reconstructs_the_full_resolution_image(tmp_path, monkeypatch):
+    """The seed's VAE encodes the 288 px image (not the 96 px view), in a folder named by its
+    size; the VQ model keeps its default spec and folder."""
+    from modalign.lab import diffusion
+
+    calls = {}
+    monkeypatch.setattr(diffusion, "make_diffusion",
+                        lambda data, out, spec=None: calls.setdefault("vae", (out, spec)))  # fmt: skip
+    monkeypatch.setattr(diffusion, "make_vq",
+                        lambda data, out, spec=None: calls.setdefault("vq", (out, spec)))  # fmt: skip
+    study = STUDIES["vlsa"]()
+    resources = study.prepare(tmp_path, tmp_path / "data", study.cycle, 1)
+    out, spec = calls["vae"]
+    assert (spec.vae_size, spec.patch) == (288, 6)
+    assert resources["diffusion"] == str(out) == str(tmp_path / "vlsa-seed1" / "diffusion-288px")
+    assert calls["vq"] == (tmp_path / "vlsa-seed1" / "vq", None)
+    assert resources["vq"] == str(tmp_path / "vlsa-seed1" / "vq")

@@ -235,7 +235,8 @@ def _legibility(args) -> int:
     from modalign.lab.legibility import glyph_legibility
 
     _threads(args)
-    return _print(glyph_legibility(args.model, args.data, args.train, connector=args.connector))
+    return _print(glyph_legibility(args.model, args.data, args.train, connector=args.connector,
+                                   vae=args.vae))  # fmt: skip
 
 
 def _vlsa_parts(args) -> int:
@@ -449,6 +450,10 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--connector", action="store_true",
                    help="probe the connector's output tokens over the glyph's cell (what the LLM "
                    "receives) instead of the tower's features")  # fmt: skip
+    p.add_argument("--vae", type=Path,
+                   help="an AutoencoderKL folder (e.g. PARTS/diffusion/vae): probe the "
+                   "reconstruction target (its latent over the glyph's cell) and the tower on "
+                   "the cell of its decoded image")  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_legibility)
 

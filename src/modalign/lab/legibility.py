@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from modalign.errors import DataError
+from modalign.errors import ConfigError, DataError
 from modalign.lab.world.dataset import Record, load_split
 from modalign.lab.world.vocab import GLYPHS, GRID
 
@@ -131,17 +131,71 @@ def connector_glyph_features(
     return torch.stack(feats), labels
 
 
+@torch.no_grad()
+def vae_glyph_features(
+    model: Any, processor: Any, vae: Any, records: Sequence[Record], batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every record with a glyph: VLSA's reconstruction target over the glyph's cell (the
+    frozen VAE's latent mode, (N, C*k*k)), the tower's tile features of that cell cut from the
+    VAE's decoded image (N, P*D), and the glyph labels (N,). Is the detail in the target, and
+    does it survive the autoencoder's round trip?"""
+    import numpy as np
+    from PIL import Image
+
+    tower, layer = model.model.vision_tower, model.config.vision_feature_layer
+    size = vae.config.sample_size
+    with_glyph = [r for r in records if r.scene.glyph is not None]
+    if not with_glyph:
+        raise DataError("no record has a glyph")
+    latents, tiles = [], []
+    for start in range(0, len(with_glyph), batch_size):
+        batch = with_glyph[start : start + batch_size]
+        arrays = [np.asarray(r.load_image().convert("RGB").resize((size, size),
+                                                                  Image.Resampling.BOX))
+                  for r in batch]  # fmt: skip
+        x = (
+            torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() / 127.5 - 1
+        )  # [-1, 1]
+        z = vae.encode(x).latent_dist.mode()  # (B, C, s, s)
+        decoded = ((vae.decode(z).sample.clamp(-1, 1) + 1) * 127.5).round().byte()  # (B,3,S,S)
+        k, c = z.shape[-1] // GRID, size // GRID
+        crops = []
+        for r, zi, image in zip(batch, z, decoded, strict=True):
+            row, col = divmod(r.scene.glyph_cell, GRID)
+            latents.append(zi[:, row * k : (row + 1) * k, col * k : (col + 1) * k].flatten())
+            cell = image[:, row * c : (row + 1) * c, col * c : (col + 1) * c]  # (3, c, c)
+            crops.append(Image.fromarray(cell.permute(1, 2, 0).numpy()))
+        pixels = processor.image_processor(crops, return_tensors="pt")["pixel_values"]
+        states = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
+        tiles.extend(states[:, 1:].flatten(1))  # (B, P*D) without CLS
+    labels = torch.tensor([GLYPHS.index(r.scene.glyph) for r in with_glyph])
+    return torch.stack(latents).float(), torch.stack(tiles), labels
+
+
 def glyph_legibility(
-    model_dir: Path, data: Path, n_train: int = 1500, *, connector: bool = False
-) -> dict[str, Any]:
+    model_dir: Path, data: Path, n_train: int = 1500, *, connector: bool = False,
+    vae: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Probe accuracy of glyph identity from the low-res cell and from the cell's tile (or,
-    with `connector`, from the connector's tokens over the cell), fitted on the first `n_train`
-    training images and scored on the test split."""
+    with `connector`, from the connector's tokens over the cell; with `vae`, an AutoencoderKL
+    folder, from its latent over the cell and from the tile of its decoded image), fitted on the
+    first `n_train` training images and scored on the test split."""
     from modalign.lab.llava import load_llava
 
+    if connector and vae is not None:
+        raise ConfigError("probe the connector or the VAE, not both")
     model, processor = load_llava(Path(model_dir))
     model.eval()
-    if connector:
+    if vae is not None:
+        from diffusers import AutoencoderKL
+
+        autoencoder = AutoencoderKL.from_pretrained(Path(vae)).eval()
+        (*train, y_train), (*test, y_test) = (
+            vae_glyph_features(model, processor, autoencoder, load_split(data, split, limit))
+            for split, limit in (("train", n_train), ("test", None))
+        )
+        sets = {"vae_latent_cell": (train[0], test[0]), "vae_decoded_tile": (train[1], test[1])}
+    elif connector:
         (x_train, y_train), (x_test, y_test) = (
             connector_glyph_features(model, processor, load_split(data, split, limit))
             for split, limit in (("train", n_train), ("test", None))

@@ -328,12 +328,17 @@ def _testbed() -> Study:
 
 def _prepare_vlsa(root: Path, data: Path, cycle: CycleConfig, seed: int) -> dict[str, Any]:
     """Per seed: the tiny VAE (+ a fresh denoiser) and VQ model, trained on the seed's images."""
-    from modalign.lab.diffusion import make_diffusion, make_vq
+    from modalign.lab.diffusion import DiffusionSpec, make_diffusion, make_vq
 
     folder = root / f"vlsa-seed{seed}"
-    make_diffusion(data, folder / "diffusion")
+    # the VAE encodes the full-resolution image (VLSA's z = VAE(X)); its size is in the folder's
+    # name, so points reconstructing another view are not taken for these (archived records
+    # match on the config, which holds the path); the VQ model keeps its 32 px input
+    spec = DiffusionSpec.for_world(cycle.image_size)
+    diffusion = folder / f"diffusion-{spec.vae_size}px"
+    make_diffusion(data, diffusion, spec)
     make_vq(data, folder / "vq")
-    return {"diffusion": str(folder / "diffusion"), "vq": str(folder / "vq")}
+    return {"diffusion": str(diffusion), "vq": str(folder / "vq")}
 
 
 def _cognition(recipe: Recipe, resources: dict[str, Any]) -> Recipe:
@@ -381,8 +386,8 @@ def _vlsa() -> Study:
                         "reconstruction:1,diffusion={diffusion},rank=64,train_denoiser=true"
                     ),
                 ),
-                "+ reconstruction (VAE on the 96 px view; the denoiser trains from scratch with "
-                "the perceiver: no small pre-trained one exists)",
+                "+ reconstruction (VAE on the full 288 px image; the denoiser trains from "
+                "scratch with the perceiver: no small pre-trained one exists)",
             ),
         ),
         sft_variants=(
