@@ -128,12 +128,11 @@ def test_lab_high_resolution_world_and_vlsa_parts(tmp_path, capsys):
         main(["lab", "vlsa-parts", "--data", str(data), "--out", str(parts), "--steps", "1"]) == 0
     )
     printed = json.loads(capsys.readouterr().out)
-    assert printed["vq"]["codes_per_image"] == 16 and printed["diffusion"]["latent_shape"] == [
-        4,
-        24,
-        24,
-    ]
-    assert (parts / "diffusion" / "vae" / "config.json").is_file()
+    # the VAE encodes the full 288 px image (latent side 288 / 4); the VQ model its 32 px view
+    assert printed["vq"]["codes_per_image"] == 16
+    assert printed["diffusion"]["latent_shape"] == [4, 72, 72]
+    vae = json.loads((parts / "diffusion" / "vae" / "config.json").read_text())
+    assert vae["sample_size"] == 288
     assert (parts / "vq" / "config.json").is_file()
 
 
