@@ -17,7 +17,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,16 @@ import torch.nn.functional as F
 
 from modalign.atomic import atomic_write_json
 from modalign.errors import ConfigError
-from modalign.lab.world.dataset import load_split
+from modalign.lab.world.dataset import Record, load_split
 
-__all__ = ["DiffusionSpec", "make_diffusion", "make_vq", "world_images"]
+__all__ = [
+    "DiffusionSpec",
+    "as_vae_input",
+    "make_diffusion",
+    "make_vq",
+    "record_images",
+    "world_images",
+]
 
 
 @dataclass(frozen=True)
@@ -77,17 +84,23 @@ class DiffusionSpec:
 
 def world_images(data: Path, split: str, size: int, limit: int | None = None) -> torch.Tensor:
     """(N, 3, size, size) uint8 images of a split, resized (area-averaged) to `size`."""
+    return record_images(load_split(data, split, limit), size)
+
+
+def record_images(records: Sequence[Record], size: int) -> torch.Tensor:
+    """(N, 3, size, size) uint8 images of `records`, resized (area-averaged) to `size`."""
     from PIL import Image
 
-    records = load_split(data, split, limit)
     arrays = [
-        np.asarray(r.load_image().resize((size, size), Image.Resampling.BOX)) for r in records
+        np.asarray(r.load_image().convert("RGB").resize((size, size), Image.Resampling.BOX))
+        for r in records
     ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _as_input(batch: torch.Tensor) -> torch.Tensor:
-    return batch.float() / 127.5 - 1.0  # uint8 -> [-1, 1]
+def as_vae_input(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, 3, H, W) -> the autoencoders' input in [-1, 1]."""
+    return batch.float() / 127.5 - 1.0
 
 
 def _blocks(channels: tuple[int, ...]) -> dict[str, Any]:
@@ -123,7 +136,7 @@ def _train(
     log, running, t0 = [], 0.0, time.perf_counter()
     for step in range(spec.steps):
         index = torch.randint(0, images.shape[0], (spec.batch_size,), generator=g)
-        loss = loss_of(_as_input(images[index]))
+        loss = loss_of(as_vae_input(images[index]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -150,7 +163,7 @@ def _fit(
 ) -> tuple[list[float], torch.Tensor]:
     """Train on the train split at `size` px; the loss log and 64 val images in [-1, 1]."""
     log = _train(model, world_images(data, "train", size), loss_of, spec, name)
-    return log, _as_input(world_images(data, "val", size, 64))
+    return log, as_vae_input(world_images(data, "val", size, 64))
 
 
 def _finished(

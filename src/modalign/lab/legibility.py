@@ -139,8 +139,9 @@ def vae_glyph_features(
     frozen VAE's latent mode, (N, C*k*k)), the tower's tile features of that cell cut from the
     VAE's decoded image (N, P*D), and the glyph labels (N,). Is the detail in the target, and
     does it survive the autoencoder's round trip?"""
-    import numpy as np
     from PIL import Image
+
+    from modalign.lab.diffusion import as_vae_input, record_images
 
     tower, layer = model.model.vision_tower, model.config.vision_feature_layer
     size = vae.config.sample_size
@@ -150,12 +151,7 @@ def vae_glyph_features(
     latents, tiles = [], []
     for start in range(0, len(with_glyph), batch_size):
         batch = with_glyph[start : start + batch_size]
-        arrays = [np.asarray(r.load_image().convert("RGB").resize((size, size),
-                                                                  Image.Resampling.BOX))
-                  for r in batch]  # fmt: skip
-        x = (
-            torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() / 127.5 - 1
-        )  # [-1, 1]
+        x = as_vae_input(record_images(batch, size))  # (B, 3, S, S) in [-1, 1]
         z = vae.encode(x).latent_dist.mode()  # (B, C, s, s)
         decoded = ((vae.decode(z).sample.clamp(-1, 1) + 1) * 127.5).round().byte()  # (B,3,S,S)
         k, c = z.shape[-1] // GRID, size // GRID
