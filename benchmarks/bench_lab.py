@@ -21,9 +21,9 @@ import torch
 
 def time_default_mir(n: int | None, batch_size: int) -> dict:
     """Load the shipped default through load_adapter and score its eval set with run_mir."""
-    from modalign.lab.default import default_eval_pairs, default_model_path
+    from modalign.assets import default_eval_pairs, default_model_path
+    from modalign.measure.run import RunOptions, run_mir
     from modalign.models import load_adapter
-    from modalign.runner import RunOptions, run_mir
 
     t0 = time.perf_counter()
     adapter = load_adapter(str(default_model_path()), device="cpu", dtype=torch.float32)
@@ -61,7 +61,7 @@ def main() -> int:
     if not args.mir_only:
         if args.out is None:
             ap.error("--out is required unless --mir-only")
-        from modalign.lab.cycle import CycleConfig, run_cycle
+        from modalign_lab.pipeline.cycle import CycleConfig, run_cycle
 
         cycle = run_cycle(args.out, CycleConfig(from_scratch=args.from_scratch))
         report["cycle_wall_s"] = cycle["wall_s"]

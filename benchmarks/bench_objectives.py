@@ -37,18 +37,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from dataclasses import replace
 
-    from modalign.lab.conversations import caption_conversations
-    from modalign.lab.cycle import lab_recipe
-    from modalign.lab.default import default_model_path
-    from modalign.lab.llava import build_image_processor, load_llava, reset_connector
-    from modalign.lab.sea import lit_clip
-    from modalign.lab.towers import load_tokenizer, make_data
-    from modalign.lab.world.dataset import load_split
-    from modalign.lab.world.vocab import label_words
+    from modalign_lab.pipeline.cycle import lab_recipe
+    from modalign_lab.pipeline.sea import lit_clip
+    from modalign_lab.towers.llava import build_image_processor, load_llava, reset_connector
+    from modalign_lab.towers.train import load_tokenizer, make_data
+    from modalign_lab.world.conversations import caption_conversations
+    from modalign_lab.world.dataset import load_split
+    from modalign_lab.world.vocab import label_words
+
+    from modalign.assets import default_model_path
     from modalign.methods.objectives import ObjectiveSpec
+    from modalign.methods.sea.labels import build_label_cache
     from modalign.train.fit import TrainConfig
     from modalign.train.recipe import prepare, train_stage
-    from modalign.train.sea_labels import build_label_cache
 
     work = Path(tempfile.mkdtemp(prefix="bench-objectives-"))
     base = default_model_path()

@@ -62,8 +62,8 @@ def child(model: str, images: str, texts: str, n: int, batch: int, threads: int)
     import torch
 
     from modalign.data import SampleSource
+    from modalign.measure.run import RunOptions, run_mir
     from modalign.models import load_adapter
-    from modalign.runner import RunOptions, run_mir
 
     torch.set_num_threads(threads)
     adapter = load_adapter(model, device="cpu", dtype="float32")

@@ -32,12 +32,13 @@ def one(config: str, steps: int, data: Path, out: Path, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from modalign.lab.conversations import caption_conversations
-    from modalign.lab.cycle import lab_recipe
-    from modalign.lab.default import default_model_path
-    from modalign.lab.llava import load_llava, reset_connector
-    from modalign.lab.mir import eval_pairs
-    from modalign.lab.world.dataset import load_split
+    from modalign_lab.pipeline.cycle import lab_recipe
+    from modalign_lab.probes.mir import eval_pairs
+    from modalign_lab.towers.llava import load_llava, reset_connector
+    from modalign_lab.world.conversations import caption_conversations
+    from modalign_lab.world.dataset import load_split
+
+    from modalign.assets import default_model_path
     from modalign.train.fit import TrainConfig
     from modalign.train.recipe import MonitorSettings, prepare, train_stage
 
@@ -76,8 +77,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args.steps, args.data, args.out, args.threads)))
         return
-    from modalign.lab.default import default_model_path
-    from modalign.lab.towers import make_data
+    from modalign_lab.towers.train import make_data
+
+    from modalign.assets import default_model_path
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
     data = make_data(work / "data", seed=0, sizes={"train": 1024, "val": 8, "test": 100},

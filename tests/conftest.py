@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from modalign.lab.specs import ClipSpec, LMSpec
+from modalign_lab.towers.specs import ClipSpec, LMSpec
 
 TINY_SIZES = {"train": 24, "val": 8, "test": 8}
 TINY_CLIP = ClipSpec(
@@ -42,7 +41,7 @@ def tiny_specs() -> tuple[dict[str, int], ClipSpec, LMSpec]:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A generated dataset with a handful of images per split and its tokenizer."""
-    from modalign.lab.towers import make_data
+    from modalign_lab.towers.train import make_data
 
     out = tmp_path_factory.mktemp("labdata")
     return make_data(out, seed=3, sizes=TINY_SIZES, image_size=64, corpus_scenes=40)
@@ -51,7 +50,8 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_towers(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
     """CLIP and LM trained for two steps (weights only matter for shapes here)."""
-    from modalign.lab.towers import train_clip, train_lm
+    from modalign_lab.towers.train import train_clip, train_lm
+
     from modalign.train.fit import TrainConfig
 
     root = tmp_path_factory.mktemp("towers")
@@ -64,10 +64,9 @@ def tiny_towers(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_llava(tiny_data, tiny_towers, tmp_path_factory) -> Path:
     """A saved tiny LLaVA (lab towers + a seeded fresh connector): load it with `load_llava`."""
+    from modalign_lab.towers.llava import build_processor, llava_from_towers, save_llava
+    from modalign_lab.towers.train import load_tokenizer
     from transformers import CLIPModel, LlamaForCausalLM
-
-    from modalign.lab.llava import build_processor, llava_from_towers, save_llava
-    from modalign.lab.towers import load_tokenizer
 
     clip_dir, lm_dir = tiny_towers
     tok = load_tokenizer(tiny_data)

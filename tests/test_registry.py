@@ -28,10 +28,11 @@ def test_registries_are_complete_once_their_package_is_imported():
         "from modalign.metrics import SQRT_BACKENDS\n"
         "from modalign.methods.connectors import CONNECTORS\n"
         "from modalign.methods.objectives import OBJECTIVES\n"
-        "from modalign.models.extensions import EXTENSIONS\n"
-        "from modalign.cli import COMMANDS\n"
-        "for r in (ADAPTERS, SQRT_BACKENDS, CONNECTORS, OBJECTIVES, EXTENSIONS, COMMANDS):\n"
+        "from modalign.models.surgery.extensions import EXTENSIONS\n"
+        "from modalign.cli import commands\n"
+        "for r in (ADAPTERS, SQRT_BACKENDS, CONNECTORS, OBJECTIVES, EXTENSIONS):\n"
         "    print(r.kind, ','.join(r.names()))\n"
+        "print('command', ','.join(commands()))  # built-in and entry-point commands\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     found = {kind: set(names.split(",")) for kind, names in
@@ -42,4 +43,4 @@ def test_registries_are_complete_once_their_package_is_imported():
         "connector"
     ]
     assert "mfid" in found["objective"] and {"moca", "lora"} <= found["model extension"]
-    assert {"mir", "train", "lab", "assemble"} <= found["command"]
+    assert {"mir", "train", "lab", "assemble"} <= found["command"]  # lab: the lab's entry point

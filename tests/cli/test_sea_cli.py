@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from modalign.cli import main
-from modalign.data.word_labels import LabelCache
+from modalign.methods.sea.label_cache import LabelCache
 
 WORDS = "red\ngreen\nblue\ncircle\nsquare\nstar\ntriangle\nsmall\nlarge\n"
 

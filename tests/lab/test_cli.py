@@ -137,8 +137,9 @@ def test_lab_high_resolution_world_and_vlsa_parts(tmp_path, capsys):
 
 
 def test_lab_cycle_flags_put_cognition_turns_into_sft():
+    from modalign_lab.cli import cycle_config
+
     from modalign.cli import build_parser
-    from modalign.cli.lab_cmd import cycle_config
 
     args = build_parser("lab").parse_args(
         [
@@ -169,7 +170,7 @@ def test_lab_cycle_flags_put_cognition_turns_into_sft():
 
 
 def test_lab_legibility_prints_the_probe(tiny_data, tiny_llava, capsys):
-    from modalign.lab.default import default_model_path
+    from modalign.assets import default_model_path
 
     args = ["lab", "legibility", "--data", str(tiny_data), "--train", "24"]
     assert main([*args, "--model", str(default_model_path())]) == 0
@@ -182,7 +183,7 @@ def test_lab_legibility_prints_the_probe(tiny_data, tiny_llava, capsys):
 def test_lab_legibility_probes_a_vae(tiny_data, tmp_path, capsys):
     from diffusers import AutoencoderKL
 
-    from modalign.lab.default import default_model_path
+    from modalign.assets import default_model_path
 
     AutoencoderKL(sample_size=96, block_out_channels=(8,), norm_num_groups=4,
                   layers_per_block=1).save_pretrained(tmp_path / "vae")  # fmt: skip

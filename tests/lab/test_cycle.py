@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from modalign.lab.cycle import CycleConfig, lab_recipe, run_cycle
+from modalign_lab.pipeline.cycle import CycleConfig, lab_recipe, run_cycle
+
 from modalign.train.fit import TrainConfig
 from modalign.train.recipe import MonitorSettings
 

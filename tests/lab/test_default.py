@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from modalign_lab.pipeline.build_default import DefaultRecipe, build_default
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from modalign.assets import default_dir, default_eval_pairs, default_model_path
 from modalign.data import Pair
-from modalign.lab.build_default import DefaultRecipe, build_default
-from modalign.lab.default import default_dir, default_eval_pairs, default_model_path
 from modalign.train.fit import TrainConfig
 
 
@@ -28,7 +28,7 @@ def test_shipped_default_loads_like_a_real_checkpoint():
 
 def test_shipped_default_mir_is_below_every_fresh_connector():
     """The recorded evidence holds for the shipped bytes: recompute it through the runner."""
-    from modalign.lab.mir import fresh_connector_mir, mir_of
+    from modalign_lab.probes.mir import fresh_connector_mir, mir_of
 
     build = json.loads((default_dir() / "BUILD.json").read_text())
     recorded = build["metrics"]["mir"]

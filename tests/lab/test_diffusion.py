@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from modalign_lab.towers.diffusion import DiffusionSpec, make_diffusion, make_vq, world_images
 
 from modalign.errors import ConfigError
-from modalign.lab.diffusion import DiffusionSpec, make_diffusion, make_vq, world_images
 
 diffusers = pytest.importorskip("diffusers")
 SPEC = DiffusionSpec(vae_size=32, vae_channels=(8, 8, 8), vq_size=16, vq_channels=(8, 8, 8),

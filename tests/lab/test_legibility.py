@@ -7,10 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from modalign.errors import ConfigError, DataError
-from modalign.lab.default import default_model_path
-from modalign.lab.legibility import (
+from modalign_lab.probes.legibility import (
     cell_token_indices,
     connector_glyph_features,
     glyph_features,
@@ -18,9 +15,12 @@ from modalign.lab.legibility import (
     linear_probe,
     vae_glyph_features,
 )
-from modalign.lab.llava import load_llava
-from modalign.lab.world.dataset import load_split
-from modalign.lab.world.vocab import GLYPHS
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.dataset import load_split
+from modalign_lab.world.vocab import GLYPHS
+
+from modalign.assets import default_model_path
+from modalign.errors import ConfigError, DataError
 
 
 def test_linear_probe_separates_blobs_and_not_noise():
@@ -97,8 +97,8 @@ def test_cell_token_indices_by_layout():
 
 
 def test_connector_features_are_the_llm_inputs_over_the_cell(tiny_data):
-    from modalign.diagnostics.recall import vision_tokens
-    from modalign.models.connector_llava import select_vision_features, swap_connector
+    from modalign.methods.sea.recall import vision_tokens
+    from modalign.models.surgery.connector_llava import select_vision_features, swap_connector
 
     model, processor = load_llava(default_model_path())  # mlp2x_gelu: one token per cell
     records = [r for r in load_split(tiny_data, "train") if r.scene.glyph is not None][:3]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modalign_lab.towers.llava import load_llava, reset_connector
+from modalign_lab.world.dataset import load_split
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel, LlamaForCausalLM
 
 from modalign.errors import DataError
-from modalign.lab.llava import load_llava, reset_connector
-from modalign.lab.world.dataset import load_split
 from modalign.models.collate import image_token_count
 
 
@@ -47,7 +47,7 @@ def test_processor_expansion_matches_vision_features(tiny_llava, tiny_data):
 
 
 def test_reset_connector_is_seeded_for_hf_and_registered_connectors(tiny_llava):
-    from modalign.models.connector_llava import swap_connector
+    from modalign.models.surgery.connector_llava import swap_connector
 
     model, proc = load_llava(tiny_llava)
     swapped, _ = swap_connector(model, proc, "mlp2x_gelu", seed=0)
@@ -67,7 +67,7 @@ def test_load_llava_rejects_non_model_dir(tmp_path):
 
 
 def test_fresh_connector_mir_restores_the_trained_connector(tiny_llava, tiny_data):
-    from modalign.lab.mir import eval_pairs, fresh_connector_mir, mir_of
+    from modalign_lab.probes.mir import eval_pairs, fresh_connector_mir, mir_of
 
     model, proc = load_llava(tiny_llava)
     pairs = eval_pairs(tiny_data, "test", 4)

@@ -8,11 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from modalign.lab.clip_loss import negclip_loss
-from modalign.lab.world.captions import LEVELS, captions
-from modalign.lab.world.negatives import _edit, hard_negative_caption
-from modalign.lab.world.scene import Scene, SceneObject, sample_scene
+from modalign_lab.towers.clip_loss import negclip_loss
+from modalign_lab.world.captions import LEVELS, captions
+from modalign_lab.world.negatives import _edit, hard_negative_caption
+from modalign_lab.world.scene import Scene, SceneObject, sample_scene
 
 
 def _scenes(n: int) -> list[Scene]:
@@ -89,11 +88,11 @@ def test_negclip_loss_matches_reference_and_reduces_to_clip():
 
 
 def test_clip_batch_with_negatives(tiny_data):
-    from modalign.lab.collators import ClipCollator
-    from modalign.lab.llava import build_image_processor
-    from modalign.lab.samples import CaptionDataset
-    from modalign.lab.towers import load_tokenizer
-    from modalign.lab.world.dataset import load_split
+    from modalign_lab.towers.collators import ClipCollator
+    from modalign_lab.towers.llava import build_image_processor
+    from modalign_lab.towers.train import load_tokenizer
+    from modalign_lab.world.dataset import load_split
+    from modalign_lab.world.samples import CaptionDataset
 
     tok = load_tokenizer(tiny_data)
     collate = ClipCollator(tok, build_image_processor(64), 128)
@@ -110,7 +109,8 @@ def test_clip_batch_with_negatives(tiny_data):
     plain = collate([CaptionDataset(records, 2)[i] for i in range(4)])
     assert plain["return_loss"] is True and plain["input_ids"].shape[0] == 4
     # Without negatives the loss is exactly CLIPModel's own.
-    from modalign.lab.clip_model import build_clip
+    from modalign_lab.towers.clip_model import build_clip
+
     from tests.conftest import TINY_CLIP
 
     clip = build_clip(tok, TINY_CLIP, 0).eval()

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from modalign_lab.pipeline.sea import label_accuracy, lit_clip, sea_labels
+from modalign_lab.probes.recall import cell_truth, recall_accuracy
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.dataset import load_split
 from transformers import CLIPModel
 
-from modalign.data.word_labels import LabelCache
-from modalign.lab.llava import load_llava
-from modalign.lab.recall import cell_truth, recall_accuracy
-from modalign.lab.sea import label_accuracy, lit_clip, sea_labels
-from modalign.lab.world.dataset import load_split
+from modalign.methods.sea.label_cache import LabelCache
 from modalign.train.fit import TrainConfig
 
 
@@ -51,8 +51,9 @@ def test_recall_accuracy_is_a_fraction_of_occupied_cells(tiny_llava, tiny_data):
 
 
 def test_recall_trace_needs_records(tiny_llava):
+    from modalign_lab.probes.recall import RecallTrace
+
     from modalign.errors import DataError
-    from modalign.lab.recall import RecallTrace
 
     _, proc = load_llava(tiny_llava)
     with pytest.raises(DataError, match="no records"):
@@ -60,8 +61,8 @@ def test_recall_trace_needs_records(tiny_llava):
 
 
 def test_oracle_labels_name_each_cell_content(tiny_data, tmp_path):
-    from modalign.lab.sea import oracle_labels
-    from modalign.lab.world.vocab import label_words
+    from modalign_lab.pipeline.sea import oracle_labels
+    from modalign_lab.world.vocab import label_words
 
     folder = oracle_labels(tiny_data, tmp_path / "oracle")
     cache = LabelCache.load(folder, words=label_words())
@@ -82,7 +83,7 @@ def test_oracle_labels_name_each_cell_content(tiny_data, tmp_path):
 
 def test_save_label_cache_refuses_bad_labels(tmp_path):
     from modalign.errors import ConfigError
-    from modalign.train.sea_labels import save_label_cache
+    from modalign.methods.sea.labels import save_label_cache
 
     good = torch.zeros(4, 2, dtype=torch.int32)
     with pytest.raises(ConfigError, match="no images"):

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import modalign_lab.studies.jobs as jobs_mod
 import pytest
+from modalign_lab.pipeline.cycle import CycleConfig
+from modalign_lab.studies.catalog import STUDIES, recipe_change
+from modalign_lab.studies.report import render_markdown
+from modalign_lab.studies.study import Variant, run_study, variant_config
 
-import modalign.lab.study_jobs as jobs_mod
 from modalign.errors import ConfigError
-from modalign.lab.cycle import CycleConfig
-from modalign.lab.studies import STUDIES, recipe_change
-from modalign.lab.study import Variant, run_study, variant_config
-from modalign.lab.study_report import render_markdown
 from modalign.train.recipe import MonitorSettings
 
 
@@ -223,7 +223,7 @@ def test_vlsa_study_grid():
 def test_vlsa_prepare_reconstructs_the_full_resolution_image(tmp_path, monkeypatch):
     """The seed's VAE encodes the 288 px image (not the 96 px view), in a folder named by its
     size; the VQ model keeps its default spec and folder."""
-    from modalign.lab import diffusion
+    from modalign_lab.towers import diffusion
 
     calls = {}
     monkeypatch.setattr(diffusion, "make_diffusion",

@@ -7,17 +7,17 @@ import json
 import shutil
 from dataclasses import replace
 
+import modalign_lab.studies.jobs as jobs_mod
+import modalign_lab.studies.study as study_mod
 import pytest
+from modalign_lab.studies.archive import archived_measure, read_record, record_path
+from modalign_lab.studies.catalog import recipe_change
+from modalign_lab.studies.study import Variant, run_study
 
-import modalign.lab.study as study_mod
-import modalign.lab.study_jobs as jobs_mod
 from modalign.data.pairs import Pair
 from modalign.errors import DataError
 from modalign.evidence.cache import data_fingerprint
 from modalign.evidence.validate import ValidateSettings
-from modalign.lab.studies import recipe_change
-from modalign.lab.study import Variant, run_study
-from modalign.lab.study_archive import archived_measure, read_record, record_path
 from tests.lab.test_study import _tiny
 
 

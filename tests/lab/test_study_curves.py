@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from modalign.atomic import atomic_write_json
-from modalign.lab.study import Point
-from modalign.lab.study_curves import (
+from modalign_lab.studies.curves import (
     TRACES,
     curves_markdown,
     plot_traces,
     study_traces,
     trace_curves,
 )
+from modalign_lab.studies.study import Point
+
+from modalign.atomic import atomic_write_json
 
 RULE = {"kind": "plateau", "patience": 2, "delta": 0.01, "smoothing": 0.5, "min_steps": 0,
         "stop": False}  # fmt: skip

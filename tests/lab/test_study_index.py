@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from modalign.cli import main
-from modalign.errors import DataError
-from modalign.lab.study_index import (
+from modalign_lab.studies.index import (
     INDEX_MEASURES,
     POOLED,
     index_rows,
@@ -17,6 +14,9 @@ from modalign.lab.study_index import (
     render_index,
     write_index,
 )
+
+from modalign.cli import main
+from modalign.errors import DataError
 
 
 def _corr(rho: float, ci: tuple[float, float], n: int = 8) -> dict:

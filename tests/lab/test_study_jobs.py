@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from modalign_lab.studies.archive import record_path
+from modalign_lab.studies.jobs import PointJob, run_jobs
+from modalign_lab.studies.study import run_study, variant_config
 
 from modalign.errors import ConfigError
-from modalign.lab.study import run_study, variant_config
-from modalign.lab.study_archive import record_path
-from modalign.lab.study_jobs import PointJob, run_jobs
 from tests.lab.test_study import _tiny
 
 VARIANTS = ["baseline", "linear"]
@@ -63,9 +63,10 @@ def test_a_failing_point_stops_the_run_with_its_error(tmp_path):
 
 
 def test_a_sibling_studys_world_is_linked_not_generated(tmp_path):
-    from modalign.lab.default import default_model_path
-    from modalign.lab.study_jobs import reuse_world
-    from modalign.lab.towers import make_data, world_key
+    from modalign_lab.studies.jobs import reuse_world
+    from modalign_lab.towers.train import make_data, world_key
+
+    from modalign.assets import default_model_path
     from tests.conftest import TINY_SIZES
 
     base = default_model_path()

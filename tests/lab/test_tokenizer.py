@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from modalign_lab.towers.tokenizer import BOS, EOS, IMAGE, PAD, SPECIAL_TOKENS, train_tokenizer
 from transformers import AutoTokenizer
-
-from modalign.lab.tokenizer import BOS, EOS, IMAGE, PAD, SPECIAL_TOKENS, train_tokenizer
 
 
 def _tok():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from modalign.lab.cycle import CycleConfig
-from modalign.lab.trace import trace_pretraining, write_trace_report
+from modalign_lab.pipeline.cycle import CycleConfig
+from modalign_lab.studies.trace import trace_pretraining, write_trace_report
 
 
 def test_trace_records_terms_reports_and_resumes(tiny_data, tiny_llava, tmp_path):

@@ -6,13 +6,13 @@ import json
 from dataclasses import replace
 
 import torch
+from modalign_lab.pipeline.cycle import lab_recipe
+from modalign_lab.pipeline.stages import evaluate, pretrain, sft
+from modalign_lab.probes.recall import recall_accuracy
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.dataset import load_split
 from transformers import LlamaForCausalLM
 
-from modalign.lab.cycle import lab_recipe
-from modalign.lab.llava import load_llava
-from modalign.lab.recall import recall_accuracy
-from modalign.lab.stages import evaluate, pretrain, sft
-from modalign.lab.world.dataset import load_split
 from modalign.train.fit import TrainConfig
 from modalign.train.recipe import MonitorSettings
 

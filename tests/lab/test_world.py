@@ -8,15 +8,15 @@ import random
 
 import numpy as np
 import pytest
+from modalign_lab.world.captions import LEVELS, captions
+from modalign_lab.world.dataset import load_corpus, load_split, read_manifest, write_dataset
+from modalign_lab.world.render import render_scene
+from modalign_lab.world.scene import Scene, sample_scene
+from modalign_lab.world.splits import make_splits
+from modalign_lab.world.vocab import COLOURS, GLYPH_COLOUR, GLYPHS, MAX_OBJECTS, POSITIONS, SHAPES
+from modalign_lab.world.vqa import scene_vqa
 
 from modalign.errors import DataError
-from modalign.lab.world.captions import LEVELS, captions
-from modalign.lab.world.dataset import load_corpus, load_split, read_manifest, write_dataset
-from modalign.lab.world.render import render_scene
-from modalign.lab.world.scene import Scene, sample_scene
-from modalign.lab.world.splits import make_splits
-from modalign.lab.world.vocab import COLOURS, GLYPH_COLOUR, GLYPHS, MAX_OBJECTS, POSITIONS, SHAPES
-from modalign.lab.world.vqa import scene_vqa
 
 
 def _scenes(n: int, seed: int = 0) -> list[Scene]:
@@ -145,9 +145,9 @@ def test_dataset_roundtrip(tmp_path):
 
 
 def test_corpus_questions_follow_a_description_of_their_own_scene():
-    from modalign.lab.world.captions import captions
-    from modalign.lab.world.corpus import build_corpus, scene_document
-    from modalign.lab.world.vqa import scene_vqa
+    from modalign_lab.world.captions import captions
+    from modalign_lab.world.corpus import build_corpus, scene_document
+    from modalign_lab.world.vqa import scene_vqa
 
     lines = build_corpus(0, 200)
     qa_lines = [line for line in lines if "?" in line]

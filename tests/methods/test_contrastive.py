@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modalign_lab.towers.llava import load_llava
 
 from modalign.errors import DataError
-from modalign.lab.llava import load_llava
+from modalign.methods.contrastive.objective import JointContrastiveObjective
 from modalign.methods.moca import attach_moca
 from modalign.methods.objectives import ForwardContext
-from modalign.methods.objectives.contrastive import JointContrastiveObjective
 
 CAPTIONS = ["a red circle", "two blue squares at the top", "a green star", "the glyph 7"]
 
@@ -107,10 +107,9 @@ def test_text_embeddings_are_recomputed_when_the_llm_trains(setup):
 
 def test_moca_calibrates_the_image_branch_only(tiny_data, tiny_towers):
     # Two decoder layers: the EOS reads the calibrated image tokens of layer 1 in layer 2.
+    from modalign_lab.towers.llava import build_processor, llava_from_towers
+    from modalign_lab.towers.train import load_tokenizer
     from transformers import CLIPModel, LlamaConfig, LlamaForCausalLM
-
-    from modalign.lab.llava import build_processor, llava_from_towers
-    from modalign.lab.towers import load_tokenizer
 
     tok = load_tokenizer(tiny_data)
     clip = CLIPModel.from_pretrained(tiny_towers[0] / "model")

@@ -9,22 +9,22 @@ import math
 import numpy as np
 import pytest
 import torch
+from modalign_lab.towers.llava import build_image_processor, load_llava
+from modalign_lab.towers.train import load_tokenizer
+from modalign_lab.world.dataset import load_split
 from transformers import CLIPModel
 
-from modalign.data.word_labels import LabelCache, load_words
 from modalign.errors import ConfigError, DataError, ModelError
-from modalign.lab.llava import build_image_processor, load_llava
-from modalign.lab.towers import load_tokenizer
-from modalign.lab.world.dataset import load_split
 from modalign.methods.objectives import ForwardContext
-from modalign.methods.objectives.sea import (
+from modalign.methods.sea.label_cache import LabelCache, load_words
+from modalign.methods.sea.labels import build_label_cache, patch_labels, word_features
+from modalign.methods.sea.objective import (
     SEAObjective,
     sample_pairs,
     symmetric_infonce,
     windows,
     word_token_ids,
 )
-from modalign.train.sea_labels import build_label_cache, patch_labels, word_features
 
 WORDS = ["red", "green", "blue", "circle", "square", "star", "triangle", "small", "large"]
 
@@ -303,7 +303,7 @@ def test_siglip_words_are_padded_to_the_full_length_it_pools_from(tiny_data):
 
 
 def test_region_labels_embed_each_cell_crop_whole(clip, tiny_data, tmp_path):
-    from modalign.train.sea_labels import region_labels
+    from modalign.methods.sea.labels import region_labels
 
     tok = load_tokenizer(tiny_data)
     words = word_features(clip, tok, WORDS)

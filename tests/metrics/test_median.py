@@ -230,7 +230,7 @@ def test_refeed_must_match_in_the_median_pass():
 def test_median_option_is_validated():
     with pytest.raises(ConfigError, match="median must be one of"):
         MIRAccumulator(1, median="approx")
-    from modalign.runner import RunOptions
+    from modalign.measure.run import RunOptions
 
     assert RunOptions().median == "exact"
     with pytest.raises(ConfigError, match="median must be one of"):

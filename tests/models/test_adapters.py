@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modalign.runner import RunOptions, run_mir
+from modalign.measure.run import RunOptions, run_mir
 from tests.models.conftest import FAMILIES, make_pairs
 
 # Image tokens per image where the tiny processor's expansion does not depend on the image size.

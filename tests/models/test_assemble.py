@@ -13,8 +13,8 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
-from modalign.models.assemble import assemble_llava, parse_projector, read_state_dict
 from modalign.models.sequence import VICUNA_V1_SYSTEM
+from modalign.models.surgery.assemble import assemble_llava, parse_projector, read_state_dict
 
 WORDS = [
     "<unk>",

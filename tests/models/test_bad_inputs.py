@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from modalign.data import Pair
+from modalign.measure.run import RunOptions, run_mir
 from modalign.models import get_adapter, load_adapter
-from modalign.models.registry import adapter_class_for
-from modalign.runner import RunOptions, run_mir
+from modalign.models.adapters.registry import adapter_class_for
 from modalign.testing.tiny_vlms import build_tiny
 from tests.models.conftest import make_pairs
 

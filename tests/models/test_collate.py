@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.conversations import caption_conversations, vqa_conversations
+from modalign_lab.world.dataset import load_split
 
 from modalign.data.conversations import ConversationDataset
 from modalign.errors import DataError
-from modalign.lab.conversations import caption_conversations, vqa_conversations
-from modalign.lab.llava import load_llava
-from modalign.lab.world.dataset import load_split
 from modalign.models.collate import IGNORE, ChatCollator, PlainCollator, image_token_count
 
 
@@ -84,7 +84,7 @@ def test_instruction_ids_for_text_reading_connectors(proc, records):
 
 
 def test_inserted_cognition_turns_keep_answer_only_labels(proc, records):
-    from modalign.data.cognition import CognitionTargets
+    from modalign.methods.vlsa.cognition import CognitionTargets
 
     tok = proc.tokenizer
     base = ConversationDataset(vqa_conversations(records, multi_turn=True, seed=0))

@@ -19,7 +19,8 @@ from modalign.cli import main
 from modalign.errors import ConfigError, ModelError
 from modalign.methods.connectors import ConnectorSpec
 from modalign.models import get_adapter
-from modalign.models.connector_llava import (
+from modalign.models.loading import load_model, load_processor
+from modalign.models.surgery.connector_llava import (
     MODEL_TYPE,
     ConnectorLlavaConfig,
     ConnectorLlavaForConditionalGeneration,
@@ -30,7 +31,6 @@ from modalign.models.connector_llava import (
     register_auto_classes,
     swap_connector,
 )
-from modalign.models.loading import load_model, load_processor
 from tests.models.conftest import PASSAGES
 
 QF = "qformer:num_queries=6,num_layers=2,hidden_size=16,num_heads=4,intermediate_size=32"

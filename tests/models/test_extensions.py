@@ -17,14 +17,14 @@ from modalign.errors import ConfigError, ModelError
 from modalign.methods.moca import attach_moca, detach_moca, get_moca
 from modalign.models import get_adapter
 from modalign.models.checkpoint import save_model
-from modalign.models.extensions import (
+from modalign.models.loading import load_model, load_processor
+from modalign.models.surgery.extensions import (
     EXTENSIONS,
     ModelExtension,
     attach_extensions,
     load_pretrained,
     sync_records,
 )
-from modalign.models.loading import load_model, load_processor
 from modalign.registry import Registry
 from tests.models.conftest import PASSAGES, make_pairs
 
@@ -269,7 +269,7 @@ def test_attach_extensions_on_a_plain_load(tiny_dir, tmp_path):
 def test_cli_mir_on_moca_checkpoint(tiny_dir, tmp_path, capsys):
     from modalign.cli import main
     from modalign.data import SampleSource
-    from modalign.runner import RunOptions, run_mir
+    from modalign.measure.run import RunOptions, run_mir
 
     images = tmp_path / "images"
     images.mkdir()

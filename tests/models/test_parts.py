@@ -87,8 +87,8 @@ def test_llava_next_image_newline_is_connector(tiny_model):
 
 
 def test_modalign_llava_uses_the_llava_layout(tiny_model, tiny_dir):
-    from modalign.models.connector_llava import swap_connector
     from modalign.models.loading import load_processor
+    from modalign.models.surgery.connector_llava import swap_connector
 
     assert PART_LAYOUTS["modalign_llava"] is PART_LAYOUTS["llava"]
     llava = tiny_model("llava")

@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from modalign_lab.probes.mir import eval_pairs
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.conversations import caption_conversations
+from modalign_lab.world.dataset import load_split
 
 from modalign.data.conversations import ConversationDataset
 from modalign.errors import ConfigError
-from modalign.lab.conversations import caption_conversations
-from modalign.lab.llava import load_llava
-from modalign.lab.mir import eval_pairs
-from modalign.lab.world.dataset import load_split
 from modalign.metrics import MIRResult
 from modalign.models.collate import PlainCollator
 from modalign.testing.callbacks import StopAfter

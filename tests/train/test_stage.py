@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.conversations import caption_conversations
+from modalign_lab.world.dataset import load_split
 
 from modalign.errors import ConfigError
-from modalign.lab.conversations import caption_conversations
-from modalign.lab.llava import load_llava
-from modalign.lab.world.dataset import load_split
 from modalign.methods.lora import LoraSpec, has_lora
 from modalign.methods.moca import get_moca
 from modalign.methods.objectives import ObjectiveSpec

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.conversations import caption_conversations
+from modalign_lab.world.dataset import load_split
 
 from modalign.data.conversations import ConversationDataset
 from modalign.errors import DataError
-from modalign.lab.conversations import caption_conversations
-from modalign.lab.llava import load_llava
-from modalign.lab.world.dataset import load_split
 from modalign.methods.objectives import ForwardContext, Objective
 from modalign.methods.objectives.modality_gap import ModalityGapObjective
 from modalign.models.collate import PlainCollator

@@ -431,7 +431,7 @@ def test_parts_resolve_for_the_test_model():
 
 @pytest.mark.parametrize("writer", ["save_model", "save_pretrained"])
 def test_kept_lora_reloads_to_identical_outputs(tmp_path, writer):
-    """A kept adapter travels with the checkpoint (modalign.models.extensions) and comes back
+    """A kept adapter travels with the checkpoint (modalign.models.surgery.extensions) and comes back
     identical, whether written by save_model or by a plain save_pretrained (Trainer)."""
     from modalign.methods.lora import lora_state
     from modalign.models.checkpoint import save_model

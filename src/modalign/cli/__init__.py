@@ -3,6 +3,8 @@
 Commands are registered here by name, help line and module; a command's module (which may import
 torch, transformers...) is imported only when that command runs, so `modalign --help` stays fast.
 Each command module exposes `configure(parser)`, which adds its arguments and sets `func`.
+Other distributions add commands through the `modalign.commands` entry-point group, each naming
+a `Command` in a light module (the miniature world registers `modalign lab` this way).
 
 Error contract: a `ModalignError` (bad input, unsupported model, bad option) or an OS error
 (missing path, permission) is printed as one line and exits with status 2, having written
@@ -20,8 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from modalign import __version__
+from modalign.cli.train_options import add_recipe_arguments, cognition_from_args, recipe_from_args
 from modalign.errors import ModalignError
 from modalign.registry import Registry
+
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "add_recipe_arguments",
+    "cognition_from_args",
+    "commands",
+    "main",
+    "recipe_from_args",
+    "run_guarded",
+]
 
 
 @dataclass(frozen=True)
@@ -53,9 +67,6 @@ COMMANDS.register("validate")(
         "does MIR of pre-trained checkpoints predict their post-fine-tuning scores?",
     )
 )
-COMMANDS.register("lab")(
-    Command("modalign.cli.lab_cmd", "miniature LVLM world: data, tiny models, training, evaluation")
-)
 COMMANDS.register("assemble")(
     Command(
         "modalign.cli.assemble_cmd",
@@ -64,24 +75,49 @@ COMMANDS.register("assemble")(
 )
 
 
-def _selected(argv: Sequence[str]) -> str | None:
+PLUGIN_GROUP = "modalign.commands"
+
+
+def commands() -> dict[str, Command]:
+    """Every command: the built-in ones, then those other installed distributions register."""
+    from importlib.metadata import entry_points
+
+    found = {name: COMMANDS[name] for name in COMMANDS}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name in found:
+            continue
+        try:
+            command = ep.load()
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            warnings.warn(
+                f"command {ep.name!r} ({ep.value}) could not be loaded: {exc}", stacklevel=2
+            )
+            continue
+        if isinstance(command, Command):
+            found[ep.name] = command
+    return found
+
+
+def _selected(argv: Sequence[str], known: dict[str, Command]) -> str | None:
     """The command named in argv (its first positional word), if it is a known one."""
     for word in argv:
         if not word.startswith("-"):
-            return word if word in COMMANDS else None
+            return word if word in known else None
     return None
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    command: str | None = None, known: dict[str, Command] | None = None
+) -> argparse.ArgumentParser:
     """The top-level parser; only `command` (if given) gets its full arguments (imports its module)."""
+    known = commands() if known is None else known
     parser = argparse.ArgumentParser(
         prog="modalign",
         description="Measure and improve cross-modal alignment in vision-language models.",
     )
     parser.add_argument("--version", action="version", version=f"modalign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        entry = COMMANDS[name]
+    for name, entry in known.items():
         p = sub.add_parser(name, help=entry.help, description=entry.help)
         if name == command:
             importlib.import_module(entry.module).configure(p)
@@ -91,7 +127,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user/usage error, 1 unexpected failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_selected(argv))
+    known = commands()
+    parser = build_parser(_selected(argv, known), known)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors exit 2

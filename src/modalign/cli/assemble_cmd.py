@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Assemble, save, and print what was built; bad inputs raise ModalignError (exit 2 in main)."""
-    from modalign.models.assemble import assemble_llava
+    from modalign.models.surgery.assemble import assemble_llava
 
     model, processor = assemble_llava(
         args.llm,

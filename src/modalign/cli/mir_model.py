@@ -56,7 +56,7 @@ def _apply_default(args: argparse.Namespace) -> None:
     """No --model: score the embedded default model (on its own held-out set unless data given)."""
     if args.model:
         return
-    from modalign.lab.default import default_model_path
+    from modalign.assets import default_model_path
 
     try:
         args.model = str(default_model_path())
@@ -101,14 +101,14 @@ def _record(result: Any, args: argparse.Namespace, adapter: Any, source: Any, pa
 def run_model(args: argparse.Namespace) -> int:
     """Run `modalign mir --model ...`; returns the exit status (user errors raise ModalignError)."""
     from modalign.data import sample_ids
-    from modalign.models import load_adapter
-    from modalign.runner import (
+    from modalign.measure.run import (
         RunOptions,
         distributed_context,
         init_distributed_from_env,
         run_mir,
         run_repeats,
     )
+    from modalign.models import load_adapter
 
     _check_args(args)
     check_outputs(args, "json", "plot")

@@ -89,7 +89,7 @@ def use_default_data(args: argparse.Namespace) -> None:
     """No data given: the embedded default's own held-out probe set (images + passages)."""
     if has_data(args):
         return
-    from modalign.lab.default import default_dir
+    from modalign.assets import default_dir
 
     args.images = default_dir() / "eval" / "images"
     args.texts = default_dir() / "eval" / "passages.txt"

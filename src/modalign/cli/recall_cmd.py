@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     from modalign.atomic import check_writable
     from modalign.data import load_images, seeded_order
-    from modalign.data.word_labels import load_words
-    from modalign.diagnostics.recall import plot_recall, recalled_words
     from modalign.errors import ConfigError
+    from modalign.methods.sea.label_cache import load_words
+    from modalign.methods.sea.recall import plot_recall, recalled_words
     from modalign.models.loading import load_model, load_processor
 
     if args.plot:

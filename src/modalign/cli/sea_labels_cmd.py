@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-    from modalign.data.word_labels import load_words
-    from modalign.train.sea_labels import build_label_cache
+    from modalign.methods.sea.label_cache import load_words
+    from modalign.methods.sea.labels import build_label_cache
 
     words = load_words(args.words)
     root, images = _images(args)

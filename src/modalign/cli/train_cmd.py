@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     processor = load_processor(args.model)
     model, processor = prepare(model, processor, recipe)
     summary = train_stage(model, processor, conversations, recipe, args.out, probe=probe)
-    from modalign.runner import distributed_context
+    from modalign.measure.run import distributed_context
 
     if distributed_context()[0] == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "stopped_early_at", "train_loss")}))

@@ -99,7 +99,7 @@ def cognition_from_args(args: argparse.Namespace):
     """The CognitionSpec of the --cognition flags, or None without them."""
     if not args.cognition:
         return None
-    from modalign.train.cognition import CognitionSpec
+    from modalign.methods.vlsa.cognition_turns import CognitionSpec
 
     kinds = tuple(k.strip() for k in args.cognition.split(",") if k.strip())
     return CognitionSpec(kinds=kinds, probability=args.cognition_p, grid=args.cognition_grid,

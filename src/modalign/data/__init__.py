@@ -1,5 +1,13 @@
-"""Evaluation samples: image/text pairs from folders, JSONL/CSV, HF datasets and text files."""
+"""Data in the formats users have: image/text pairs (folders, JSONL/CSV, HF datasets, text files)
+for measuring, LLaVA conversation JSON + image folder for training."""
 
+from modalign.data.conversations import (
+    Conversation,
+    ConversationDataset,
+    Sample,
+    load_conversations,
+    write_conversations,
+)
 from modalign.data.hf import load_hf_dataset
 from modalign.data.images import ImageItem, load_images, open_rgb, scan_images
 from modalign.data.pairs import Pair
@@ -10,12 +18,16 @@ from modalign.data.source import SampleSource, sample_ids
 from modalign.data.texts import TextItem, load_texts
 
 __all__ = [
+    "Conversation",
+    "ConversationDataset",
     "ImageItem",
     "LazyPairs",
     "Pair",
     "PairRef",
+    "Sample",
     "SampleSource",
     "TextItem",
+    "load_conversations",
     "load_hf_dataset",
     "load_images",
     "load_pairs",
@@ -26,4 +38,5 @@ __all__ = [
     "sample_refs",
     "scan_images",
     "seeded_order",
+    "write_conversations",
 ]

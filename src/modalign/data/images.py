@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from PIL import Image
 
 from modalign.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ImageItem(NamedTuple):
@@ -133,3 +136,11 @@ def load_images(directory: str | os.PathLike[str], strict: bool = False) -> list
         detail = f" ({total} files, none an image type)" if total else " (no files found)"
         raise DataError(f"image folder {os.fspath(directory)!r} contains no images{detail}")
     return scan.items
+
+
+def pixel_values_of(processor: Any, images: Sequence[Image.Image]) -> torch.Tensor:
+    """(B, C, H, W) pixels from the processor's own image processor, images placed on the canvas
+    first when the processor tiles them (as its own __call__ does)."""
+    pad = getattr(processor, "pad_images", None)
+    images = pad(list(images)) if pad is not None else list(images)
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]

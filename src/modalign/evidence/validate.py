@@ -63,10 +63,10 @@ def measure_checkpoint(model: str, pairs: Sequence[Pair], settings: ValidateSett
     "caption": {...}, "wall_s"}; the model is released afterwards."""
     import torch
 
-    from modalign.diagnostics.caption_loss import caption_loss
+    from modalign.evidence.caption_loss import caption_loss
+    from modalign.measure.run import RunOptions, run_mir
     from modalign.metrics.baseline_sampler import BaselineSampler
     from modalign.models import load_adapter
-    from modalign.runner import RunOptions, run_mir
 
     started = time.perf_counter()
     adapter = load_adapter(model, device=settings.device, dtype=settings.dtype)

@@ -5,7 +5,7 @@
     forget_extension(model, "moca")
 
 `save_pretrained` writes the record into config.json (it is a plain JSON-ready attribute of the
-config) and `modalign.models.extensions` reads it back to re-attach each modification on load.
+config) and `modalign.models.surgery.extensions` reads it back to re-attach each modification on load.
 Settings must be JSON-ready (str, int, float, bool, None, lists and dicts of those).
 """
 

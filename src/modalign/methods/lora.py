@@ -43,7 +43,7 @@ __all__ = [
 
 # The one peft adapter name we use; a model carries at most one LoRA adapter.
 ADAPTER = "default"
-# Name of the record in `config.modalign_extensions` (see modalign.models.extensions).
+# Name of the record in `config.modalign_extensions` (see modalign.models.surgery.extensions).
 EXTENSION = "lora"
 
 

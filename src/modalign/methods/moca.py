@@ -9,7 +9,7 @@ How it attaches (no forked model code, any family whose `get_decoder().layers` a
 layers and whose config names an image token):
 - `model.moca` is a submodule, so `.to()`, DDP, optimizers and `state_dict` (keys `moca.scale`,
   `moca.shift`) see it; its settings are recorded in `config.modalign_extensions["moca"]` so a
-  saved checkpoint rebuilds it (`modalign.models.extensions`).
+  saved checkpoint rebuilds it (`modalign.models.surgery.extensions`).
 - A forward pre-hook on the top-level model reads `input_ids` and keeps the vision mask
   `input_ids == config.image_token_id` (padding excluded through a 2-D `attention_mask`) for the
   duration of that call.

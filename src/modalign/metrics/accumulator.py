@@ -3,7 +3,7 @@
 Feed per-layer vision and text tokens batch by batch; memory stays O(K d^2) plus one norm per
 token for the exact 3-sigma rule (plus, in `median` mode, the median's sample and bracket; see
 `modalign.metrics.median`). Outlier handling may need the same tokens fed again; the protocol
-(see also `modalign.runner`, which all-reduces after every pass under torch.distributed):
+(see also `modalign.measure.run`, which all-reduces after every pass under torch.distributed):
 
     acc = MIRAccumulator(num_layers=K)
     feed(acc)                    # every batch: acc.update(vision=[K x (n_v, d)], text=[K x (n_t, d)])

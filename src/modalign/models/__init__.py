@@ -1,71 +1,58 @@
-"""Model adapters: (model, processor, image/text pairs) -> per-layer hidden states and masks.
+"""Models, by job: `adapters` (measure any HF LVLM: per-layer hidden states and modality masks),
+`surgery` (connector swap, MoCa / LoRA extensions, assembly from LLaVA parts), `collate` (training
+batches), plus loading, saving and the named parts every family shares.
 
-adapter = load_adapter("llava-hf/llava-1.5-7b-hf")       # or a local path
-batch = adapter.prepare(pairs, template="chat")
-states = adapter.forward(batch)                           # LayerStates
+    adapter = load_adapter("llava-hf/llava-1.5-7b-hf")       # or a local path
+    model, processor = swap_connector(model, processor, "qformer")
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
-
-import torch
-
-from modalign.errors import DataError
-from modalign.models import families  # noqa: F401  (fills ADAPTERS)
-from modalign.models.base import VLMAdapter
-from modalign.models.registry import ADAPTERS, REFUSED, adapter_class_for
-from modalign.models.states import LayerStates, ModelBatch
+from modalign.models.adapters import (
+    ADAPTERS,
+    REFUSED,
+    LayerStates,
+    ModelBatch,
+    VLMAdapter,
+    adapter_class_for,
+    get_adapter,
+    load_adapter,
+)
+from modalign.models.checkpoint import save_model
+from modalign.models.collate import IGNORE, ChatCollator, LlavaCollator, PlainCollator
+from modalign.models.loading import load_model, load_processor, parse_dtype
+from modalign.models.parts import ModelParts, model_parts, parameter_components
+from modalign.models.sequence import pad_sequences
+from modalign.models.surgery import (
+    MODEL_TYPE,
+    assemble_llava,
+    register_auto_classes,
+    swap_connector,
+    vision_token_count,
+)
 
 __all__ = [
     "ADAPTERS",
+    "IGNORE",
+    "MODEL_TYPE",
     "REFUSED",
+    "ChatCollator",
     "LayerStates",
+    "LlavaCollator",
     "ModelBatch",
+    "ModelParts",
+    "PlainCollator",
     "VLMAdapter",
     "adapter_class_for",
+    "assemble_llava",
     "get_adapter",
     "load_adapter",
+    "load_model",
+    "load_processor",
+    "model_parts",
+    "pad_sequences",
+    "parameter_components",
+    "parse_dtype",
+    "register_auto_classes",
+    "save_model",
+    "swap_connector",
+    "vision_token_count",
 ]
-
-
-def get_adapter(model: Any, processor: Any) -> VLMAdapter:
-    """The adapter for an already-loaded model and its processor (chosen by config.model_type)."""
-    return adapter_class_for(model.config)(model, processor)
-
-
-def check_local_path(path_or_id: str) -> None:
-    """A name that can only be a local path (absolute, ./ ../ ~, or more than one '/') must
-    exist: say so, rather than letting the hub client call it a malformed repo id."""
-    if Path(path_or_id).expanduser().exists():
-        return
-    if (
-        Path(path_or_id).is_absolute()
-        or path_or_id.startswith((".", "~"))
-        or path_or_id.count("/") > 1
-    ):
-        raise DataError(f"no model folder at {path_or_id!r} (and it cannot be a hub id)")
-
-
-def load_adapter(
-    path_or_id: str,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-) -> VLMAdapter:
-    """Load model + processor with `from_pretrained` (auto: CUDA bf16, else CPU float32).
-
-    A family that cannot be scored is refused from its config, before any weights are loaded.
-    """
-    from transformers import AutoConfig
-
-    from modalign.models.connector_llava import register_auto_classes
-    from modalign.models.loading import load_model, load_processor, resolve_device_dtype
-
-    check_local_path(str(path_or_id))
-    register_auto_classes()  # AutoConfig must know modalign_llava checkpoints
-    adapter_cls = adapter_class_for(AutoConfig.from_pretrained(str(path_or_id)))
-    dev, dt = resolve_device_dtype(device, dtype)
-    model = load_model(str(path_or_id), dev, dt)
-    processor = load_processor(str(path_or_id))
-    return adapter_cls(model, processor)

@@ -14,7 +14,7 @@ from typing import Any
 
 from modalign.atomic import atomic_dir
 from modalign.errors import ModelError
-from modalign.models.extensions import EXTENSIONS, sync_records
+from modalign.models.surgery.extensions import EXTENSIONS, sync_records
 
 __all__ = ["save_model"]
 

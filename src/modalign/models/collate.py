@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from modalign.data.conversations import Sample
+from modalign.data.images import pixel_values_of
 from modalign.errors import DataError, ModelError
 from modalign.models.sequence import overlapping_span, pad_sequences
 
@@ -27,14 +28,6 @@ EXTRAS = {
     "image_paths": lambda s: str(s.conversation.image),
     "captions": lambda s: s.conversation.caption,
 }
-
-
-def pixel_values_of(processor: Any, images: Sequence[Image.Image]) -> torch.Tensor:
-    """(B, C, H, W) pixels from the processor's own image processor, images placed on the canvas
-    first when the processor tiles them (as its own __call__ does)."""
-    pad = getattr(processor, "pad_images", None)
-    images = pad(list(images)) if pad is not None else list(images)
-    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
 
 def image_token_count(processor: Any) -> int:

@@ -65,7 +65,7 @@ def load_processor(path_or_id: str) -> Any:
     """AutoProcessor, or the same processor class without its video part when torchvision is absent."""
     import transformers
 
-    from modalign.models.connector_llava import processor_class_named, register_auto_classes
+    from modalign.models.surgery.connector_llava import processor_class_named, register_auto_classes
 
     register_auto_classes()
     cls_name = _processor_class_name(path_or_id)
@@ -94,7 +94,7 @@ def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any
     """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype`."""
     from transformers import AutoModelForImageTextToText
 
-    from modalign.models.connector_llava import register_auto_classes
+    from modalign.models.surgery.connector_llava import register_auto_classes
 
     register_auto_classes()
     # transformers renamed torch_dtype to dtype in 4.56; keep older 4.x working.
@@ -102,7 +102,7 @@ def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any
     if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
     # Extensions recorded in the checkpoint (MoCa, kept LoRA) are re-attached with their tensors.
-    from modalign.models.extensions import load_pretrained
+    from modalign.models.surgery.extensions import load_pretrained
 
     model = load_pretrained(AutoModelForImageTextToText, path_or_id, **kwargs)
     return model.to(device).eval()

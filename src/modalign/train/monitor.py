@@ -52,7 +52,7 @@ def first_plateau(
 
 
 class MIRMonitor(PeriodicProbe):
-    """See the module docstring. `options` is a `modalign.runner.RunOptions` (template, batch
+    """See the module docstring. `options` is a `modalign.measure.run.RunOptions` (template, batch
     size, sqrt, outliers...); `stop=False` only records."""
 
     kind = "mir_monitor"
@@ -80,7 +80,7 @@ class MIRMonitor(PeriodicProbe):
             )
         if not pairs:
             raise ConfigError("MIR monitor: the probe set is empty")
-        from modalign.runner import RunOptions
+        from modalign.measure.run import RunOptions
 
         self.processor, self.pairs = processor, list(pairs)
         self.patience, self.delta, self.smoothing = patience, delta, smoothing
@@ -89,8 +89,8 @@ class MIRMonitor(PeriodicProbe):
 
     def measure(self, model: Any) -> Any:
         """MIR of `model` on the probe set (an MIRResult)."""
+        from modalign.measure.run import run_mir
         from modalign.models import get_adapter
-        from modalign.runner import run_mir
 
         return run_mir(get_adapter(model, self.processor), self.pairs, self.options)
 

@@ -21,8 +21,8 @@ from modalign.atomic import atomic_write_json
 from modalign.data.conversations import Conversation, ConversationDataset
 from modalign.errors import ConfigError
 from modalign.methods.objectives import Objective, ObjectiveSpec
+from modalign.methods.vlsa.cognition_turns import CognitionSpec, cognition_dataset
 from modalign.models.collate import TEMPLATES
-from modalign.train.cognition import CognitionSpec, cognition_dataset
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
@@ -98,7 +98,7 @@ def prepare_model(
     from modalign.methods.moca import attach_moca, detach_moca, get_moca
 
     if connector is not None:
-        from modalign.models.connector_llava import swap_connector
+        from modalign.models.surgery.connector_llava import swap_connector
 
         carried = detach_moca(model) if get_moca(model) is not None else None
         model, processor = swap_connector(model, processor, connector, seed=seed)

@@ -6,8 +6,9 @@
     connector.num_output_tokens(576)   # 32
 
 Names: linear, mlp<N>x_gelu (mlp2x_gelu, mlp4x_gelu, ...), qformer, resampler, pool,
-sa_perceiver and tiled (high-resolution tiles: their `view_grid` tells the model to feed
-1 + R*C views per image).
+and VLSA's sa_perceiver and tiled (`modalign.methods.vlsa`; high-resolution tiles: their
+`view_grid` tells the model to feed 1 + R*C views per image). Every connector registers in
+`CONNECTORS`; importing `modalign.methods` registers them all.
 Every connector is a plain nn.Module with `num_output_tokens(n)` and `reset_parameters()`;
 `accepts_text` says whether forward also takes `text_ids` / `text_mask`.
 """
@@ -26,9 +27,7 @@ from modalign.methods.connectors.mlp import MLPConnector
 from modalign.methods.connectors.pool import PoolConnector
 from modalign.methods.connectors.qformer import QFormerConnector
 from modalign.methods.connectors.resampler import ResamplerConnector
-from modalign.methods.connectors.sa_perceiver import SAPerceiverConnector
 from modalign.methods.connectors.spec import ConnectorSpec, connector_class
-from modalign.methods.connectors.tiled import TiledConnector
 
 __all__ = [
     "CONNECTORS",
@@ -39,8 +38,6 @@ __all__ = [
     "PoolConnector",
     "QFormerConnector",
     "ResamplerConnector",
-    "SAPerceiverConnector",
-    "TiledConnector",
     "build_connector",
     "connector_class",
     "connector_names",

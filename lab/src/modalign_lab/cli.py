@@ -1,0 +1,516 @@
+"""`modalign lab ...`: generate the miniature world, train each stage, evaluate, run the cycle.
+
+`lab pretrain`, `lab sft` and `lab cycle` take the training flags of `modalign train`
+(`--connector`, `--moca`, `--llm`, `--vision`, `--objective`, `--mir-every` ...) and run the
+same training path on the world's data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from modalign.atomic import atomic_write_json, check_writable
+from modalign.cli import (
+    add_recipe_arguments,
+    cognition_from_args,
+    recipe_from_args,
+)
+from modalign.errors import ConfigError
+from modalign_lab.towers.specs import SFT_LR, SFT_STEPS
+
+
+def _level(value: str) -> int:
+    """Caption level 0-3 or 'mixed'."""
+    from modalign_lab.world.samples import MIXED, check_level
+
+    return MIXED if value == "mixed" else check_level(int(value))
+
+
+def _tower_flags(p: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    """Flags of the towers' pre-training (tiny CLIP, tiny LM)."""
+    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+    p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, data order (default 0)")
+    p.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps (0: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    """Flags every lab training command has."""
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _tower_config(args):
+    """TrainConfig of a tower stage from its flags."""
+    from modalign.train import TrainConfig
+
+    return TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        save_steps=args.save_steps, progress=not args.quiet,
+    )  # fmt: skip
+
+
+def _lab_recipe(args, stage: str, n_samples: int):
+    """The flags' recipe with the lab's caption end (</s>)."""
+    extra = {"plain_end": "eos"} if stage == "pretrain" else {}
+    return recipe_from_args(args, stage, n_samples, **extra)
+
+
+def _threads(args) -> None:
+    """Apply --threads if given."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _print(obj: dict) -> int:
+    """Metrics as JSON on stdout."""
+    print(json.dumps(obj, indent=2))
+    return 0
+
+
+def _add_world_size(p) -> None:
+    p.add_argument("--image-size", type=int, default=96,
+                   help="64-288 px; above the tower's 96 px a high-resolution world for the tiled "
+                   "connectors (sa_perceiver, tiled: 288 = 3 x 3 tiles)")  # fmt: skip
+    p.add_argument("--glyph-scale", type=int, default=None,
+                   help="font dot size in px (default image size / 32; 3 at 288 px keeps glyphs "
+                   "legible only at full resolution)")  # fmt: skip
+
+
+def _data(args) -> int:
+    from modalign_lab.towers.train import make_data
+
+    make_data(
+        args.out,
+        seed=args.seed,
+        sizes={"train": args.train, "val": args.val, "test": args.test},
+        image_size=args.image_size,
+        corpus_scenes=args.corpus_scenes,
+        glyph_scale=args.glyph_scale,
+    )
+    return _print(
+        {"data": str(args.out), "manifest": json.loads((args.out / "manifest.json").read_text())}
+    )
+
+
+def _train_clip(args) -> int:
+    from modalign_lab.towers.specs import ClipSpec
+    from modalign_lab.towers.train import train_clip
+    from modalign_lab.world.dataset import read_manifest
+    from modalign_lab.world.vocab import GRID
+
+    _threads(args)
+    size = read_manifest(args.data)["image_size"]
+    patch = args.patch_size if args.patch_size is not None else size // GRID
+    spec = ClipSpec(image_size=size, patch_size=patch)
+    locked = None
+    if args.locked_vision is not None:  # LiT: a text tower for this LLaVA's own vision tower
+        from modalign_lab.towers.llava import load_llava
+
+        locked = load_llava(args.locked_vision)[0].model.vision_tower
+        v = locked.config
+        spec = ClipSpec(image_size=v.image_size, patch_size=v.patch_size,
+                        vision_hidden=v.hidden_size, vision_layers=v.num_hidden_layers,
+                        heads=v.num_attention_heads)  # fmt: skip
+    hard = not args.no_hard_negatives
+    config = _tower_config(args)
+    metrics = train_clip(args.data, args.out, spec, config, args.limit, hard_negatives=hard,
+                         locked_vision=locked)  # fmt: skip
+    return _print(metrics)
+
+
+def _train_lm(args) -> int:
+    from modalign_lab.towers.specs import LMSpec
+    from modalign_lab.towers.train import train_lm
+
+    _threads(args)
+    return _print(train_lm(args.data, args.out, LMSpec(), _tower_config(args), args.limit))
+
+
+def _n_train(data: Path, limit: int | None) -> int:
+    from modalign_lab.world.dataset import read_manifest
+
+    n = read_manifest(data)["sizes"].get("train", 0)
+    return min(n, limit) if limit else n
+
+
+def _pretrain(args) -> int:
+    from modalign_lab.pipeline.stages import pretrain
+
+    _threads(args)
+    towers_given = bool(args.clip and args.lm) and args.base is None
+    if not towers_given and not (args.base is not None and not args.clip and not args.lm):
+        raise ConfigError("lab pretrain needs --clip DIR and --lm DIR, or --base LLAVA_DIR")
+    recipe = _lab_recipe(args, "pretrain", _n_train(args.data, args.limit))
+    return _print(
+        pretrain(
+            args.data,
+            args.out,
+            recipe,
+            clip=args.clip,
+            lm=args.lm,
+            base=args.base,
+            level=args.level,
+            limit=args.limit,
+        )
+    )
+
+
+def _sft(args) -> int:
+    from modalign_lab.pipeline.stages import sft
+
+    _threads(args)
+    recipe = _lab_recipe(args, "sft", _n_train(args.data, args.limit))
+    return _print(
+        sft(args.data, args.model, args.out, recipe, args.limit, multi_turn=not args.single_turn)
+    )
+
+
+def _eval(args) -> int:
+    from modalign_lab.pipeline.stages import evaluate
+
+    _threads(args)
+    if args.json:
+        check_writable(args.json, "--json")
+    report = evaluate(args.model, args.data, args.split, level=args.level, limit=args.limit)
+    if args.json:
+        atomic_write_json(args.json, report)
+    return _print(report)
+
+
+def _cycle(args) -> int:
+    from modalign_lab.pipeline.cycle import run_cycle
+
+    _threads(args)
+    return _print(run_cycle(args.out, cycle_config(args), base=args.base))
+
+
+def cycle_config(args):
+    """The CycleConfig `lab cycle` flags describe (training flags: pre-training, except the
+    cognition turns, which go into the SFT data)."""
+    from dataclasses import replace
+
+    from modalign.train import TrainConfig
+    from modalign_lab.pipeline.cycle import CycleConfig, lab_recipe
+
+    base = CycleConfig()
+    sizes = {**base.sizes, "train": args.train or base.sizes["train"]}
+    args.steps = args.pretrain_steps or args.steps
+    cognition = cognition_from_args(args)  # QA turns: they go into the SFT data, not pre-training
+    args.cognition = None
+    pretrain = _lab_recipe(args, "pretrain", sizes["train"])
+    sft_steps = args.sft_steps or base.sft.train.steps
+    sft_train = TrainConfig(
+        steps=sft_steps, batch_size=base.sft.train.batch_size, lr=args.sft_lr or base.sft.train.lr,
+        seed=args.seed, save_steps=args.save_steps, progress=not args.quiet,
+    )  # fmt: skip
+    sft = lab_recipe("sft", sft_train)
+    if args.unlock_vision:
+        sft = replace(
+            sft, stage=replace(sft.stage, unlock=replace(sft.stage.unlock, vision="full"))
+        )
+    if cognition is not None:
+        sft = replace(sft, stage=replace(sft.stage, cognition=cognition))
+    return replace(
+        base,
+        seed=args.seed,
+        from_scratch=args.from_scratch,
+        caption_level=args.level,
+        multi_turn=not args.single_turn,
+        pretrain=pretrain,
+        sft=sft,
+        sizes=sizes,
+        image_size=args.image_size,
+        glyph_scale=args.glyph_scale,
+    )
+
+
+def _legibility(args) -> int:
+    from modalign_lab.probes.legibility import glyph_legibility
+
+    _threads(args)
+    return _print(glyph_legibility(args.model, args.data, args.train, connector=args.connector,
+                                   vae=args.vae))  # fmt: skip
+
+
+def _vlsa_parts(args) -> int:
+    from modalign_lab.towers.diffusion import DiffusionSpec, make_diffusion, make_vq
+    from modalign_lab.world.dataset import read_manifest
+
+    _threads(args)
+    size = read_manifest(args.data)["image_size"]
+    spec = DiffusionSpec.for_world(size, steps=args.steps, seed=args.seed)
+    diffusion = make_diffusion(args.data, args.out / "diffusion", spec)
+    vq = make_vq(args.data, args.out / "vq", spec)
+    drop = ("settings", "loss_every_100")
+    return _print({"diffusion": {k: v for k, v in diffusion.items() if k not in drop},
+                   "vq": {k: v for k, v in vq.items() if k not in drop}})  # fmt: skip
+
+
+def _study(args) -> int:
+    from dataclasses import replace
+
+    from modalign_lab.studies.catalog import STUDIES
+    from modalign_lab.studies.study import run_study
+
+    _threads(args)
+    study = STUDIES[args.name]()
+    cycle = study.cycle
+    if args.train or args.pretrain_steps or args.sft_steps:  # a smaller study (checks, tests)
+        pt, sft = cycle.pretrain, cycle.sft
+        cycle = replace(
+            cycle,
+            sizes={**cycle.sizes, "train": args.train or cycle.sizes["train"]},
+            pretrain=replace(
+                pt, train=replace(pt.train, steps=args.pretrain_steps or pt.train.steps)
+            ),
+            sft=replace(sft, train=replace(sft.train, steps=args.sft_steps or sft.train.steps)),
+        )
+    archive = None if args.no_archive else (args.archive or args.report_dir / "points")
+    summary = run_study(study, args.out, args.seeds, args.report_dir, cycle=cycle,
+                        variants=args.variants, reuse=not args.no_reuse,
+                        archive=archive, jobs=args.jobs, threads=args.threads)  # fmt: skip
+    print(f"report: {args.report_dir / args.name}.md")
+    return _print({k: v["spread"] for k, v in summary["sft"].items()})
+
+
+def _study_index(args) -> int:
+    from modalign_lab.studies.index import write_index
+
+    rows = write_index(args.dir, args.out)
+    out = args.out or args.dir
+    print(f"index of {len(rows)} study x SFT rows: {out / 'index.md'}")
+    return 0
+
+
+def _trace(args) -> int:
+    from modalign.assets import default_model_path
+    from modalign_lab.pipeline.cycle import CycleConfig
+    from modalign_lab.studies.trace import trace_pretraining, write_trace_report
+    from modalign_lab.towers.train import make_data
+
+    _threads(args)
+    c = CycleConfig()
+    data = args.data or args.out / "data"
+    make_data(data, seed=0, sizes=c.sizes, image_size=c.image_size,
+              corpus_scenes=c.corpus_scenes, tokenizer_from=default_model_path())  # fmt: skip
+    trace = trace_pretraining(args.out, data, every=args.every, n=args.n)
+    summary = write_trace_report(trace, args.report_dir)
+    print(f"report: {args.report_dir / 'mir_trace'}.md")
+    return _print({"rows": len(summary["rows"])})
+
+
+def _build_default(args) -> int:
+    from dataclasses import replace
+
+    from modalign_lab.pipeline.build_default import DefaultRecipe, build_default
+
+    recipe = replace(DefaultRecipe(), threads=args.threads or 1)
+    build = build_default(args.work, args.out, recipe)
+    return _print(
+        {
+            "installed": str(args.out or "package assets"),
+            "metrics": build["metrics"],
+            "timings": build["timings"],
+        }
+    )
+
+
+def configure(lab: argparse.ArgumentParser) -> None:
+    """Add the sub-commands of `modalign lab`."""
+    sub = lab.add_subparsers(dest="lab_command", metavar="STEP", required=True)
+
+    p = sub.add_parser("data", help="generate images, captions (4 levels), VQA, corpus, tokenizer")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, default=4000)
+    p.add_argument("--val", type=int, default=200)
+    p.add_argument("--test", type=int, default=300)
+    _add_world_size(p)
+    p.add_argument(
+        "--corpus-scenes", type=int, default=20000, help="unrendered scenes in the text corpus"
+    )
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("train-clip", help="contrastive tiny CLIP on train images x captions")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--no-hard-negatives",
+        action="store_true",
+        help="plain CLIP loss (default adds one minimally edited caption per image, NegCLIP)",
+    )
+    p.add_argument(
+        "--locked-vision",
+        type=Path,
+        help="a LLaVA folder: copy and freeze its vision tower, train only the text side (LiT)",
+    )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="ViT patch side in px (default: image size / 3, one patch per grid cell)",
+    )
+    _tower_flags(p, 800, 64, 5e-4)
+    _run_flags(p)
+    p.set_defaults(func=_train_clip)
+
+    p = sub.add_parser("train-lm", help="tiny Llama on the text corpus")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    _tower_flags(p, 1200, 32, 1e-3)
+    _run_flags(p)
+    p.set_defaults(func=_train_lm)
+
+    p = sub.add_parser("pretrain", help="LLaVA stage 1 (default: connector only, captions)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--clip", type=Path, help="train-clip output directory")
+    p.add_argument("--lm", type=Path, help="train-lm output directory")
+    p.add_argument("--base", type=Path, help="reuse a saved LLaVA's towers (fresh connector)")
+    p.add_argument(
+        "--level", type=_level, default=3, help="caption detail level 0-3 or 'mixed' (default 3)"
+    )
+    _run_flags(p)
+    add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3)
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("sft", help="LLaVA stage 2 (default: connector + LLM) on VQA chats")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="pretrain output directory")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
+    )
+    _run_flags(p)
+    add_recipe_arguments(p, steps=SFT_STEPS, batch_size=32, lr=SFT_LR)
+    p.set_defaults(func=_sft)
+
+    p = sub.add_parser("eval", help="held-out caption loss and VQA accuracy per question type")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--level", type=_level, default=3, help="caption level for the caption loss")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser(
+        "cycle",
+        help="data -> pre-train -> MIR -> SFT -> accuracy, timed (training flags: pre-training)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="towers from this LLaVA (default: the embedded default)",
+    )
+    p.add_argument("--from-scratch", action="store_true", help="also train CLIP and LM")
+    p.add_argument("--train", type=int, default=None, help="training images (default 4000)")
+    p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="same as --steps")
+    p.add_argument("--sft-steps", type=int, default=None, help=f"default {SFT_STEPS}")
+    p.add_argument(
+        "--sft-lr", type=float, default=None, help=f"SFT learning rate (default {SFT_LR:g})"
+    )
+    p.add_argument(
+        "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
+    )
+    p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
+    p.add_argument("--threads", type=int, default=None)
+    _add_world_size(p)
+    add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3, mir_every=100)
+    p.set_defaults(func=_cycle)
+
+    p = sub.add_parser(
+        "vlsa-parts", help="train the VLSA VAE (+ fresh denoiser) and VQ model on a world's images"
+    )
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/diffusion and OUT/vq")
+    p.add_argument("--steps", type=int, default=600, help="training steps of each (default 600)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_vlsa_parts)
+
+    p = sub.add_parser(
+        "legibility",
+        help="linear probe of glyph identity: the low-res view's cell vs the cell's own tile",
+    )
+    p.add_argument("--model", type=Path, required=True, help="a lab LLaVA (its vision tower)")
+    p.add_argument("--data", type=Path, required=True, help="a world (e.g. 288 px)")
+    p.add_argument("--train", type=int, default=1500, help="training images for the probe")
+    p.add_argument("--connector", action="store_true",
+                   help="probe the connector's output tokens over the glyph's cell (what the LLM "
+                   "receives) instead of the tower's features")  # fmt: skip
+    p.add_argument("--vae", type=Path,
+                   help="an AutoencoderKL folder (e.g. PARTS/diffusion/vae): probe the "
+                   "reconstruction target (its latent over the glyph's cell) and the tower on "
+                   "the cell of its decoded image")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_legibility)
+
+    p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
+    p.add_argument(
+        "name",
+        help="study name: toolkit, alignment, vlsa, scale, scale_unlocked, detail, recipe, steps, "
+        "epochs, testbed",
+    )
+    p.add_argument("--out", type=Path, required=True, help="runs folder (resumable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
+    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),
+                   help="where NAME.json/.md/.png go (default docs/studies)")  # fmt: skip
+    p.add_argument("--variants", nargs="+", help="only these variants")
+    p.add_argument("--train", type=int, help="training images (default: the cycle's)")
+    p.add_argument("--pretrain-steps", type=int, help="default: the cycle's")
+    p.add_argument("--sft-steps", type=int, help="default: the cycle's")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every point even where another study under --out has finished the "
+                   "same cycle (default: copy it)")  # fmt: skip
+    p.add_argument("--archive", type=Path,
+                   help="keep every finished point's record (JSON) here and restore a point "
+                   "missing under --out from it (default: REPORT_DIR/points)")  # fmt: skip
+    p.add_argument("--no-archive", action="store_true", help="neither keep nor restore records")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train this many points side by side, each in its own process with "
+                   "--threads torch threads (default: the CPUs shared out); progress goes to "
+                   "OUT/NAME/VARIANT/seedK.log (default 1: one after another, here)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_study)
+
+    p = sub.add_parser("study-index",
+                       help="one table of every study report: which measure ranks post-SFT accuracy")  # fmt: skip
+    p.add_argument("--dir", type=Path, default=Path("docs/studies"),
+                   help="folder of study reports (default docs/studies)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="where index.{md,json,png} go (default: --dir)")
+    p.set_defaults(func=_study_index)
+
+    p = sub.add_parser(
+        "trace", help="what the MIR trace of pre-training is made of (norms, FD terms, controls)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
+    p.add_argument("--data", type=Path, help="dataset folder (default OUT/data, made if missing)")
+    p.add_argument("--every", type=int, default=50, help="steps between measurements (50)")
+    p.add_argument("--n", type=int, default=100, help="held-out probe pairs (100)")
+    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"))
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_trace)
+
+    p = sub.add_parser(
+        "build-default", help="rebuild the embedded default model + eval set bit-for-bit"
+    )
+    p.add_argument(
+        "--work", type=Path, required=True, help="scratch directory for data and checkpoints"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="install here instead of the package assets"
+    )
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (the shipped build used 1)")
+    p.set_defaults(func=_build_default)

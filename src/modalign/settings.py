@@ -1,0 +1,477 @@
+"""Settings declared once: a dataclass field carries its help, choices and default, and the
+command-line flags, config files (`--config FILE`, YAML or JSON) and recorded run settings all
+derive from it.
+
+    @dataclass(frozen=True)
+    class TrainConfig:
+        lr: float = option(1e-3, help="peak learning rate")
+        schedule: str = option("cosine", help="LR schedule", choices=SCHEDULES)
+
+    add_options(parser, TrainConfig, path="train")     # --lr, --schedule (dest "train.lr" ...)
+    config = apply_changes(base, given_options(args))   # only the flags the user gave
+
+Flags are added with `argparse.SUPPRESS` defaults, so the parsed namespace holds exactly what the
+user typed; the defaults shown in `--help` come from the command's base settings (the field's
+default, or a stage's preset). A settings object is then: base <- config file <- flags.
+
+One spec grammar serves connectors, objectives and unlock settings, `NAME[:ARG][,KEY=VALUE...]`
+(`qformer:num_queries=32`, `sea:0.5,labels=cache/`, `first:16`), and one coercion function
+(`coerce`) turns CLI strings and JSON values into a field's annotated type.
+
+Torch-free: the top-level CLI and `--help` use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from modalign.errors import ConfigError
+
+__all__ = [
+    "SpecParts",
+    "add_options",
+    "apply_changes",
+    "coerce",
+    "from_mapping",
+    "given_options",
+    "load_config",
+    "merge_config",
+    "option",
+    "parse_spec",
+    "to_dict",
+]
+
+# ---------------------------------------------------------------------------- spec grammar
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecParts:
+    """A parsed `NAME[:ARG][,KEY=VALUE...]`: the name, the positional argument (a weight, a
+    layer number) and the options as raw strings, in the order given."""
+
+    name: str
+    arg: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+
+def parse_spec(text: Any, what: str) -> SpecParts:
+    """Split a spec string; a first `KEY=VALUE` may follow the colon (`qformer:num_queries=32`).
+
+    >>> parse_spec("sea:0.5,labels=cache/", "objective")
+    SpecParts(name='sea', arg='0.5', options=(('labels', 'cache/'),))
+    >>> parse_spec("qformer:num_queries=32,text_input=none", "connector").options
+    (('num_queries', '32'), ('text_input', 'none'))
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} spec must be a string, got {type(text).__name__}")
+    head, *rest = (part.strip() for part in text.strip().split(","))
+    name, _, after = head.partition(":")
+    name, after = name.strip(), after.strip()
+    if not name:
+        raise ConfigError(f"{what} spec {text!r}: no name (form: NAME[:ARG][,KEY=VALUE...])")
+    arg = None
+    if "=" in after:
+        rest.insert(0, after)
+    elif after:
+        arg = after
+    options: dict[str, str] = {}
+    for item in filter(None, rest):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"{what} spec {text!r}: {item!r} is not KEY=VALUE (form: NAME[:ARG][,KEY=VALUE...])"
+            )
+        if key in options:
+            raise ConfigError(f"{what} spec {text!r}: option {key!r} given twice")
+        options[key] = value.strip()
+    return SpecParts(name, arg, tuple(options.items()))
+
+
+# ---------------------------------------------------------------------------- coercion
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """`value` (a CLI string or a JSON value) as the annotated type `tp`; ConfigError if it does
+    not fit. Handles Optional/Union, Literal, bool, int, float, str, Path, tuple[X, ...],
+    dict[str, X], dataclasses (from a mapping) and classes with a `coerce` classmethod (specs).
+
+    >>> coerce("3", int | None, "--steps"), coerce("none", int | None, "--steps")
+    (3, None)
+    >>> coerce(["a", "b"], tuple[str, ...], "--report-to")
+    ('a', 'b')
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+        ):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for option_tp in inner:
+            try:
+                return coerce(value, option_tp, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of: {', '.join(map(str, choices))}")
+        return value
+    if origin in (tuple, list, Sequence):
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence | tuple | list):
+            value = [value]
+        items = [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is not list else items
+    if origin in (dict, Mapping):
+        key_tp, val_tp = typing.get_args(tp) or (str, Any)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            coerce(k, key_tp, where): coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()
+        }
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+        return from_mapping(tp, value, where)
+    if isinstance(tp, type) and hasattr(tp, "coerce") and not isinstance(value, tp):
+        return tp.coerce(value)
+    if (
+        isinstance(tp, type)
+        and isinstance(value, tp)
+        and not (tp in (int, float) and isinstance(value, bool))
+    ):
+        return value
+    bad = ConfigError(f"{where}: {value!r} is not a valid {getattr(tp, '__name__', tp)}")
+    if tp is bool:
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            try:
+                return tp(value.strip())
+            except ValueError:
+                raise bad from None
+        if isinstance(value, int) or (tp is float and isinstance(value, float)):
+            return tp(value)
+        if tp is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if tp is Path:
+        if isinstance(value, str):
+            return Path(value)
+        raise bad
+    raise TypeError(f"{where}: unsupported settings type {tp!r}")
+
+
+# ---------------------------------------------------------------------------- declaring
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    choices: Sequence[Any] | None = None,
+    metavar: str | None = None,
+    negate: bool = False,
+    prefix: str | None = None,
+    keys: Sequence[str] | None = None,
+    cli: bool = True,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with what the CLI needs to know about it.
+
+    Args:
+        default / default_factory: as `dataclasses.field`.
+        help: one line for `--help` (the default is appended there).
+        flag: the flag's name (default `--field-name`, after the parent's `prefix`).
+        choices: allowed values (also checked when the settings are built).
+        metavar: the value's name in `--help`.
+        negate: a boolean flag that sets the field to False (`--quiet` for `progress`).
+        prefix: for a nested settings field: prepended to its fields' flags (`lora-` -> `--lora-r`).
+        keys: for a `dict[str, X]` field: one flag per key, `flag` being a pattern with `{key}`.
+        cli: False keeps the field out of the command line (config files still set it).
+    """
+    meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
+            "metavar": metavar, "negate": negate, "prefix": prefix,
+            "keys": tuple(keys) if keys else None, "cli": cli}  # fmt: skip
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _nested(tp: Any) -> type | None:
+    """The dataclass type of a field (also inside Optional), else None."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def _flag_name(f: dataclasses.Field, prefix: str) -> str:
+    return f.metadata.get("flag") or "--" + prefix + f.name.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return " ".join(map(str, value)) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def add_options(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    *,
+    path: str = "",
+    defaults: Any = None,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    prefix: str = "",
+) -> None:
+    """Add a flag for every CLI field of dataclass `cls` (nested settings recursively).
+
+    Args:
+        parser: a parser or argument group.
+        path: dotted prefix of the namespace destinations (`train` -> dest `train.lr`).
+        defaults: the command's base settings (an instance of `cls`), for the defaults shown in
+            `--help`; default: the fields' own defaults.
+        only / skip: field names to include / leave out (at this level).
+        prefix: prepended to the flags of this level.
+    """
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", False) or f.name in skip or (only and f.name not in only):
+            continue
+        dest = f"{path}.{f.name}" if path else f.name
+        shown = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+        nested = _nested(hints[f.name])
+        if nested is not None:
+            sub_defaults = shown if dataclasses.is_dataclass(shown) else None
+            add_options(parser, nested, path=dest, defaults=sub_defaults,
+                        prefix=prefix + (f.metadata.get("prefix") or ""))  # fmt: skip
+            continue
+        _add_flag(parser, f, hints[f.name], dest, prefix, shown)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _add_flag(
+    parser: Any, f: dataclasses.Field, tp: Any, dest: str, prefix: str, shown: Any
+) -> None:
+    meta = f.metadata
+    help_text = meta["help"]
+    if meta.get("keys"):  # dict[str, X]: one flag per key
+        item_tp = (typing.get_args(tp) or (str, Any))[1]
+        pattern = meta.get("flag") or "--" + prefix + f.name.replace("_", "-") + "-{key}"
+        for key in meta["keys"]:
+            parser.add_argument(
+                pattern.format(key=key), dest=f"{dest}.{key}", default=argparse.SUPPRESS,
+                type=_converter(item_tp, pattern.format(key=key)),
+                help=help_text.format(key=key),
+            )  # fmt: skip
+        return
+    flag = _flag_name(f, prefix)
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
+    base_tp = tp
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        base_tp = inner[0] if len(inner) == 1 else tp
+    if base_tp is bool:
+        kwargs["action"] = "store_const"
+        kwargs["const"] = not meta.get("negate")
+        shown_text = ""
+    elif typing.get_origin(base_tp) in (tuple, list):
+        item_tp = typing.get_args(base_tp)[0]
+        kwargs["action"] = "append"
+        kwargs["type"] = _converter(item_tp, flag)
+        shown_text = f" (repeatable; default: {_show(shown)})" if shown else " (repeatable)"
+    else:
+        kwargs["type"] = _converter(tp, flag)
+        shown_text = f" (default: {_show(shown)})" if shown is not None else ""
+    if meta.get("choices"):
+        kwargs["choices"] = meta["choices"]
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    kwargs["help"] = help_text + (shown_text if "(default" not in help_text else "")
+    parser.add_argument(flag, **kwargs)
+
+
+def _converter(tp: Any, flag: str) -> Callable[[str], Any]:
+    """argparse `type=`: the one coercion, with ConfigError turned into argparse's usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return coerce(text, tp, flag)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ")) from None
+
+    convert.__name__ = getattr(tp, "__name__", "value")
+    return convert
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def given_options(namespace: argparse.Namespace, path: str) -> dict[str, Any]:
+    """The settings under `path` that the user set on the command line, by dotted name below it:
+    `given_options(args, "recipe")` -> {"train.lr": 0.01, "stage.unlock.llm": "lora"}."""
+    start = f"{path}."
+    return {k[len(start) :]: v for k, v in vars(namespace).items() if k.startswith(start)}
+
+
+def apply_changes(settings: Any, changes: Mapping[str, Any]) -> Any:
+    """A copy of dataclass `settings` with dotted-path `changes` applied (nested dataclasses and
+    dict entries included); every value is coerced to its field's type and validated."""
+    grouped: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    hints = _hints(type(settings))
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    updates = {}
+    for name in set(direct) | set(grouped):
+        if name not in fields:
+            raise ConfigError(f"{type(settings).__name__} has no setting {name!r}")
+        current = getattr(settings, name)
+        if name in grouped:
+            if dataclasses.is_dataclass(current):
+                current = apply_changes(current, grouped[name])
+            elif isinstance(current, Mapping) or current is None:
+                current = {**(current or {}), **grouped[name]}
+            else:
+                raise ConfigError(f"{name} is not a group of settings")
+        if name in direct:
+            current = direct[name]
+        updates[name] = _checked(coerce(current, hints[name], name), fields[name], name)
+    return dataclasses.replace(settings, **updates)
+
+
+def _checked(value: Any, f: dataclasses.Field, where: str) -> Any:
+    choices = f.metadata.get("choices")
+    if choices and value not in choices and value is not None:
+        raise ConfigError(f"{where}: {value!r} is not one of: {', '.join(map(str, choices))}")
+    return value
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], where: str = "", *, base: Any = None) -> Any:
+    """An instance of dataclass `cls` from a (JSON/YAML) mapping, fields missing from `data`
+    taken from `base` (or the field defaults); unknown keys are refused with one line."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(fields)}"
+        )
+    values = {}
+    for name, f in fields.items():
+        sub = f"{where}.{name}" if where else name
+        if name not in data:
+            if base is not None:
+                values[name] = getattr(base, name)
+            continue
+        raw = data[name]
+        nested = _nested(hints[name])
+        current = getattr(base, name) if base is not None else None
+        if nested is not None and isinstance(raw, Mapping):
+            values[name] = from_mapping(nested, raw, sub, base=current)
+        else:
+            values[name] = _checked(coerce(raw, hints[name], sub), f, sub)
+    return cls(**values)
+
+
+def to_dict(settings: Any) -> Any:
+    """The JSON form of settings: dataclasses as mappings (their own `to_dict` where they have
+    one), tuples as lists, paths as strings; `from_mapping` reads it back."""
+    if hasattr(settings, "to_dict") and not isinstance(settings, type):
+        return json.loads(json.dumps(settings.to_dict(), default=str))
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return {f.name: to_dict(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    if isinstance(settings, tuple | list):
+        return [to_dict(v) for v in settings]
+    if isinstance(settings, Mapping):
+        return {str(k): to_dict(v) for k, v in settings.items()}
+    if isinstance(settings, Path):
+        return str(settings)
+    return settings
+
+
+# ---------------------------------------------------------------------------- config files
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """A settings mapping from a YAML or JSON file (`.yaml`/`.yml` need PyYAML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a UTF-8 text file") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(
+                f"--config {path}: YAML needs PyYAML (pip install pyyaml), or use JSON"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings at the top")
+    return data
+
+
+def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` deep-merged into `base` (nested mappings merged key by key)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
