@@ -61,8 +61,9 @@ class SpecParts:
     options: tuple[tuple[str, str], ...] = ()
 
 
-def parse_spec(text: Any, what: str) -> SpecParts:
+def parse_spec(text: Any, what: str, *, positional: bool = True) -> SpecParts:
     """Split a spec string; a first `KEY=VALUE` may follow the colon (`qformer:num_queries=32`).
+    `positional=False`: the kind takes no ARG, so all after the colon are options.
 
     >>> parse_spec("sea:0.5,labels=cache/", "objective")
     SpecParts(name='sea', arg='0.5', options=(('labels', 'cache/'),))
@@ -75,9 +76,9 @@ def parse_spec(text: Any, what: str) -> SpecParts:
     name, _, after = head.partition(":")
     name, after = name.strip(), after.strip()
     if not name:
-        raise ConfigError(f"{what} spec {text!r}: no name (form: NAME[:ARG][,KEY=VALUE...])")
+        raise ConfigError(f"{what} spec {text!r}: the name must be a non-empty string")
     arg = None
-    if "=" in after:
+    if "=" in after or (after and not positional):
         rest.insert(0, after)
     elif after:
         arg = after
@@ -87,7 +88,7 @@ def parse_spec(text: Any, what: str) -> SpecParts:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(
-                f"{what} spec {text!r}: {item!r} is not KEY=VALUE (form: NAME[:ARG][,KEY=VALUE...])"
+                f"{what} spec {text!r}: {item!r} is not key=value (form: NAME[:ARG][,KEY=VALUE...])"
             )
         if key in options:
             raise ConfigError(f"{what} spec {text!r}: option {key!r} given twice")
@@ -134,9 +135,16 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (tuple, list, Sequence):
         args = typing.get_args(tp)
-        item_tp = args[0] if args else Any
         if isinstance(value, str | bytes) or not isinstance(value, Sequence | tuple | list):
             value = [value]
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: (str, Any)
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+            return tuple(
+                coerce(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
+        item_tp = args[0] if args else Any
         items = [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is not list else items
     if origin in (dict, Mapping):
@@ -198,6 +206,9 @@ def option(
     negate: bool = False,
     prefix: str | None = None,
     keys: Sequence[str] | None = None,
+    sep: str | None = None,
+    aliases: Mapping[str, Any] | None = None,
+    enables: bool = False,
     cli: bool = True,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
@@ -212,11 +223,18 @@ def option(
         negate: a boolean flag that sets the field to False (`--quiet` for `progress`).
         prefix: for a nested settings field: prepended to its fields' flags (`lora-` -> `--lora-r`).
         keys: for a `dict[str, X]` field: one flag per key, `flag` being a pattern with `{key}`.
+        sep: for a tuple field: one flag whose value is split at `sep` (`--cognition pixel,vq`)
+            instead of a repeatable flag.
+        aliases: words the flag also accepts and the values they stand for (`newline` for a
+            line break).
+        enables: in an optional group of settings (None unless asked for), the field whose flag
+            switches the group on; the group's other flags alone are refused.
         cli: False keeps the field out of the command line (config files still set it).
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "metavar": metavar, "negate": negate, "prefix": prefix,
-            "keys": tuple(keys) if keys else None, "cli": cli}  # fmt: skip
+            "keys": tuple(keys) if keys else None, "sep": sep, "aliases": dict(aliases or {}),
+            "enables": enables, "cli": cli}  # fmt: skip
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
@@ -253,30 +271,43 @@ def add_options(
     only: Sequence[str] | None = None,
     skip: Sequence[str] = (),
     prefix: str = "",
+    title: str | None = None,
 ) -> None:
-    """Add a flag for every CLI field of dataclass `cls` (nested settings recursively).
+    """Add a flag for every CLI field of dataclass `cls`; nested settings recursively, each
+    group of them under its own heading in `--help` (the parent field's help).
 
     Args:
-        parser: a parser or argument group.
+        parser: a parser (or an argument group: then no headings are made).
         path: dotted prefix of the namespace destinations (`train` -> dest `train.lr`).
         defaults: the command's base settings (an instance of `cls`), for the defaults shown in
-            `--help`; default: the fields' own defaults.
+            `--help`; default: the fields' own defaults. None inside an optional group that
+            the base leaves off.
         only / skip: field names to include / leave out (at this level).
         prefix: prepended to the flags of this level.
+        title: the heading of this level's own flags (default: no heading).
     """
     hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.metadata.get("cli", False) or f.name in skip or (only and f.name not in only):
-            continue
-        dest = f"{path}.{f.name}" if path else f.name
-        shown = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+    chosen = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", False)
+              and f.name not in skip and (not only or f.name in only)]  # fmt: skip
+    can_group = isinstance(parser, argparse.ArgumentParser)
+    leaves = [f for f in chosen if _nested(hints[f.name]) is None]
+    if leaves:
+        target = parser.add_argument_group(title) if title and can_group else parser
+        for f in leaves:
+            shown = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+            if defaults is None and f.metadata.get("enables"):
+                shown = None  # the group is off unless this flag is given
+            dest = f"{path}.{f.name}" if path else f.name
+            _add_flag(target, f, hints[f.name], dest, prefix, shown)
+    for f in chosen:
         nested = _nested(hints[f.name])
-        if nested is not None:
-            sub_defaults = shown if dataclasses.is_dataclass(shown) else None
-            add_options(parser, nested, path=dest, defaults=sub_defaults,
-                        prefix=prefix + (f.metadata.get("prefix") or ""))  # fmt: skip
+        if nested is None:
             continue
-        _add_flag(parser, f, hints[f.name], dest, prefix, shown)
+        sub = getattr(defaults, f.name) if defaults is not None else None
+        add_options(parser, nested, path=f"{path}.{f.name}" if path else f.name,
+                    defaults=sub if dataclasses.is_dataclass(sub) else None,
+                    prefix=prefix + (f.metadata.get("prefix") or ""),
+                    title=f.metadata["help"])  # fmt: skip
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -298,12 +329,13 @@ def _add_flag(
         for key in meta["keys"]:
             parser.add_argument(
                 pattern.format(key=key), dest=f"{dest}.{key}", default=argparse.SUPPRESS,
-                type=_converter(item_tp, pattern.format(key=key)),
+                type=_converter(item_tp, pattern.format(key=key), meta), metavar="LR",
                 help=help_text.format(key=key),
             )  # fmt: skip
         return
     flag = _flag_name(f, prefix)
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
+    shown = {v: k for k, v in meta.get("aliases", {}).items()}.get(shown, shown)
     base_tp = tp
     if typing.get_origin(tp) in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -312,30 +344,47 @@ def _add_flag(
         kwargs["action"] = "store_const"
         kwargs["const"] = not meta.get("negate")
         shown_text = ""
-    elif typing.get_origin(base_tp) in (tuple, list):
+    elif typing.get_origin(base_tp) in (tuple, list) and not meta.get("sep"):
         item_tp = typing.get_args(base_tp)[0]
         kwargs["action"] = "append"
-        kwargs["type"] = _converter(item_tp, flag)
+        kwargs["type"] = _converter(item_tp, flag, meta)
         shown_text = f" (repeatable; default: {_show(shown)})" if shown else " (repeatable)"
     else:
-        kwargs["type"] = _converter(tp, flag)
+        kwargs["type"] = _converter(tp, flag, meta)
         shown_text = f" (default: {_show(shown)})" if shown is not None else ""
     if meta.get("choices"):
         kwargs["choices"] = meta["choices"]
     if meta.get("metavar"):
         kwargs["metavar"] = meta["metavar"]
+    elif "action" not in kwargs or kwargs["action"] == "append":
+        kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
     kwargs["help"] = help_text + (shown_text if "(default" not in help_text else "")
     parser.add_argument(flag, **kwargs)
 
 
-def _converter(tp: Any, flag: str) -> Callable[[str], Any]:
-    """argparse `type=`: the one coercion, with ConfigError turned into argparse's usage error."""
+class _Refused:
+    """A flag value the coercion refused; `given_options` raises its message as a ConfigError
+    (one line, exit 2, like every user error) instead of argparse's usage screen."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __repr__(self) -> str:
+        return self.message
+
+
+def _converter(tp: Any, flag: str, meta: Mapping[str, Any] | None = None) -> Callable[[str], Any]:
+    """argparse `type=`: the one coercion, after the field's aliases and separator."""
+    meta = meta or {}
 
     def convert(text: str) -> Any:
+        value: Any = meta.get("aliases", {}).get(text, text)
+        if meta.get("sep") and isinstance(value, str):
+            value = [part.strip() for part in value.split(meta["sep"]) if part.strip()]
         try:
-            return coerce(text, tp, flag)
+            return coerce(value, tp, flag)
         except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ")) from None
+            return _Refused(str(exc))
 
     convert.__name__ = getattr(tp, "__name__", "value")
     return convert
@@ -348,7 +397,12 @@ def given_options(namespace: argparse.Namespace, path: str) -> dict[str, Any]:
     """The settings under `path` that the user set on the command line, by dotted name below it:
     `given_options(args, "recipe")` -> {"train.lr": 0.01, "stage.unlock.llm": "lora"}."""
     start = f"{path}."
-    return {k[len(start) :]: v for k, v in vars(namespace).items() if k.startswith(start)}
+    out = {k[len(start) :]: v for k, v in vars(namespace).items() if k.startswith(start)}
+    for value in out.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, _Refused):
+                raise ConfigError(item.message)
+    return out
 
 
 def apply_changes(settings: Any, changes: Mapping[str, Any]) -> Any:
@@ -370,8 +424,11 @@ def apply_changes(settings: Any, changes: Mapping[str, Any]) -> Any:
             raise ConfigError(f"{type(settings).__name__} has no setting {name!r}")
         current = getattr(settings, name)
         if name in grouped:
+            nested = _nested(hints[name])
             if dataclasses.is_dataclass(current):
                 current = apply_changes(current, grouped[name])
+            elif nested is not None and current is None:  # an optional group, now switched on
+                current = _create(nested, grouped[name], name)
             elif isinstance(current, Mapping) or current is None:
                 current = {**(current or {}), **grouped[name]}
             else:
@@ -380,6 +437,21 @@ def apply_changes(settings: Any, changes: Mapping[str, Any]) -> Any:
             current = direct[name]
         updates[name] = _checked(coerce(current, hints[name], name), fields[name], name)
     return dataclasses.replace(settings, **updates)
+
+
+def _create(cls: type, changes: Mapping[str, Any], where: str) -> Any:
+    """A new `cls` from dotted changes (its required fields among them)."""
+    flat = {k: v for k, v in changes.items() if "." not in k}
+    required = [f.name for f in dataclasses.fields(cls) if f.metadata.get("enables") or (
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)]  # fmt: skip
+    missing = [n for n in required if n not in flat]
+    if missing:
+        flags = ", ".join(_flag_name(f, "") for f in dataclasses.fields(cls) if f.name in missing)
+        raise ConfigError(f"{where} settings need {flags} (given: {', '.join(changes)})")
+    hints = _hints(cls)
+    made = cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in flat.items()})
+    nested = {k: v for k, v in changes.items() if "." in k}
+    return apply_changes(made, nested) if nested else made
 
 
 def _checked(value: Any, f: dataclasses.Field, where: str) -> Any:
@@ -399,7 +471,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "", *, base: A
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where or cls.__name__}: unknown setting(s) {', '.join(unknown)}; "
+            f"unknown {where or cls.__name__} option(s) {', '.join(unknown)}; "
             f"known: {', '.join(fields)}"
         )
     values = {}
@@ -416,6 +488,11 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "", *, base: A
             values[name] = from_mapping(nested, raw, sub, base=current)
         else:
             values[name] = _checked(coerce(raw, hints[name], sub), f, sub)
+    missing = [f for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    if missing:
+        what = ", ".join(f"{f.name} ({_flag_name(f, '')})" for f in missing)
+        raise ConfigError(f"{where or cls.__name__}: missing setting(s) {what}")
     return cls(**values)
 
 

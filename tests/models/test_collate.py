@@ -97,3 +97,21 @@ def test_inserted_cognition_turns_keep_answer_only_labels(proc, records):
     expected = [t for _, a in turns
                 for t in [*tok(" " + a, add_special_tokens=False)["input_ids"], tok.eos_token_id]]  # fmt: skip
     assert targets == expected  # the inserted answer is learned, no question is
+
+
+def test_one_template_table_serves_adapters_and_collators():
+    """Every template that trains has exactly one collator, every one that measures has an
+    adapter row builder, and a template that does not train is refused by a stage."""
+    from modalign.errors import ConfigError
+    from modalign.models import TEMPLATES, VLMAdapter, collator_class
+    from modalign.models.templates import measuring_templates, training_templates
+    from modalign.train import Stage, UnlockSpec
+
+    assert set(training_templates()) == {"plain", "chat"}
+    for name in training_templates():
+        assert collator_class(name).template == name
+    for name in measuring_templates():
+        assert callable(getattr(VLMAdapter, f"_{name}_row"))
+    assert not TEMPLATES["official"].trains
+    with pytest.raises(ConfigError, match="template must be one of"):
+        Stage("pretrain", "official", UnlockSpec())

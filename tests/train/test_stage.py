@@ -13,8 +13,9 @@ from modalign.errors import ConfigError
 from modalign.methods.lora import LoraSpec, has_lora
 from modalign.methods.moca import get_moca
 from modalign.methods.objectives import ObjectiveSpec
+from modalign.train import Recipe, prepare
 from modalign.train.fit import TrainConfig
-from modalign.train.stage import Stage, prepare_model, run_stage
+from modalign.train.stage import Stage, run_stage
 from modalign.train.unlock import UnlockSpec
 
 CFG = TrainConfig(steps=2, batch_size=4, lr=1e-2, log_steps=1, progress=False)
@@ -49,10 +50,10 @@ def test_lora_is_merged_or_kept_after_the_stage(tiny_llava, tiny_data, tmp_path,
 
 def test_moca_is_carried_through_a_connector_swap(tiny_llava):
     model, proc = load_llava(tiny_llava)
-    model, proc = prepare_model(model, proc, moca=True)
+    model, proc = prepare(model, proc, Recipe.defaults("pretrain", moca=True))
     with torch.no_grad():
         get_moca(model).shift.fill_(0.25)
-    swapped, _ = prepare_model(model, proc, connector="linear", seed=1)
+    swapped, _ = prepare(model, proc, Recipe.defaults("pretrain", connector="linear"))
     assert get_moca(swapped) is not None and float(get_moca(swapped).shift[0, 0].detach()) == 0.25
     assert get_moca(model) is None  # moved, not shared between two models
 

@@ -1,71 +1,98 @@
 """`modalign lab ...`: generate the miniature world, train each stage, evaluate, run the cycle.
 
 `lab pretrain`, `lab sft` and `lab cycle` take the training flags of `modalign train`
-(`--connector`, `--moca`, `--llm`, `--vision`, `--objective`, `--mir-every` ...) and run the
-same training path on the world's data.
+(`--connector`, `--moca`, `--llm`, `--vision`, `--objective`, `--mir-every` ...), generated from
+the same settings dataclasses, and run the same training path on the world's data; their
+defaults are the lab's presets (`modalign_lab.pipeline.cycle.lab_preset`). World sizes come from
+`CycleConfig`'s fields, tower training from `TrainConfig`'s: every flag is declared once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from modalign.atomic import atomic_write_json, check_writable
 from modalign.cli import (
-    add_recipe_arguments,
-    cognition_from_args,
-    recipe_from_args,
+    RECIPE,
+    add_config_option,
+    add_recipe_options,
+    read_config,
+    recipe_from_options,
 )
 from modalign.errors import ConfigError
-from modalign_lab.towers.specs import SFT_LR, SFT_STEPS
+from modalign.settings import add_options, apply_changes, given_options, option
+
+CYCLE, TOWER, SFT, LAB = "cycle", "tower", "sft", "lab"  # namespaces of generated flags
+TOWER_FLAGS = ("steps", "batch_size", "lr", "seed", "save_steps", "progress")
 
 
-def _level(value: str) -> int:
-    """Caption level 0-3 or 'mixed'."""
-    from modalign_lab.world.samples import MIXED, check_level
+@dataclass(frozen=True)
+class LabRun:
+    """How a lab command runs on this machine (not part of any result)."""
 
-    return MIXED if value == "mixed" else check_level(int(value))
-
-
-def _tower_flags(p: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
-    """Flags of the towers' pre-training (tiny CLIP, tiny LM)."""
-    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
-    p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
-    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, data order (default 0)")
-    p.add_argument("--save-steps", type=int, default=100, help="checkpoint every N steps (0: none)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    threads: int | None = option(None, help="torch CPU threads (default: torch's choice)")
 
 
-def _run_flags(p: argparse.ArgumentParser) -> None:
-    """Flags every lab training command has."""
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
-def _tower_config(args):
-    """TrainConfig of a tower stage from its flags."""
-    from modalign.train import TrainConfig
-
-    return TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        save_steps=args.save_steps, progress=not args.quiet,
-    )  # fmt: skip
-
-
-def _lab_recipe(args, stage: str, n_samples: int):
-    """The flags' recipe with the lab's caption end (</s>)."""
-    extra = {"plain_end": "eos"} if stage == "pretrain" else {}
-    return recipe_from_args(args, stage, n_samples, **extra)
+def _run_options(p: argparse.ArgumentParser) -> None:
+    add_options(p, LabRun, path=LAB)
 
 
 def _threads(args) -> None:
     """Apply --threads if given."""
-    if getattr(args, "threads", None):
+    threads = given_options(args, LAB).get("threads")
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
+
+
+def _limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split")
+
+
+def _tower_options(p: argparse.ArgumentParser, preset) -> None:
+    """The towers' optimisation flags (tiny CLIP, tiny LM), from `TrainConfig`."""
+    add_options(p, type(preset), path=TOWER, defaults=preset, only=TOWER_FLAGS)
+
+
+def _tower_config(args, preset):
+    return apply_changes(preset, given_options(args, TOWER))
+
+
+def _tower_preset(steps: int, batch_size: int, lr: float):
+    from modalign.train import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, save_steps=100)
+
+
+CLIP_TOWER = (800, 64, 5e-4)
+LM_TOWER = (1200, 32, 1e-3)
+
+
+WORLD_FIELDS = ("seed", "sizes", "image_size", "glyph_scale", "corpus_scenes")
+CYCLE_FIELDS = ("sizes", "image_size", "glyph_scale", "caption_level", "multi_turn", "from_scratch")
+
+
+def _cycle_options(p: argparse.ArgumentParser, fields: tuple[str, ...], title: str) -> None:
+    """Flags of `CycleConfig`'s fields (world sizes, image size, glyphs, caption level ...)."""
+    from modalign_lab.pipeline.cycle import CycleConfig
+
+    add_options(p, CycleConfig, path=CYCLE, only=fields, title=title)
+
+
+def _cycle_settings(args):
+    """`CycleConfig()` with its flags given."""
+    from modalign_lab.pipeline.cycle import CycleConfig
+
+    return apply_changes(CycleConfig(), given_options(args, CYCLE))
+
+
+def _recipe(args, preset, n_samples: int):
+    """The flags' recipe on top of `preset` (and `--config`), steps and rate resolved."""
+    return recipe_from_options(args, preset, read_config(args)).resolved(n_samples)
 
 
 def _print(obj: dict) -> int:
@@ -74,26 +101,12 @@ def _print(obj: dict) -> int:
     return 0
 
 
-def _add_world_size(p) -> None:
-    p.add_argument("--image-size", type=int, default=96,
-                   help="64-288 px; above the tower's 96 px a high-resolution world for the tiled "
-                   "connectors (sa_perceiver, tiled: 288 = 3 x 3 tiles)")  # fmt: skip
-    p.add_argument("--glyph-scale", type=int, default=None,
-                   help="font dot size in px (default image size / 32; 3 at 288 px keeps glyphs "
-                   "legible only at full resolution)")  # fmt: skip
-
-
 def _data(args) -> int:
     from modalign_lab.towers.train import make_data
 
-    make_data(
-        args.out,
-        seed=args.seed,
-        sizes={"train": args.train, "val": args.val, "test": args.test},
-        image_size=args.image_size,
-        corpus_scenes=args.corpus_scenes,
-        glyph_scale=args.glyph_scale,
-    )
+    world = _cycle_settings(args)
+    make_data(args.out, seed=world.seed, sizes=world.sizes, image_size=world.image_size,
+              corpus_scenes=world.corpus_scenes, glyph_scale=world.glyph_scale)  # fmt: skip
     return _print(
         {"data": str(args.out), "manifest": json.loads((args.out / "manifest.json").read_text())}
     )
@@ -119,7 +132,7 @@ def _train_clip(args) -> int:
                         vision_hidden=v.hidden_size, vision_layers=v.num_hidden_layers,
                         heads=v.num_attention_heads)  # fmt: skip
     hard = not args.no_hard_negatives
-    config = _tower_config(args)
+    config = _tower_config(args, _tower_preset(*CLIP_TOWER))
     metrics = train_clip(args.data, args.out, spec, config, args.limit, hard_negatives=hard,
                          locked_vision=locked)  # fmt: skip
     return _print(metrics)
@@ -130,7 +143,8 @@ def _train_lm(args) -> int:
     from modalign_lab.towers.train import train_lm
 
     _threads(args)
-    return _print(train_lm(args.data, args.out, LMSpec(), _tower_config(args), args.limit))
+    config = _tower_config(args, _tower_preset(*LM_TOWER))
+    return _print(train_lm(args.data, args.out, LMSpec(), config, args.limit))
 
 
 def _n_train(data: Path, limit: int | None) -> int:
@@ -141,13 +155,14 @@ def _n_train(data: Path, limit: int | None) -> int:
 
 
 def _pretrain(args) -> int:
+    from modalign_lab.pipeline.cycle import lab_preset
     from modalign_lab.pipeline.stages import pretrain
 
     _threads(args)
     towers_given = bool(args.clip and args.lm) and args.base is None
     if not towers_given and not (args.base is not None and not args.clip and not args.lm):
         raise ConfigError("lab pretrain needs --clip DIR and --lm DIR, or --base LLAVA_DIR")
-    recipe = _lab_recipe(args, "pretrain", _n_train(args.data, args.limit))
+    recipe = _recipe(args, lab_preset("pretrain"), _n_train(args.data, args.limit))
     return _print(
         pretrain(
             args.data,
@@ -156,19 +171,21 @@ def _pretrain(args) -> int:
             clip=args.clip,
             lm=args.lm,
             base=args.base,
-            level=args.level,
+            level=_cycle_settings(args).caption_level,
             limit=args.limit,
         )
     )
 
 
 def _sft(args) -> int:
+    from modalign_lab.pipeline.cycle import lab_preset
     from modalign_lab.pipeline.stages import sft
 
     _threads(args)
-    recipe = _lab_recipe(args, "sft", _n_train(args.data, args.limit))
+    recipe = _recipe(args, lab_preset("sft"), _n_train(args.data, args.limit))
     return _print(
-        sft(args.data, args.model, args.out, recipe, args.limit, multi_turn=not args.single_turn)
+        sft(args.data, args.model, args.out, recipe, args.limit,
+            multi_turn=_cycle_settings(args).multi_turn)
     )
 
 
@@ -178,7 +195,8 @@ def _eval(args) -> int:
     _threads(args)
     if args.json:
         check_writable(args.json, "--json")
-    report = evaluate(args.model, args.data, args.split, level=args.level, limit=args.limit)
+    level = _cycle_settings(args).caption_level
+    report = evaluate(args.model, args.data, args.split, level=level, limit=args.limit)
     if args.json:
         atomic_write_json(args.json, report)
     return _print(report)
@@ -191,44 +209,35 @@ def _cycle(args) -> int:
     return _print(run_cycle(args.out, cycle_config(args), base=args.base))
 
 
+def cycle_presets():
+    """(pre-training, SFT) recipes of `lab cycle` with no flags: the lab pre-training preset with
+    the MIR monitor every 100 steps, and the cycle's own SFT."""
+    from modalign.train import MonitorSettings
+    from modalign_lab.pipeline.cycle import CycleConfig, lab_preset
+
+    pretrain = lab_preset("pretrain", monitor=MonitorSettings(every=100, stop=False))
+    return pretrain, CycleConfig().sft
+
+
 def cycle_config(args):
-    """The CycleConfig `lab cycle` flags describe (training flags: pre-training, except the
-    cognition turns, which go into the SFT data)."""
+    """The CycleConfig `lab cycle` flags describe: the training flags shape pre-training (the
+    cognition turns, question-answer turns, go into the SFT data); `--seed`, `--save-steps` and
+    `--quiet` apply to both stages; the SFT's own flags are `--sft-steps`, `--sft-lr`,
+    `--sft-vision`."""
     from dataclasses import replace
 
-    from modalign.train import TrainConfig
-    from modalign_lab.pipeline.cycle import CycleConfig, lab_recipe
-
-    base = CycleConfig()
-    sizes = {**base.sizes, "train": args.train or base.sizes["train"]}
-    args.steps = args.pretrain_steps or args.steps
-    cognition = cognition_from_args(args)  # QA turns: they go into the SFT data, not pre-training
-    args.cognition = None
-    pretrain = _lab_recipe(args, "pretrain", sizes["train"])
-    sft_steps = args.sft_steps or base.sft.train.steps
-    sft_train = TrainConfig(
-        steps=sft_steps, batch_size=base.sft.train.batch_size, lr=args.sft_lr or base.sft.train.lr,
-        seed=args.seed, save_steps=args.save_steps, progress=not args.quiet,
-    )  # fmt: skip
-    sft = lab_recipe("sft", sft_train)
-    if args.unlock_vision:
-        sft = replace(
-            sft, stage=replace(sft.stage, unlock=replace(sft.stage.unlock, vision="full"))
-        )
-    if cognition is not None:
-        sft = replace(sft, stage=replace(sft.stage, cognition=cognition))
-    return replace(
-        base,
-        seed=args.seed,
-        from_scratch=args.from_scratch,
-        caption_level=args.level,
-        multi_turn=not args.single_turn,
-        pretrain=pretrain,
-        sft=sft,
-        sizes=sizes,
-        image_size=args.image_size,
-        glyph_scale=args.glyph_scale,
-    )
+    pretrain, sft = cycle_presets()
+    config = _cycle_settings(args)
+    given = given_options(args, RECIPE)
+    turns = {k: v for k, v in given.items() if k.startswith("stage.cognition.")}
+    flags = {k: v for k, v in given.items() if k not in turns}
+    pretrain = recipe_from_options(args, pretrain, read_config(args), given=flags)
+    pretrain = pretrain.resolved(config.sizes["train"])
+    t = pretrain.train
+    sft = replace(sft, train=replace(sft.train, seed=t.seed, save_steps=t.save_steps,
+                                     progress=t.progress))  # fmt: skip
+    sft = apply_changes(sft, {**given_options(args, SFT), **turns})
+    return replace(config, seed=t.seed, pretrain=pretrain, sft=sft)
 
 
 def _legibility(args) -> int:
@@ -275,7 +284,8 @@ def _study(args) -> int:
     archive = None if args.no_archive else (args.archive or args.report_dir / "points")
     summary = run_study(study, args.out, args.seeds, args.report_dir, cycle=cycle,
                         variants=args.variants, reuse=not args.no_reuse,
-                        archive=archive, jobs=args.jobs, threads=args.threads)  # fmt: skip
+                        archive=archive, jobs=args.jobs,
+                        threads=given_options(args, LAB).get("threads"))  # fmt: skip
     print(f"report: {args.report_dir / args.name}.md")
     return _print({k: v["spread"] for k, v in summary["sft"].items()})
 
@@ -311,7 +321,7 @@ def _build_default(args) -> int:
 
     from modalign_lab.pipeline.build_default import DefaultRecipe, build_default
 
-    recipe = replace(DefaultRecipe(), threads=args.threads or 1)
+    recipe = replace(DefaultRecipe(), threads=given_options(args, LAB).get("threads") or 1)
     build = build_default(args.work, args.out, recipe)
     return _print(
         {
@@ -324,23 +334,18 @@ def _build_default(args) -> int:
 
 def configure(lab: argparse.ArgumentParser) -> None:
     """Add the sub-commands of `modalign lab`."""
+    from modalign_lab.pipeline.cycle import lab_preset
+
     sub = lab.add_subparsers(dest="lab_command", metavar="STEP", required=True)
 
     p = sub.add_parser("data", help="generate images, captions (4 levels), VQA, corpus, tokenizer")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=4000)
-    p.add_argument("--val", type=int, default=200)
-    p.add_argument("--test", type=int, default=300)
-    _add_world_size(p)
-    p.add_argument(
-        "--corpus-scenes", type=int, default=20000, help="unrendered scenes in the text corpus"
-    )
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    _cycle_options(p, WORLD_FIELDS, "world")
     p.set_defaults(func=_data)
 
     p = sub.add_parser("train-clip", help="contrastive tiny CLIP on train images x captions")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--no-hard-negatives",
         action="store_true",
@@ -357,87 +362,80 @@ def configure(lab: argparse.ArgumentParser) -> None:
         default=None,
         help="ViT patch side in px (default: image size / 3, one patch per grid cell)",
     )
-    _tower_flags(p, 800, 64, 5e-4)
-    _run_flags(p)
+    _tower_options(p, _tower_preset(*CLIP_TOWER))
+    _limit(p)
+    _run_options(p)
     p.set_defaults(func=_train_clip)
 
     p = sub.add_parser("train-lm", help="tiny Llama on the text corpus")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    _tower_flags(p, 1200, 32, 1e-3)
-    _run_flags(p)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    _tower_options(p, _tower_preset(*LM_TOWER))
+    _limit(p)
+    _run_options(p)
     p.set_defaults(func=_train_lm)
 
     p = sub.add_parser("pretrain", help="LLaVA stage 1 (default: connector only, captions)")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--clip", type=Path, help="train-clip output directory")
     p.add_argument("--lm", type=Path, help="train-lm output directory")
     p.add_argument("--base", type=Path, help="reuse a saved LLaVA's towers (fresh connector)")
-    p.add_argument(
-        "--level", type=_level, default=3, help="caption detail level 0-3 or 'mixed' (default 3)"
-    )
-    _run_flags(p)
-    add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3)
+    _cycle_options(p, ("caption_level",), "captions")
+    _limit(p)
+    _run_options(p)
+    add_config_option(p)
+    add_recipe_options(p, lab_preset("pretrain"))
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("sft", help="LLaVA stage 2 (default: connector + LLM) on VQA chats")
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
     p.add_argument("--model", type=Path, required=True, help="pretrain output directory")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
-    )
-    _run_flags(p)
-    add_recipe_arguments(p, steps=SFT_STEPS, batch_size=32, lr=SFT_LR)
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    _cycle_options(p, ("multi_turn",), "conversations")
+    _limit(p)
+    _run_options(p)
+    add_config_option(p)
+    add_recipe_options(p, lab_preset("sft"))
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("eval", help="held-out caption loss and VQA accuracy per question type")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--level", type=_level, default=3, help="caption level for the caption loss")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
+    p.add_argument("--model", type=Path, required=True, help="a lab LLaVA (stage folder)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="the split to evaluate (default test)")  # fmt: skip
+    _cycle_options(p, ("caption_level",), "captions")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    _run_options(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser(
         "cycle",
         help="data -> pre-train -> MIR -> SFT -> accuracy, timed (training flags: pre-training)",
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
     p.add_argument(
         "--base",
         type=Path,
         default=None,
         help="towers from this LLaVA (default: the embedded default)",
     )
-    p.add_argument("--from-scratch", action="store_true", help="also train CLIP and LM")
-    p.add_argument("--train", type=int, default=None, help="training images (default 4000)")
-    p.add_argument("--level", type=_level, default=3, help="pre-training caption level")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="same as --steps")
-    p.add_argument("--sft-steps", type=int, default=None, help=f"default {SFT_STEPS}")
-    p.add_argument(
-        "--sft-lr", type=float, default=None, help=f"SFT learning rate (default {SFT_LR:g})"
-    )
-    p.add_argument(
-        "--single-turn", action="store_true", help="SFT on one question per sample (default: chat)"
-    )
-    p.add_argument("--unlock-vision", action="store_true", help="SFT also trains the vision tower")
-    p.add_argument("--threads", type=int, default=None)
-    _add_world_size(p)
-    add_recipe_arguments(p, steps=1600, batch_size=32, lr=1e-3, mir_every=100)
+    _cycle_options(p, CYCLE_FIELDS, "the cycle")
+    _sft_options(p)
+    _run_options(p)
+    add_config_option(p)
+    add_recipe_options(p, cycle_presets()[0])
     p.set_defaults(func=_cycle)
 
     p = sub.add_parser(
         "vlsa-parts", help="train the VLSA VAE (+ fresh denoiser) and VQ model on a world's images"
     )
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
     p.add_argument("--out", type=Path, required=True, help="writes OUT/diffusion and OUT/vq")
     p.add_argument("--steps", type=int, default=600, help="training steps of each (default 600)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of both trainings (default 0)")
+    _run_options(p)
     p.set_defaults(func=_vlsa_parts)
 
     p = sub.add_parser(
@@ -454,7 +452,7 @@ def configure(lab: argparse.ArgumentParser) -> None:
                    help="an AutoencoderKL folder (e.g. PARTS/diffusion/vae): probe the "
                    "reconstruction target (its latent over the glyph's cell) and the tower on "
                    "the cell of its decoded image")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None)
+    _run_options(p)
     p.set_defaults(func=_legibility)
 
     p = sub.add_parser("study", help="a named grid of pre-training variants x seeds, with a report")
@@ -482,7 +480,7 @@ def configure(lab: argparse.ArgumentParser) -> None:
                    help="train this many points side by side, each in its own process with "
                    "--threads torch threads (default: the CPUs shared out); progress goes to "
                    "OUT/NAME/VARIANT/seedK.log (default 1: one after another, here)")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None)
+    _run_options(p)
     p.set_defaults(func=_study)
 
     p = sub.add_parser("study-index",
@@ -499,8 +497,9 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="dataset folder (default OUT/data, made if missing)")
     p.add_argument("--every", type=int, default=50, help="steps between measurements (50)")
     p.add_argument("--n", type=int, default=100, help="held-out probe pairs (100)")
-    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"))
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),
+                   help="where mir_trace.json/.md/.png go (default docs/studies)")  # fmt: skip
+    _run_options(p)
     p.set_defaults(func=_trace)
 
     p = sub.add_parser(
@@ -512,5 +511,18 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="install here instead of the package assets"
     )
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (the shipped build used 1)")
+    _run_options(p)  # the shipped build used 1 thread (the default here)
     p.set_defaults(func=_build_default)
+
+
+def _sft_options(p: argparse.ArgumentParser) -> None:
+    """The cycle's SFT flags: `--sft-steps`, `--sft-lr` (TrainConfig), `--sft-vision` (unlock)."""
+    from modalign.train import TrainConfig, UnlockSpec
+    from modalign_lab.pipeline.cycle import CycleConfig
+
+    sft = CycleConfig().sft
+    g = p.add_argument_group("the cycle's SFT")
+    add_options(g, TrainConfig, path=f"{SFT}.train", defaults=sft.train, only=("steps", "lr"),
+                prefix="sft-")  # fmt: skip
+    add_options(g, UnlockSpec, path=f"{SFT}.stage.unlock", defaults=sft.stage.unlock,
+                only=("vision",), prefix="sft-")  # fmt: skip

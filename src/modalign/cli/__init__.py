@@ -22,18 +22,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from modalign import __version__
-from modalign.cli.train_options import add_recipe_arguments, cognition_from_args, recipe_from_args
+from modalign.cli.recipe_options import (
+    RECIPE,
+    add_config_option,
+    add_recipe_options,
+    read_config,
+    recipe_from_options,
+)
 from modalign.errors import ModalignError
 from modalign.registry import Registry
 
 __all__ = [
     "COMMANDS",
+    "RECIPE",
     "Command",
-    "add_recipe_arguments",
-    "cognition_from_args",
+    "add_config_option",
+    "add_recipe_options",
     "commands",
     "main",
-    "recipe_from_args",
+    "read_config",
+    "recipe_from_options",
     "run_guarded",
 ]
 

@@ -3,9 +3,12 @@
     modalign train --model PATH --data blip_558k.json --image-folder images/ --out runs/pt \\
         --stage pretrain [--connector mlp2x_gelu] [--moca] [--llm frozen|full|lora|first:N] \\
         [--objective mfid:0.001] [--mir-every 100 --mir-images probe/ --mir-texts texts.txt]
+    modalign train --config runs/pt/stage_settings.json --out runs/pt2     # replay a run
     torchrun --nproc_per_node 8 $(which modalign) train ...     # many processes (or accelerate launch)
 
-A killed run resumes when re-run with the same flags; a finished one is not redone.
+Every flag comes from the settings dataclasses (`TrainInputs`, `Recipe`); `--config FILE` fills
+them from YAML/JSON and the flags given override it. A killed run resumes when re-run with the
+same settings; a finished one is not redone.
 """
 
 from __future__ import annotations
@@ -13,59 +16,71 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+INPUTS = "inputs"  # namespace prefix of the TrainInputs flags
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the arguments of `modalign train`."""
-    from modalign.cli.train_options import add_recipe_arguments
+    from modalign.cli.recipe_options import add_config_option, add_recipe_options
+    from modalign.settings import add_options
+    from modalign.train import Recipe
+    from modalign.train.inputs import TrainInputs
 
     p.description = __doc__.split("\n\n")[0]
-    p.add_argument("--model", required=True, help="HF model id or checkpoint folder (LLaVA family)")
-    p.add_argument("--data", type=Path, required=True, help="LLaVA conversation .json / .jsonl")
-    p.add_argument("--image-folder", type=Path, help="folder the records' image paths are under")
+    add_config_option(p)
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, model, logs)")
-    p.add_argument("--stage", choices=["pretrain", "sft"], default="pretrain",
-                   help="pretrain: plain template, connector only (lr 1e-3); sft: chat template, "
-                   "connector + LLM (lr 2e-5)")  # fmt: skip
-    p.add_argument("--plain-end", choices=["newline", "eos"], default="newline",
-                   help="pre-training caption end: LLaVA's '\\n' (default) or the EOS token")  # fmt: skip
-    p.add_argument("--limit", type=int, help="use the first N records (nested prefixes)")
-    p.add_argument("--dtype", default="float32", help="weights dtype: float32 | bfloat16 | float16")
-    probe = p.add_argument_group("MIR monitor probe set")
-    probe.add_argument("--mir-images", type=Path, help="probe image folder")
-    probe.add_argument("--mir-texts", type=Path, help="probe passages (one per line)")
-    probe.add_argument("--mir-pairs", type=Path, help="probe (image, text) pairs file")
-    add_recipe_arguments(p, steps=None, batch_size=16, lr=None)
+    add_options(p.add_argument_group("inputs"), TrainInputs, path=INPUTS)
+    add_recipe_options(p, Recipe.defaults("pretrain"))
     p.set_defaults(func=run)
+
+
+def train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(inputs, recipe): the stage's preset, then `--config`, then the flags given."""
+    from modalign.cli.recipe_options import read_config, recipe_from_options
+    from modalign.errors import ConfigError
+    from modalign.settings import from_mapping, given_options, merge_config
+    from modalign.train import Recipe
+    from modalign.train.inputs import TrainInputs
+
+    config = read_config(args, known=(INPUTS,))
+    given = merge_config(config.get(INPUTS, {}), given_options(args, INPUTS))
+    inputs = from_mapping(TrainInputs, given, INPUTS)
+    recorded = config.get("stage", {}).get("name")
+    if recorded is not None and recorded != inputs.stage:
+        raise ConfigError(f"--config holds a {recorded!r} stage but the stage is {inputs.stage!r}")
+    return inputs, recipe_from_options(args, Recipe.defaults(inputs.stage), config)
 
 
 def run(args: argparse.Namespace) -> int:
     from modalign.atomic import check_writable
-    from modalign.cli.train_options import recipe_from_args
     from modalign.data.conversations import load_conversations
     from modalign.models.loading import load_model, load_processor, parse_dtype
     from modalign.train.recipe import prepare, train_stage
 
     check_writable(args.out / "stage.json", "--out")
+    inputs, recipe = train_settings(args)
     conversations = load_conversations(
-        args.data, args.image_folder, require_image=args.stage == "pretrain", limit=args.limit
-    )
-    end = "\n" if args.plain_end == "newline" else "eos"
-    recipe = recipe_from_args(args, args.stage, len(conversations), plain_end=end)
+        inputs.data, inputs.image_folder, require_image=inputs.stage == "pretrain",
+        limit=inputs.limit,
+    )  # fmt: skip
+    recipe = recipe.resolved(len(conversations))
     probe = None
     if recipe.monitor is not None:
         from modalign.data import SampleSource
 
-        source = SampleSource.from_args(images=args.mir_images, texts=args.mir_texts,
-                                        pairs=args.mir_pairs)  # fmt: skip
+        source = SampleSource.from_args(images=inputs.mir_images, texts=inputs.mir_texts,
+                                        pairs=inputs.mir_pairs)  # fmt: skip
         probe = source.sample(recipe.monitor.n, seed=0)
     import torch
 
-    model = load_model(args.model, torch.device("cpu"), parse_dtype(args.dtype))
-    processor = load_processor(args.model)
+    model = load_model(inputs.model, torch.device("cpu"), parse_dtype(inputs.dtype))
+    processor = load_processor(inputs.model)
     model, processor = prepare(model, processor, recipe)
-    summary = train_stage(model, processor, conversations, recipe, args.out, probe=probe)
-    from modalign.measure.run import distributed_context
+    summary = train_stage(model, processor, conversations, recipe, args.out, probe=probe,
+                          record={INPUTS: inputs.absolute().to_dict()})  # fmt: skip
+    from modalign.measure import distributed_context
 
     if distributed_context()[0] == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "stopped_early_at", "train_loss")}))

@@ -26,6 +26,7 @@ from torch import nn
 
 from modalign.errors import ConfigError, ModelError
 from modalign.methods.extension_record import forget_extension, record_extension
+from modalign.settings import from_mapping, option
 
 __all__ = [
     "ADAPTER",
@@ -58,11 +59,17 @@ class LoraSpec:
     ("self_attn.o_proj",), matched at a dot boundary.
     """
 
-    r: int = 64
-    alpha: float = 16.0
-    dropout: float = 0.05
-    targets: tuple[str, ...] | None = None
-    merge: bool = True
+    r: int = option(64, help="LoRA rank")
+    alpha: float = option(16.0, help="LoRA alpha (scale alpha / r)")
+    dropout: float = option(0.05, help="LoRA dropout")
+    targets: tuple[str, ...] | None = option(
+        None, help="module-name suffixes to adapt, comma-separated (default: every LLM linear)",
+        sep=",", metavar="NAMES",
+    )  # fmt: skip
+    merge: bool = option(
+        True, help="keep LoRA unmerged after the stage (saved as adapters; default: merge)",
+        flag="--lora-keep", negate=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
@@ -94,12 +101,7 @@ class LoraSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoraSpec:
         """Inverse of `to_dict`; unknown keys are a ConfigError."""
-        unknown = sorted(set(data) - {"r", "alpha", "dropout", "targets", "merge"})
-        if unknown:
-            raise ConfigError(f"unknown LoRA option(s): {', '.join(unknown)}")
-        targets = data.get("targets")
-        kwargs = {**data, "targets": None if targets is None else tuple(targets)}
-        return cls(**kwargs)
+        return from_mapping(cls, data, "LoRA")
 
 
 def is_lora_param(name: str) -> bool:

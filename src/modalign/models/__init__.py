@@ -17,7 +17,13 @@ from modalign.models.adapters import (
     load_adapter,
 )
 from modalign.models.checkpoint import save_model
-from modalign.models.collate import IGNORE, ChatCollator, LlavaCollator, PlainCollator
+from modalign.models.collate import (
+    IGNORE,
+    ChatCollator,
+    LlavaCollator,
+    PlainCollator,
+    collator_class,
+)
 from modalign.models.loading import load_model, load_processor, parse_dtype
 from modalign.models.parts import ModelParts, model_parts, parameter_components
 from modalign.models.sequence import pad_sequences
@@ -28,21 +34,25 @@ from modalign.models.surgery import (
     swap_connector,
     vision_token_count,
 )
+from modalign.models.templates import TEMPLATES, Template
 
 __all__ = [
     "ADAPTERS",
     "IGNORE",
     "MODEL_TYPE",
     "REFUSED",
+    "TEMPLATES",
     "ChatCollator",
     "LayerStates",
     "LlavaCollator",
     "ModelBatch",
     "ModelParts",
     "PlainCollator",
+    "Template",
     "VLMAdapter",
     "adapter_class_for",
     "assemble_llava",
+    "collator_class",
     "get_adapter",
     "load_adapter",
     "load_model",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -130,6 +130,8 @@ class LlavaCollator:
 class PlainCollator(LlavaCollator):
     """Pre-training: BOS + <image> + caption + end; loss on the caption and end only."""
 
+    template: ClassVar[str] = "plain"
+
     end: str = "\n"  # LLaVA's plain separator; "eos" appends the EOS token instead
 
     def _row(self, sample: Sample) -> tuple[list[int], list[int]]:
@@ -160,6 +162,8 @@ class ChatCollator(LlavaCollator):
     up to the reply itself (the template must be append-only); tokens overlapping a reply (its
     text, the end-of-turn token) are targets.
     """
+
+    template: ClassVar[str] = "chat"
 
     def messages(self, sample: Sample, upto: int | None = None) -> list[dict]:
         """Chat messages of the first `upto` turns (all by default); the image opens turn 0."""
@@ -231,4 +235,14 @@ class ChatCollator(LlavaCollator):
         return out
 
 
-TEMPLATES = {"plain": PlainCollator, "chat": ChatCollator}
+def collator_class(template: str) -> type[LlavaCollator]:
+    """The collator of a training template (`models.templates`): the subclass whose `template`
+    it is; ConfigError for a template that does not train."""
+    from modalign.errors import ConfigError
+    from modalign.models.templates import training_templates
+
+    if template not in training_templates():
+        raise ConfigError(f"template must be one of {list(training_templates())}, got {template!r}")
+    return next(
+        c for c in LlavaCollator.__subclasses__() if getattr(c, "template", None) == template
+    )

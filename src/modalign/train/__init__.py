@@ -6,7 +6,7 @@ from modalign.train.loss import LossResult, compute_loss, unwrap
 from modalign.train.monitor import MIRMonitor, first_plateau, plateaued
 from modalign.train.probe import PeriodicProbe, evaluating, is_main_process
 from modalign.train.recipe import MonitorSettings, Recipe, prepare, train_stage
-from modalign.train.stage import DEFAULT_LR, Stage, prepare_model, run_stage
+from modalign.train.stage import DEFAULT_LR, Stage, run_stage
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import (
     Tune,
@@ -43,7 +43,6 @@ __all__ = [
     "param_groups",
     "plateaued",
     "prepare",
-    "prepare_model",
     "run_stage",
     "train_stage",
     "unwrap",

@@ -10,8 +10,9 @@ the environment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from modalign.atomic import atomic_write_json
 from modalign.errors import ConfigError
+from modalign.settings import option
 
 SCHEDULES = ("cosine", "linear", "constant_with_warmup")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -29,29 +31,40 @@ PRECISIONS = ("no", "bf16", "fp16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings of one stage (per-device batch; global = batch x accum x processes)."""
+    """Optimisation settings of one stage (per-device batch; global = batch x accum x processes).
 
-    steps: int
-    batch_size: int
-    lr: float
-    seed: int = 0
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    schedule: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    save_steps: int = 0  # 0: only the final state (no intermediate checkpoints)
-    keep_checkpoints: int | None = 2  # None: keep all
-    log_steps: int = 25
-    precision: str = "no"  # mixed precision: no | bf16 | fp16
-    gradient_checkpointing: bool = False
-    report_to: tuple[str, ...] = ()  # Trainer loggers: tensorboard, wandb ...
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # more TrainingArguments, verbatim
+    `steps` None: one epoch (or the recipe's `epochs`), and `lr` None: the stage's rate, both
+    fixed by `resolved` before training; a recorded config holds the numbers it trained with."""
+
+    steps: int | None = option(
+        None, help="optimizer steps (default: one epoch, or --epochs)", metavar="N"
+    )
+    batch_size: int = option(16, help="per-device batch (global: x --grad-accum x processes)")
+    lr: float | None = option(None, help="peak learning rate", metavar="LR")
+    seed: int = option(0, help="seed of init and data order")
+    grad_accum: int = option(1, help="gradient accumulation steps")
+    warmup_ratio: float = option(0.05, help="warmup fraction of the steps")
+    schedule: str = option("cosine", help="learning-rate schedule", choices=SCHEDULES)
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    max_grad_norm: float = option(1.0, help="gradient clipping norm")
+    save_steps: int = option(0, help="checkpoint every N steps (0: only the final state)")
+    keep_checkpoints: int | None = option(2, help="checkpoints kept (none: all)", cli=False)
+    log_steps: int = option(25, help="log every N steps")
+    precision: str = option("no", help="mixed precision", choices=PRECISIONS)
+    gradient_checkpointing: bool = option(False, help="recompute activations in the backward pass")
+    report_to: tuple[str, ...] = option(
+        (), help="Trainer logger: tensorboard, wandb ...", metavar="LOGGER"
+    )
+    progress: bool = option(True, help="no progress bar", flag="--quiet", negate=True)
+    extra: dict[str, Any] = option(
+        default_factory=dict, help="more TrainingArguments, verbatim", cli=False
+    )
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0 or not self.lr > 0:
-            raise ConfigError(f"steps, batch_size, grad_accum and lr must be positive: {self}")
+        for name in ("steps", "batch_size", "grad_accum", "lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
@@ -59,8 +72,26 @@ class TrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
+    def resolved(
+        self, n_samples: int, default_lr: float | None = None, epochs: float | None = None
+    ) -> TrainConfig:
+        """The config with its steps (`epochs` over `n_samples` when unset; default one epoch)
+        and learning rate (`default_lr` when unset) fixed."""
+        steps = self.steps
+        if steps is None:
+            per_step = self.batch_size * self.grad_accum
+            steps = max(1, math.ceil((epochs or 1.0) * n_samples / per_step))
+        elif epochs is not None:
+            raise ConfigError("give steps or epochs, not both")
+        lr = self.lr if self.lr is not None else default_lr
+        if lr is None:
+            raise ConfigError("no learning rate: set lr")
+        return replace(self, steps=steps, lr=lr)
+
     def training_arguments(self, run_dir: Path) -> TrainingArguments:
         """The TrainingArguments of this config, checkpointing under run_dir/checkpoints."""
+        if self.steps is None or self.lr is None:
+            raise ConfigError("resolve steps and lr first (TrainConfig.resolved)")
         return TrainingArguments(
             output_dir=str(Path(run_dir) / "checkpoints"),
             max_steps=self.steps,

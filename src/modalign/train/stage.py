@@ -1,6 +1,6 @@
 """A training stage of an LLaVA-style model, end to end: modify -> unlock -> train -> save.
 
-    model, processor = prepare_model(model, processor, connector="qformer", moca=True)
+    model, processor = prepare(model, processor, recipe)     # connector swap, MoCa (recipe.py)
     stage = Stage.defaults("pretrain", objectives=(ObjectiveSpec.parse("mfid:0.001"),))
     summary = run_stage(model, processor, conversations, stage, TrainConfig(...), "runs/pt")
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,13 @@ from modalign.data.conversations import Conversation, ConversationDataset
 from modalign.errors import ConfigError
 from modalign.methods.objectives import Objective, ObjectiveSpec
 from modalign.methods.vlsa.cognition_turns import CognitionSpec, cognition_dataset
-from modalign.models.collate import TEMPLATES
+from modalign.models.collate import collator_class
+from modalign.settings import option
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
 
+LR_COMPONENTS = ("connector", "llm", "vision", "moca", "lora")  # --lr-<component>
 SUMMARY = "stage.json"
 STARTED = "stage_settings.json"  # written when a stage starts: a resume must match it
 
@@ -35,18 +37,29 @@ STARTED = "stage_settings.json"  # written when a stage starts: a resume must ma
 class Stage:
     """What a stage trains and how its batches look (optimisation lives in TrainConfig)."""
 
-    name: str
-    template: str  # plain | chat
-    unlock: UnlockSpec
-    component_lrs: dict[str, float] = field(default_factory=dict)
-    objectives: tuple[ObjectiveSpec, ...] = ()
-    max_length: int | None = 2048
-    plain_end: str = "\n"  # LLaVA's plain separator; "eos" for the EOS token
-    cognition: CognitionSpec | None = None  # VLSA's inserted pixel / VQ turns (chat stages)
+    name: str = option(help="pretrain | sft", cli=False)
+    template: str = option(help="batch layout: plain (pre-training) | chat", cli=False)
+    unlock: UnlockSpec = option(help="what trains, per component", prefix="")
+    component_lrs: dict[str, float] = option(
+        default_factory=dict, help="learning rate of the {key} (default: --lr)",
+        flag="--lr-{key}", keys=LR_COMPONENTS,
+    )  # fmt: skip
+    objectives: tuple[ObjectiveSpec, ...] = option(
+        (), help="add an alignment objective to the LM loss, e.g. mfid:0.001 or "
+        "sea:1,labels=cache/ (weights default to each objective's own; see docs/training.md)",
+        flag="--objective", metavar="NAME[:W][,K=V]",
+    )  # fmt: skip
+    max_length: int | None = option(2048, help="truncate longer samples (tokens)")
+    plain_end: str = option(
+        "\n", help="pre-training caption end: LLaVA's newline or the EOS token",
+        choices=("\n", "eos"), aliases={"newline": "\n"}, metavar="{newline,eos}",
+    )  # fmt: skip
+    cognition: CognitionSpec | None = option(
+        None, help="VLSA's inserted pixel / VQ turns (chat stages)", prefix=""
+    )
 
     def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"template must be one of {sorted(TEMPLATES)}, got {self.template!r}")
+        collator_class(self.template)  # a template that trains, else a ConfigError
         if self.cognition is not None and self.template != "chat":
             raise ConfigError(
                 "cognition turns are question-answer turns: they need the chat template"
@@ -80,36 +93,6 @@ DEFAULT_LR = {"pretrain": 1e-3, "sft": 2e-5}
 def build_objectives(specs: Sequence[ObjectiveSpec]) -> list[Objective]:
     """Objective modules from their specs (weights and options applied)."""
     return [spec.build() for spec in specs]
-
-
-def prepare_model(
-    model: Any,
-    processor: Any,
-    *,
-    connector: Any = None,
-    moca: bool = False,
-    moca_std: float = 0.0,
-    seed: int = 0,
-) -> tuple[Any, Any]:
-    """Swap in a fresh connector (`ConnectorSpec` or string) and/or attach MoCa, if asked.
-
-    A model that already carries MoCa keeps it (with its trained values) through a swap.
-    """
-    from modalign.methods.moca import attach_moca, detach_moca, get_moca
-
-    if connector is not None:
-        from modalign.models.surgery.connector_llava import swap_connector
-
-        carried = detach_moca(model) if get_moca(model) is not None else None
-        model, processor = swap_connector(model, processor, connector, seed=seed)
-        if carried is not None:
-            settings = carried.settings()
-            attach_moca(model, std=settings["std"], seed=settings["seed"]).load_state_dict(
-                carried.state_dict()
-            )
-    if moca and get_moca(model) is None:
-        attach_moca(model, std=moca_std, seed=seed)
-    return model, processor
 
 
 def _connector_reads_text(model: Any) -> bool:
@@ -156,7 +139,7 @@ def run_stage(
     else:  # every rank writes the same content atomically
         atomic_write_json(started, settings)
     report = apply_unlock(model, stage.unlock)
-    collate_cls = TEMPLATES[stage.template]
+    collate_cls = collator_class(stage.template)
     kwargs = {"end": stage.plain_end} if stage.template == "plain" else {}
     objectives = build_objectives(stage.objectives)
     for objective in objectives:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -48,6 +48,7 @@ from modalign.methods.lora import (
 )
 from modalign.models.parts import COMPONENTS, ModelParts, model_parts
 from modalign.registry import Registry
+from modalign.settings import from_mapping, option, parse_spec
 
 __all__ = [
     "CONNECTOR_TUNES",
@@ -89,27 +90,27 @@ class Tune:
 
     @classmethod
     def parse(cls, component: str, value: str) -> Tune:
-        """Parse "full" / "first:16" / "from:12" for `component`; bad strings are a ConfigError
-        listing the choices."""
+        """Parse "full" / "first:16" / "from:12" for `component` (the spec grammar of
+        `modalign.settings.parse_spec`); bad strings are a ConfigError listing the choices."""
         if not isinstance(value, str):
             raise ConfigError(f"{component} tune type must be a string, got {value!r}")
-        kind, sep, arg = value.strip().lower().partition(":")
+        parts = parse_spec(value.strip().lower(), f"{component} tune type")
         reg = _TUNES[component]
-        if kind not in reg:
+        if parts.name not in reg or parts.options:
             raise ConfigError(
                 f"unknown {component} tune type {value!r}; choose one of: {_choices(component)}"
             )
-        if not reg[kind]:
-            if sep:
+        if not reg[parts.name]:
+            if parts.arg is not None:
                 raise ConfigError(
-                    f"{component} tune type {kind!r} takes no layer number: {value!r}"
+                    f"{component} tune type {parts.name!r} takes no layer number: {value!r}"
                 )
-            return cls(kind)
-        if not re.fullmatch(r"[+-]?\d+", arg.strip()):
+            return cls(parts.name)
+        if parts.arg is None or not re.fullmatch(r"[+-]?\d+", parts.arg):
             raise ConfigError(
-                f"{component} tune type {value!r} needs an integer layer number, as {kind}:N"
+                f"{component} tune type {value!r} needs an integer layer number, as {parts.name}:N"
             )
-        return cls(kind, int(arg))
+        return cls(parts.name, int(parts.arg))
 
     def __str__(self) -> str:
         return self.kind if self.n is None else f"{self.kind}:{self.n}"
@@ -121,12 +122,19 @@ class UnlockSpec:
     (connector only). Strings are normalised and checked here; layer numbers are checked against
     the model in `apply_unlock`."""
 
-    llm: str = "frozen"
-    vision: str = "frozen"
-    connector: str = "full"
-    moca: bool = False
-    off_by_one_compat: bool = False
-    lora: LoraSpec = field(default_factory=LoraSpec)
+    llm: str = option("frozen", help="what of the LLM trains: frozen | full | lora | first:N",
+                      metavar="TUNE")  # fmt: skip
+    vision: str = option("frozen", help="what of the vision tower trains: frozen | full | from:N",
+                         metavar="TUNE")  # fmt: skip
+    connector: str = option("full", help="whether the connector trains: frozen | full",
+                            flag="--connector-tune", metavar="TUNE")  # fmt: skip
+    moca: bool = option(False, cli=False,
+                        help="MoCa's parameters train (a model that carries MoCa trains it in "
+                        "every stage: `modalign.train.recipe`)")  # fmt: skip
+    off_by_one_compat: bool = option(False,
+                                     help="first:N unlocks layers 0..N like the official "
+                                     "--tune_llm_utill_layer")  # fmt: skip
+    lora: LoraSpec = option(default_factory=LoraSpec, help="LoRA settings", prefix="lora-")
 
     def __post_init__(self) -> None:
         for comp in ("llm", "vision", "connector"):
@@ -166,16 +174,7 @@ class UnlockSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UnlockSpec:
         """Inverse of `to_dict`; unknown keys are a ConfigError."""
-        known = {"llm", "vision", "connector", "moca", "off_by_one_compat", "lora"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown unlock option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        kwargs = dict(data)
-        if isinstance(kwargs.get("lora"), Mapping):
-            kwargs["lora"] = LoraSpec.from_dict(kwargs["lora"])
-        return cls(**kwargs)
+        return from_mapping(cls, data, "unlock")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from modalign.atomic import atomic_write_json
+from modalign.settings import option
 from modalign.train import MonitorSettings, Recipe, Stage, TrainConfig
 from modalign_lab.pipeline.stages import evaluate, pretrain, sft
 from modalign_lab.probes.mir import eval_pairs, fresh_connector_mir, mir_of
@@ -22,12 +23,22 @@ from modalign_lab.towers.llava import load_llava
 from modalign_lab.towers.specs import SFT_LR, SFT_STEPS, ClipSpec, LMSpec
 from modalign_lab.towers.train import make_data, train_clip, train_lm
 from modalign_lab.world.dataset import load_split
+from modalign_lab.world.samples import MIXED, check_level
 
 
 def lab_recipe(stage: str, train: TrainConfig, **changes) -> Recipe:
     """A recipe with the lab's choices: captions end with </s> (the lab LM's document end)."""
     extra = {"plain_end": "eos"} if stage == "pretrain" else {}
     return Recipe(Stage.defaults(stage, **extra), train, **changes)
+
+
+def lab_preset(stage: str, **changes) -> Recipe:
+    """What `lab pretrain` / `lab sft` / `lab cycle` train when no flag says otherwise: LLaVA's
+    recipe (`Recipe.defaults`) at the world's size: batch 32, 1600 pre-training steps at 1e-3,
+    the test bed's SFT budget (`SFT_STEPS` at `SFT_LR`)."""
+    steps, lr = (1600, 1e-3) if stage == "pretrain" else (SFT_STEPS, SFT_LR)
+    llava = Recipe.defaults(stage).train
+    return lab_recipe(stage, replace(llava, steps=steps, batch_size=32, lr=lr), **changes)
 
 
 @dataclass(frozen=True)
@@ -37,36 +48,65 @@ class CycleConfig:
     at 1e-4 80-190 s and evaluation 8-26 s (testbed study, machine shared); from_scratch adds the
     CLIP and LM stages."""
 
-    seed: int = 0
-    sizes: dict[str, int] = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 300})
-    image_size: int = 96
-    glyph_scale: int | None = None  # font dot size in px (None: the image size's default)
-    corpus_scenes: int = 20000
-    caption_level: int = 3
-    pretrain: Recipe = field(
+    seed: int = option(0, help="seed of the generated world")
+    sizes: dict[str, int] = option(
+        default_factory=lambda: {"train": 4000, "val": 200, "test": 300},
+        help="{key} images", flag="--{key}", keys=("train", "val", "test"),
+    )  # fmt: skip
+    image_size: int = option(
+        96, help="64-288 px; above the tower's 96 px a high-resolution world for the tiled "
+        "connectors (sa_perceiver, tiled: 288 = 3 x 3 tiles)",
+    )  # fmt: skip
+    glyph_scale: int | None = option(
+        None, help="font dot size in px (default: image size / 32; 3 at 288 px keeps glyphs "
+        "legible only at full resolution)",
+    )  # fmt: skip
+    corpus_scenes: int = option(20000, help="unrendered scenes in the text corpus")
+    caption_level: int = option(
+        3, help="caption detail level 0-3 or 'mixed' (pre-training captions)", flag="--level",
+        aliases={"mixed": MIXED}, metavar="LEVEL",
+    )  # fmt: skip
+    pretrain: Recipe = option(
         default_factory=lambda: lab_recipe(
             "pretrain",
             TrainConfig(steps=1600, batch_size=32, lr=1e-3, save_steps=100),
             monitor=MonitorSettings(every=100, stop=False),
-        )
-    )
-    sft: Recipe = field(
+        ),
+        help="the pre-training recipe", cli=False,
+    )  # fmt: skip
+    sft: Recipe = option(
         default_factory=lambda: lab_recipe(
             "sft", TrainConfig(steps=SFT_STEPS, batch_size=32, lr=SFT_LR, save_steps=100)
-        )
+        ),
+        help="the SFT recipe", cli=False,
+    )  # fmt: skip
+    multi_turn: bool = option(
+        True, help="SFT on one question per sample (default: one conversation per image, all "
+        "its questions, as lab sft)", flag="--single-turn", negate=True,
+    )  # fmt: skip
+    pretrain_images: int | None = option(
+        None, help="pre-train on the first N training images (default: all)", cli=False
     )
-    multi_turn: bool = True  # SFT on one conversation per image (all its questions), as lab sft
-    pretrain_images: int | None = None  # pre-train on the first N training images (None: all)
-    clip: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1)
+    clip: TrainConfig = option(
+        default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=5e-4, warmup_ratio=0.1),
+        help="CLIP training (from_scratch)", cli=False,
+    )  # fmt: skip
+    lm: TrainConfig = option(
+        default_factory=lambda: TrainConfig(steps=1200, batch_size=32, lr=1e-3),
+        help="LM training (from_scratch)", cli=False,
+    )  # fmt: skip
+    clip_hard_negatives: bool = option(True, help="from_scratch only: NegCLIP captions", cli=False)
+    mir_samples: int = option(100, help="probe pairs of the cycle's MIR", cli=False)
+    fresh_seeds: int = option(
+        5, help="fresh-connector baseline: MIR over this many connector seeds", cli=False
     )
-    lm: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, batch_size=32, lr=1e-3))
-    clip_hard_negatives: bool = True  # from_scratch only: NegCLIP captions (see train_clip)
-    mir_samples: int = 100
-    fresh_seeds: int = 5  # fresh-connector baseline: MIR over this many connector seeds
-    from_scratch: bool = False
-    clip_spec: ClipSpec = field(default_factory=ClipSpec)  # from_scratch only
-    lm_spec: LMSpec = field(default_factory=LMSpec)  # from_scratch only
+    from_scratch: bool = option(False, help="also train CLIP and LM (default: the shipped "
+                                "default's towers)")  # fmt: skip
+    clip_spec: ClipSpec = option(default_factory=ClipSpec, help="from_scratch only", cli=False)
+    lm_spec: LMSpec = option(default_factory=LMSpec, help="from_scratch only", cli=False)
+
+    def __post_init__(self) -> None:
+        check_level(self.caption_level)
 
 
 def run_cycle(

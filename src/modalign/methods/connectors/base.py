@@ -2,23 +2,24 @@
 
 A connector maps vision features (B, N, Dv) to LLM input embeddings (B, M, D). Each registered
 class declares an `Options` dataclass (typed fields with defaults); `parse_options` turns raw
-values (CLI strings or JSON values) into it and refuses unknown names or bad values with a
-ConfigError that lists the choices.
+values (CLI strings or JSON values) into it with the one settings coercion
+(`modalign.settings.coerce`) and refuses unknown names or bad values with a ConfigError that
+lists the choices.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from modalign.errors import ConfigError, ModelError
 from modalign.registry import Registry
+from modalign.settings import coerce
 
 __all__ = ["CONNECTORS", "Connector", "NoOptions", "parse_options", "per_image_views", "positive"]
 
@@ -75,48 +76,6 @@ class NoOptions:
     """Options of a connector that has none."""
 
 
-def _choices(tp: Any) -> tuple[Any, ...] | None:
-    """The allowed values of a `Literal[...]` type, else None."""
-    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
-
-
-def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
-    """`value` (a CLI string or JSON value) as type `tp`; ConfigError when it does not fit."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        is_none = value is None or (isinstance(value, str) and value.lower() == "none")
-        if is_none and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(name, inner[0], value, where)
-    choices = _choices(tp)
-    if choices is not None:
-        if value not in choices:
-            listed = ", ".join(map(str, choices))
-            raise ConfigError(f"{where}: option {name}={value!r} is not one of: {listed}")
-        return value
-    bad = ConfigError(f"{where}: option {name}={value!r} is not a valid {tp.__name__}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, str):
-            try:
-                value = tp(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, int) or (tp is float and isinstance(value, float)):
-            return tp(value)
-        raise bad
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    raise TypeError(
-        f"{where}: unsupported option type {tp!r} for {name} (int, float, str, Literal)"
-    )
-
-
 def parse_options(options_cls: type, raw: Mapping[str, Any], where: str) -> Any:
     """`options_cls(**raw)` with each value coerced to its field's type; unknown names refused."""
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
@@ -127,7 +86,7 @@ def parse_options(options_cls: type, raw: Mapping[str, Any], where: str) -> Any:
             f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {valid}"
         )
     hints = typing.get_type_hints(options_cls)
-    values = {k: _coerce(k, hints[k], v, where) for k, v in raw.items()}
+    values = {k: coerce(v, hints[k], f"{where}: option {k}") for k, v in raw.items()}
     return options_cls(**values)
 
 

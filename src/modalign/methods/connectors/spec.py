@@ -18,6 +18,7 @@ from typing import Any
 from modalign.errors import ConfigError
 from modalign.methods.connectors.base import CONNECTORS, Connector, parse_options
 from modalign.methods.connectors.mlp import MLPConnector, mlp_depth
+from modalign.settings import parse_spec
 
 __all__ = ["ConnectorSpec", "connector_class", "token_wise_projector"]
 
@@ -73,22 +74,9 @@ class ConnectorSpec:
 
     @classmethod
     def parse(cls, text: str) -> ConnectorSpec:
-        """From a CLI string `name` or `name:key=value,key=value`."""
-        if not isinstance(text, str):
-            raise ConfigError(f"connector spec must be a string, got {type(text).__name__}")
-        name, _, rest = text.strip().partition(":")
-        options: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(
-                    f"connector spec {text!r}: option {item!r} is not key=value "
-                    "(form: name:key=value,key=value)"
-                )
-            if key.strip() in options:
-                raise ConfigError(f"connector spec {text!r}: option {key.strip()!r} given twice")
-            options[key.strip()] = value.strip()
-        return cls(name.strip(), options)
+        """From a CLI string `name` or `name:key=value,key=value` (`modalign.settings.parse_spec`)."""
+        parts = parse_spec(text, "connector", positional=False)
+        return cls(parts.name, dict(parts.options))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConnectorSpec:

@@ -12,6 +12,7 @@ transformers Trainer (`modalign.train.AlignmentTrainer`) and in a plain PyTorch 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from torch import nn
 
 from modalign.errors import ConfigError, DataError
 from modalign.registry import Registry
+from modalign.settings import coerce, from_mapping, parse_spec
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
@@ -109,23 +111,32 @@ class ObjectiveSpec:
 
     @classmethod
     def parse(cls, text: str) -> ObjectiveSpec:
-        head, *pairs = [part.strip() for part in text.split(",")]
-        name, _, weight = head.partition(":")
-        value = None
-        if weight:
+        """From the CLI form `NAME[:WEIGHT][,KEY=VALUE...]` (`modalign.settings.parse_spec`);
+        option values take the types of the objective's keyword arguments."""
+        parts = parse_spec(text, "objective")
+        weight = None
+        if parts.arg is not None:
             try:
-                value = float(weight)
-            except ValueError:
+                weight = coerce(parts.arg, float, "weight")
+            except ConfigError:
                 raise ConfigError(f"objective {text!r}: weight must be a number") from None
-        accepted = _options_of(OBJECTIVES[name])
-        options = []
-        for pair in pairs:
-            key, eq, raw = pair.partition("=")
-            if not eq or not key:
-                raise ConfigError(f"objective {text!r}: options are KEY=VALUE, got {pair!r}")
-            default = accepted.get(key)
-            options.append((key, _coerce(raw, default, f"objective {name!r} option {key!r}")))
-        return cls(name, value, tuple(options))
+        accepted = _options_of(OBJECTIVES[parts.name])
+        options = tuple(
+            (key, coerce(raw, accepted.get(key, str), f"objective {parts.name!r} option {key!r}"))
+            for key, raw in parts.options
+        )
+        return cls(parts.name, weight, options)
+
+    @classmethod
+    def coerce(cls, value: ObjectiveSpec | str | Mapping[str, Any]) -> ObjectiveSpec:
+        """A spec from a spec, a CLI string or its recorded form {"name", "weight", "options"}."""
+        if isinstance(value, ObjectiveSpec):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, Mapping):
+            return from_mapping(cls, value, "objective")
+        raise ConfigError(f"cannot make an objective spec from {type(value).__name__}")
 
     def build(self) -> Objective:
         """The objective module (weight and options applied)."""
@@ -136,26 +147,12 @@ class ObjectiveSpec:
 
 
 def _options_of(cls: type) -> dict[str, Any]:
-    """Keyword options of an objective's __init__ (besides weight), with their defaults."""
+    """Keyword options of an objective's __init__ (besides weight), with their types (from the
+    annotations; the default's type where a parameter has none)."""
     params = inspect.signature(cls.__init__).parameters
+    hints = typing.get_type_hints(cls.__init__)
     return {
-        n: p.default
+        n: hints.get(n, type(p.default) if p.default is not p.empty else str)
         for n, p in params.items()
         if n not in ("self", "weight") and p.kind is not p.VAR_KEYWORD
     }
-
-
-def _coerce(raw: str, default: Any, where: str) -> Any:
-    """A CLI string as the type of the option's default (bool, int, float; else str)."""
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return raw.lower() in ("true", "1")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{where}: cannot read {raw!r} as {type(default).__name__}") from None
-    return raw

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from modalign.errors import ConfigError
 from modalign.methods.vlsa.cognition import KINDS, CognitionTargets, check_grid, check_kinds
+from modalign.settings import option
 
 __all__ = ["CognitionSpec", "cognition_dataset"]
 
@@ -22,11 +23,18 @@ class CognitionSpec:
     """Which targets, how often (per sample), the pixel grid G, and the VQ model (a diffusers
     VQModel folder) with the image size it encodes (None: its config's sample_size)."""
 
-    kinds: tuple[str, ...] = KINDS
-    probability: float = 0.3
-    grid: int = 8
-    vq_model: str | None = None
-    vq_size: int | None = None
+    kinds: tuple[str, ...] = option(
+        KINDS, help="insert pixel and/or VQ question-answer turns: pixel, vq or pixel,vq",
+        flag="--cognition", sep=",", metavar="KINDS", enables=True,
+    )  # fmt: skip
+    probability: float = option(0.3, help="probability that a sample gets one such turn",
+                                flag="--cognition-p")  # fmt: skip
+    grid: int = option(8, help="pixel target grid G: the (G/2)^2 colours of a quarter",
+                       flag="--cognition-grid")  # fmt: skip
+    vq_model: str | None = option(None, help="a diffusers VQModel folder for 'vq' turns",
+                                  flag="--vq-model", metavar="FOLDER")  # fmt: skip
+    vq_size: int | None = option(None, help="image size the VQ model encodes (default: its own)",
+                                 flag="--vq-size")  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", check_kinds(self.kinds))

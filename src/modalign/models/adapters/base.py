@@ -24,10 +24,12 @@ from modalign.errors import ConfigError, DataError, MetricError, ModelError
 from modalign.models.adapters.describe import describe_sample
 from modalign.models.adapters.states import LayerStates, ModelBatch
 from modalign.models.sequence import VICUNA_V1_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
+from modalign.models.templates import measuring_templates
 
-# Sequence templates; `prepare` builds each row with the adapter's `_{template}_row` method, which
-# a family adapter overrides where its layout differs (e.g. PaliGemma's `_chat_row`).
-TEMPLATES = ("chat", "plain", "official")
+# Sequence templates (`models.templates`); `prepare` builds each row with the adapter's
+# `_{template}_row` method, which a family adapter overrides where its layout differs (e.g.
+# PaliGemma's `_chat_row`).
+TEMPLATES = measuring_templates()
 
 # Stands in for the passage when locating the assistant turn in a chat template.
 _SENTINEL = "\ue000modalign-passage\ue001"
