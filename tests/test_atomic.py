@@ -66,7 +66,7 @@ def test_check_writable(tmp_path: Path) -> None:
         check_writable(tmp_path, "--json")
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    with pytest.raises(ConfigError, match="is not writable"):
+    with pytest.raises(ConfigError, match=r"file\.txt' is a file, not a folder"):
         check_writable(a_file / "r.json", "--json")  # its folder is a file
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -78,3 +78,16 @@ def test_check_writable(tmp_path: Path) -> None:
             check_writable(locked / "p.png", "--plot")
     finally:
         locked.chmod(0o700)
+
+
+def test_outputs_get_the_umask_permissions_not_the_temp_files(tmp_path: Path) -> None:
+    """Files 0666 and folders 0777 less the umask, as `open` / `mkdir` would make them."""
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "r.txt", "x")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "w.bin").write_bytes(b"1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o750

@@ -34,12 +34,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(fh)` on a temp file next to `path`, fsync, rename it over `path`; returns path."""
+    """Call `write(fh)` on a temp file next to `path`, fsync, rename it over `path`; returns path.
+    The file gets the permissions a plain `open(path, "w")` would (0666 less the umask), not the
+    temp file's 0600."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -75,6 +85,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's 0700
         yield tmp
         if target.exists():
             old = target.with_name(f".{target.name}.old")
@@ -100,7 +111,11 @@ def check_writable(path: str | os.PathLike[str], flag: str) -> Path:
     probe = folder
     while not probe.exists():  # the writer creates missing folders: check the first that exists
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        raise ConfigError(
+            f"{flag} {os.fspath(target)!r}: {os.fspath(probe)!r} is a file, not a folder"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(
             f"{flag} {os.fspath(target)!r}: folder {os.fspath(probe)!r} is not writable"
         )

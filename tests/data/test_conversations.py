@@ -101,3 +101,29 @@ def test_text_only_records_allowed_when_images_are_not_required(tmp_path, folder
                                         {"from": "gpt", "value": "hello"}]}  # fmt: skip
     convs = load_conversations(_write(tmp_path, [rec]), folder, require_image=False)
     assert convs[0].image is None and ConversationDataset(convs)[0].image is None
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (_record(0, turns=(("<image>\nWhat?", "It is <image>"),)), "message 1: <image> in an assistant"),
+        (_record(0, turns=(("<image><image>\nWhat?", "A."),)), "message 0: <image> must stand once"),
+        (_record(0, turns=(("<image>What?", "A."), ("<image>And?", "B."))), "message 2: <image> must"),
+        (_record(0, image=None, turns=(("<image>\nWhat?", "A."),)), "in a record without 'image'"),
+        ({"id": "x", "image": "a.png", "conversations": [{"from": "human", "value": "q"},
+                                                          {"from": "human", "value": "a"}]},
+         "message 1: expected from='gpt'"),  # the second message is message 1
+    ],
+)  # fmt: skip
+def test_image_markers_and_roles_are_checked(tmp_path, folder, record, message):
+    if record.get("image") is None:
+        record.pop("image")
+    path = _write(tmp_path, [record])
+    with pytest.raises(DataError, match=message):
+        load_conversations(path, folder, require_image=False)
+
+
+def test_a_record_without_a_marker_gets_its_image_first(tmp_path, folder):
+    path = _write(tmp_path, [_record(0, turns=(("What is it?", "A red circle."),))])
+    conv = load_conversations(path, folder)[0]
+    assert conv.image is not None and conv.turns == (("What is it?", "A red circle."),)

@@ -90,3 +90,37 @@ def test_symlink_cycle_is_walked_once(image_dir: Path) -> None:
     (image_dir / "sub" / "loop").symlink_to(image_dir, target_is_directory=True)
     ids = [item.image_id for item in load_images(image_dir)]
     assert ids == ["a.jpg", "b.png", "e.bmp", "f.webp", "sub/c.png", "sub/deeper/d.gif"]
+
+
+def test_high_bit_depth_and_float_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit PNG reads as its picture (values / 257), not as white; 32-bit integer images
+    whose values fit in 16 bits likewise; float images as [0, 1]."""
+    import numpy as np
+
+    from modalign.data import open_rgb
+
+    grey = np.array([[0, 65535], [32768, 257]], dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    got = np.asarray(open_rgb(tmp_path / "g16.png"))
+    assert got.shape == (2, 2, 3) and (got[..., 0] == got[..., 2]).all()
+    assert got[..., 0].tolist() == [[0, 255], [128, 1]]
+    Image.fromarray(grey.astype(np.int32), mode="I").save(tmp_path / "i32.tif")
+    assert np.asarray(open_rgb(tmp_path / "i32.tif"))[..., 0].tolist() == [[0, 255], [128, 1]]
+    floats = np.array([[0.0, 0.5], [1.0, 3.0]], dtype=np.float32)
+    Image.fromarray(floats, mode="F").save(tmp_path / "f.tif")
+    assert np.asarray(open_rgb(tmp_path / "f.tif"))[..., 0].tolist() == [[0, 128], [255, 255]]
+
+
+def test_exif_orientation_is_applied_and_alpha_dropped(tmp_path):
+    import numpy as np
+
+    from modalign.data import open_rgb
+
+    wide = Image.new("RGB", (4, 2), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    wide.save(tmp_path / "rot.jpg", exif=exif)
+    assert open_rgb(tmp_path / "rot.jpg").size == (2, 4)
+    Image.new("RGBA", (2, 2), (200, 100, 50, 0)).save(tmp_path / "clear.png")
+    assert np.asarray(open_rgb(tmp_path / "clear.png"))[0, 0].tolist() == [200, 100, 50]

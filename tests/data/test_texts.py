@@ -43,8 +43,8 @@ def test_jsonl_custom_key_and_empty_record_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "pattern"),
     [
-        ("{not json}\n", "line 0: invalid JSON"),
-        ('{"txt": "a"}\n', "line 0: expected an object with a 'text' key"),
+        ("{not json}\n", "line 1: invalid JSON"),  # lines counted from 1, as editors do
+        ('{"txt": "a"}\n', "line 1: expected an object with a 'text' key"),
         ('{"text": 3}\n', "'text' must be a string"),
     ],
 )
@@ -68,5 +68,12 @@ def test_missing_file_and_bad_encoding(tmp_path: Path) -> None:
         load_texts(tmp_path / "missing.txt")
     path = tmp_path / "latin1.txt"
     path.write_bytes(b"ok\ncaf\xe9\n")
-    with pytest.raises(ValueError, match=r"not valid UTF-8 \(line 1\)"):
+    with pytest.raises(ValueError, match=r"not valid UTF-8 \(line 2\)"):
         load_texts(path)
+
+
+def test_passages_split_at_line_feeds_only(tmp_path: Path) -> None:
+    """A form feed or U+2028 inside a passage does not start a new one (str.splitlines would)."""
+    path = tmp_path / "t.txt"
+    path.write_text("one\x0cstill one\r\ntwo\u2028still two\n", encoding="utf-8")
+    assert [t.text for t in load_texts(path)] == ["one\x0cstill one", "two\u2028still two"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from modalign.data.images import open_rgb
 from modalign.data.pairs import Pair
 from modalign.errors import ConfigError, DataError
 
@@ -55,10 +56,7 @@ def default_eval_pairs(n: int | None = None, seed: int = 0) -> list[Pair]:
         order = random.Random(seed).sample(order, n)
     pairs = []
     for i in order:
-        from PIL import Image
-
-        with Image.open(images[i]) as im:
-            image = im.convert("RGB")
+        image = open_rgb(images[i])
         pairs.append(
             Pair(image=image, image_id=f"images/{images[i].name}", text=passages[i], text_id=i)
         )

@@ -9,7 +9,7 @@ from modalign.data.conversations import (
     write_conversations,
 )
 from modalign.data.hf import load_hf_dataset
-from modalign.data.images import ImageItem, load_images, open_rgb, scan_images
+from modalign.data.images import ImageItem, as_rgb, load_images, open_rgb, scan_images
 from modalign.data.pairs import Pair
 from modalign.data.pairs_file import load_pairs
 from modalign.data.refs import LazyPairs, PairRef
@@ -27,6 +27,7 @@ __all__ = [
     "Sample",
     "SampleSource",
     "TextItem",
+    "as_rgb",
     "load_conversations",
     "load_hf_dataset",
     "load_images",

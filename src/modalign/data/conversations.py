@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from modalign.data.images import open_rgb
+from modalign.data.texts import read_lines
 from modalign.errors import DataError
 
 IMAGE_MARKER = "<image>"  # where the image goes in a human turn (LLaVA's DEFAULT_IMAGE_TOKEN)
@@ -50,8 +51,10 @@ class Sample:
     image: Image.Image | None
 
 
-def _turns(record: dict, where: str) -> tuple[tuple[str, str], ...]:
-    """(human, assistant) pairs from a record's `conversations`, validated."""
+def _turns(record: dict, where: str, has_image: bool) -> tuple[tuple[str, str], ...]:
+    """(human, assistant) pairs from a record's `conversations`, validated. The image marker may
+    stand once, in the first human turn, and only in a record with an image; a record with an
+    image and no marker gets its image before the first question (LLaVA's layout)."""
     messages = record.get("conversations")
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'conversations' must be a non-empty list")
@@ -60,12 +63,21 @@ def _turns(record: dict, where: str) -> tuple[tuple[str, str], ...]:
     turns = []
     for k in range(0, len(messages), 2):
         human, reply = messages[k], messages[k + 1]
-        for msg, roles in ((human, HUMAN_ROLES), (reply, ASSISTANT_ROLES)):
+        for i, msg, roles in ((k, human, HUMAN_ROLES), (k + 1, reply, ASSISTANT_ROLES)):
             if not isinstance(msg, dict) or msg.get("from") not in roles:
                 got = msg.get("from") if isinstance(msg, dict) else type(msg).__name__
-                raise DataError(f"{where}: message {k}: expected from={roles[0]!r}, got {got!r}")
+                raise DataError(f"{where}: message {i}: expected from={roles[0]!r}, got {got!r}")
             if not isinstance(msg.get("value"), str):
-                raise DataError(f"{where}: message {k}: 'value' must be a string")
+                raise DataError(f"{where}: message {i}: 'value' must be a string")
+        markers = human["value"].count(IMAGE_MARKER)
+        if IMAGE_MARKER in reply["value"]:
+            raise DataError(f"{where}: message {k + 1}: {IMAGE_MARKER} in an assistant reply "
+                            "(the image goes in the first human turn)")  # fmt: skip
+        if markers and not has_image:
+            raise DataError(f"{where}: message {k}: {IMAGE_MARKER} in a record without 'image'")
+        if markers > 1 or (markers and k > 0):
+            raise DataError(f"{where}: message {k}: {IMAGE_MARKER} must stand once, in the first "
+                            "human turn (one image per record)")  # fmt: skip
         question = human["value"].replace(IMAGE_MARKER, "").strip()
         answer = reply["value"].strip()
         if not answer:
@@ -76,13 +88,9 @@ def _turns(record: dict, where: str) -> tuple[tuple[str, str], ...]:
 
 def _records(path: Path) -> list[tuple[str, object]]:
     """(location, record) for each record of a .json list or a .jsonl file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{os.fspath(path)!r} is not UTF-8 text: {exc.reason}") from exc
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         out = []
-        for i, line in enumerate(text.splitlines()):
+        for i, line in enumerate(read_lines(path)):
             if line.strip():
                 try:
                     out.append((f"{os.fspath(path)!r} line {i + 1}", json.loads(line)))
@@ -91,6 +99,10 @@ def _records(path: Path) -> list[tuple[str, object]]:
                         f"{os.fspath(path)!r} line {i + 1}: invalid JSON: {exc.msg}"
                     ) from exc
         return out
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{os.fspath(path)!r} is not UTF-8 text: {exc.reason}") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -130,7 +142,7 @@ def load_conversations(
             path_ = folder / image
             if not path_.is_file():
                 raise DataError(f"{where}: image {image!r} not found in {os.fspath(folder)!r}")
-        out.append(Conversation(rid, path_, _turns(record, where)))
+        out.append(Conversation(rid, path_, _turns(record, where, path_ is not None)))
     if not out:
         raise DataError(f"conversation file {os.fspath(src)!r} has no records")
     return out

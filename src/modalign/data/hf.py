@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from modalign.data.images import ImageItem, open_rgb, skipped_message
+from modalign.data.images import ImageItem, as_rgb, open_rgb, skipped_message
 from modalign.data.refs import PairRef
 from modalign.data.texts import TextItem
 from modalign.errors import DataError
@@ -34,12 +34,12 @@ class HFImageLoader:
 def to_rgb(value: object, where: str) -> Image.Image:
     """Turn a dataset image cell (PIL image, path, or {'bytes', 'path'} dict) into an RGB image."""
     if isinstance(value, Image.Image):
-        return value.convert("RGB")
+        return as_rgb(value)
     if isinstance(value, str):
         return open_rgb(value)
     if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
         if value.get("bytes"):
-            return open_rgb(io.BytesIO(value["bytes"]))  # type: ignore[arg-type]
+            return open_rgb(io.BytesIO(value["bytes"]))
         return open_rgb(str(value["path"]))
     raise DataError(f"{where}: image cell of type {type(value).__name__} is not an image")
 

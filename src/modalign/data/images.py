@@ -53,14 +53,47 @@ class ImageScan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file into an RGB PIL image; a clear ValueError if it cannot be decoded."""
+# Integer modes wider than 8 bits, by the largest value their samples can hold.
+_WIDE_INT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """The image as an 8-bit RGB picture, as a viewer shows it (and as transformers' own
+    `load_image` reads files): EXIF orientation applied; high-bit-depth samples scaled from their
+    type's range (16-bit: / 257) instead of clipped to white; 32-bit integer images scaled from
+    16 bits when their values fit in 16 bits (PNG's 16-bit greyscale often opens as mode I),
+    else from their own maximum; float images read as [0, 1] (clipped); an alpha channel is
+    dropped as Pillow's RGB conversion does (LLaVA's loading does the same).
+    """
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in _WIDE_INT_MODES or image.mode in ("I", "F"):
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scale = 1.0
+        elif image.mode == "I":
+            top = float(values.max(initial=0.0))
+            scale = 65535.0 if top <= 65535 else top
+        else:
+            scale = float(_WIDE_INT_MODES[image.mode])
+        eight = np.clip(np.rint(values / scale * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(eight, mode="L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike[str] | Any) -> Image.Image:
+    """Decode an image file (or file object) into an RGB PIL image (`as_rgb`); a clear
+    DataError if it cannot be decoded."""
+    where = os.fspath(path) if isinstance(path, str | os.PathLike) else "<bytes>"
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return as_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {os.fspath(path)!r}: {exc}") from exc
+        raise DataError(f"cannot read image {where!r}: {exc}") from exc
 
 
 def verify_image(path: str | os.PathLike[str]) -> str | None:

@@ -7,7 +7,7 @@ from typing import NamedTuple, overload
 
 from PIL import Image
 
-from modalign.data.images import ImageItem
+from modalign.data.images import ImageItem, as_rgb
 from modalign.data.pairs import Pair
 from modalign.data.texts import TextItem
 
@@ -22,7 +22,7 @@ class PairRef(NamedTuple):
         """Decode the image and build the `Pair` (raises ValueError if the image is unreadable)."""
         image = self.image.load()
         if isinstance(image, Image.Image) and image.mode != "RGB":
-            image = image.convert("RGB")
+            image = as_rgb(image)
         return Pair(
             image=image,
             image_id=self.image.image_id,

@@ -20,20 +20,24 @@ class TextItem(NamedTuple):
     text: str
 
 
-def _read_lines(path: Path) -> list[str]:
-    """Read a UTF-8 file (BOM tolerated) into lines; a clear ValueError on undecodable bytes."""
+def read_lines(path: Path) -> list[str]:
+    """A UTF-8 file (BOM tolerated) as its lines: split at line feeds only (CR LF too), so a
+    form feed or U+2028 inside a passage stays in it; a clear DataError on undecodable bytes,
+    naming the line (counted from 1, as editors do)."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n")
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise DataError(
             f"{os.fspath(path)!r} is not valid UTF-8 (line {line}): {exc.reason}"
         ) from exc
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _jsonl_text(path: Path, index: int, line: str, text_key: str) -> str:
     """Extract the passage from one JSONL line, naming file and line on any problem."""
-    where = f"{os.fspath(path)!r} line {index}"
+    where = f"{os.fspath(path)!r} line {index + 1}"
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -56,7 +60,7 @@ def load_texts(path: str | os.PathLike[str], text_key: str = "text") -> list[Tex
     is_jsonl = src.suffix.lower() in JSONL_SUFFIXES
     items: list[TextItem] = []
     empty_records = 0
-    for index, raw in enumerate(_read_lines(src)):
+    for index, raw in enumerate(read_lines(src)):
         if not raw.strip():
             continue
         text = _jsonl_text(src, index, raw, text_key) if is_jsonl else raw
