@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from modalign.data import Pair
+from modalign.errors import ModelError
 from modalign.measure.run import RunOptions, run_mir
 from modalign.models import get_adapter, load_adapter
 from modalign.models.adapters.registry import adapter_class_for
@@ -99,3 +100,40 @@ def test_a_missing_local_model_folder_is_named(tmp_path):
     for name in (str(tmp_path / "nope"), "./nope", "runs/x/model"):
         with pytest.raises(DataError, match="no model folder"):
             load_adapter(name)
+
+
+def test_a_folder_that_needs_its_own_code_is_one_line(tiny_dir, tmp_path, capsys):
+    """An `auto_map` for an unknown model_type: refused before transformers could ask on stdin
+    whether to run the folder's code (it never runs it)."""
+    import json
+    import shutil
+
+    from modalign.cli import main
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_dir("llava"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update({"model_type": "my_vlm", "auto_map": {"AutoConfig": "modeling.MyConfig"}})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling.py").write_text("raise SystemExit('this code must never run')\n")
+    with pytest.raises(ModelError, match="never runs code from a model folder"):
+        load_adapter(str(folder))
+    images = tmp_path / "img"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(images / "a.png")
+    (tmp_path / "t.txt").write_text("a passage\n")
+    rc = main(["mir", "--model", str(folder), "--images", str(images), "--texts",
+               str(tmp_path / "t.txt"), "--n", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "never runs code" in err and err.count("\n") == 1
+
+
+def test_load_model_takes_device_and_dtype_names(tiny_dir):
+    import torch
+
+    from modalign.models import load_model
+
+    model = load_model(str(tiny_dir("llava")), device="cpu", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16

@@ -63,13 +63,16 @@ def run(args: argparse.Namespace) -> int:
 
     from modalign.methods.sea.label_cache import load_words
     from modalign.methods.sea.labels import build_label_cache
+    from modalign.models.loading import NO_REMOTE_CODE, refuse_remote_code
 
     words = load_words(args.words)
     root, images = _images(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModel.from_pretrained(args.clip).to(device)
+    refuse_remote_code(str(args.clip))
+    model = AutoModel.from_pretrained(args.clip, **NO_REMOTE_CODE).to(device)
     cache = build_label_cache(
-        model, AutoTokenizer.from_pretrained(args.clip), AutoImageProcessor.from_pretrained(args.clip),
+        model, AutoTokenizer.from_pretrained(args.clip, **NO_REMOTE_CODE),
+        AutoImageProcessor.from_pretrained(args.clip, **NO_REMOTE_CODE),
         words, images, args.out, image_root=root.resolve(), top_n=args.top_n, sign=args.sign,
         regions=args.regions,
         batch_size=args.batch_size, progress=not args.quiet,

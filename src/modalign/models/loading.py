@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, ModelError
 from modalign.models.processor_compat import processor_class_for
 
 # The one dtype vocabulary (CLI --dtype flags, assemble, training): names -> torch dtypes.
@@ -45,6 +45,39 @@ def resolve_device_dtype(
     return dev, parse_dtype(dtype)
 
 
+# Every Auto*/from_pretrained call of modalign passes these: code shipped inside a model folder
+# (`auto_map`) is never run, and transformers never asks on stdin whether to run it.
+NO_REMOTE_CODE: dict[str, Any] = {"trust_remote_code": False}
+
+
+def refuse_remote_code(path_or_id: str) -> None:
+    """ModelError when a checkpoint's config needs code shipped with it (an `auto_map` for a
+    `model_type` transformers and modalign do not know): one line instead of a prompt."""
+    from transformers import CONFIG_MAPPING
+    from transformers.utils import cached_file
+
+    from modalign.models.surgery.connector_llava import register_auto_classes
+
+    register_auto_classes()  # modalign's own model types are known, not remote code
+    try:
+        file = cached_file(path_or_id, "config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return  # no config here: from_pretrained gives its own error
+    if not file or not Path(file).is_file():
+        return
+    try:
+        config = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path_or_id}: config.json is not valid JSON ({exc})") from exc
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(config, dict) and config.get("auto_map") and model_type not in CONFIG_MAPPING:
+        raise ModelError(
+            f"{path_or_id}: model_type {model_type!r} needs the modeling code shipped in the "
+            "folder (auto_map); modalign never runs code from a model folder. Use a checkpoint "
+            "of a family transformers knows"
+        )
+
+
 def _processor_class_name(path_or_id: str) -> str | None:
     """The `processor_class` recorded in a checkpoint's processor/tokenizer configs, if any."""
     from transformers.utils import cached_file
@@ -68,6 +101,7 @@ def load_processor(path_or_id: str) -> Any:
     from modalign.models.surgery.connector_llava import processor_class_named, register_auto_classes
 
     register_auto_classes()
+    refuse_remote_code(path_or_id)
     cls_name = _processor_class_name(path_or_id)
     cls = (
         (getattr(transformers, cls_name, None) or processor_class_named(cls_name))
@@ -77,9 +111,9 @@ def load_processor(path_or_id: str) -> Any:
     if cls is not None:
         chosen = processor_class_for(cls)
         if chosen is not cls:  # image-only variant: the (required) video argument is None
-            return chosen.from_pretrained(path_or_id, video_processor=None)
-        return cls.from_pretrained(path_or_id)
-    return transformers.AutoProcessor.from_pretrained(path_or_id)
+            return chosen.from_pretrained(path_or_id, video_processor=None, **NO_REMOTE_CODE)
+        return cls.from_pretrained(path_or_id, **NO_REMOTE_CODE)
+    return transformers.AutoProcessor.from_pretrained(path_or_id, **NO_REMOTE_CODE)
 
 
 def _dtype_kwarg() -> str:
@@ -90,15 +124,19 @@ def _dtype_kwarg() -> str:
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
-def load_model(path_or_id: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype`."""
+def load_model(
+    path_or_id: str,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Any:
+    """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype` (names as
+    "cpu", "cuda:1", "bfloat16" are accepted; None/"auto": CUDA bf16, else CPU float32)."""
     from transformers import AutoModelForImageTextToText
 
-    from modalign.models.surgery.connector_llava import register_auto_classes
-
-    register_auto_classes()
+    device, dtype = resolve_device_dtype(device, dtype)
+    refuse_remote_code(path_or_id)
     # transformers renamed torch_dtype to dtype in 4.56; keep older 4.x working.
-    kwargs: dict[str, Any] = {_dtype_kwarg(): dtype}
+    kwargs: dict[str, Any] = {_dtype_kwarg(): dtype, **NO_REMOTE_CODE}
     if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
     # Extensions recorded in the checkpoint (MoCa, kept LoRA) are re-attached with their tensors.

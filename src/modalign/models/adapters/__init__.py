@@ -60,12 +60,18 @@ def load_adapter(
     """
     from transformers import AutoConfig
 
-    from modalign.models.loading import load_model, load_processor, resolve_device_dtype
-    from modalign.models.surgery.connector_llava import register_auto_classes
+    from modalign.models.loading import (
+        NO_REMOTE_CODE,
+        load_model,
+        load_processor,
+        refuse_remote_code,
+        resolve_device_dtype,
+    )
 
     check_local_path(str(path_or_id))
-    register_auto_classes()  # AutoConfig must know modalign_llava checkpoints
-    adapter_cls = adapter_class_for(AutoConfig.from_pretrained(str(path_or_id)))
+    refuse_remote_code(str(path_or_id))  # also makes AutoConfig know modalign_llava checkpoints
+    config = AutoConfig.from_pretrained(str(path_or_id), **NO_REMOTE_CODE)
+    adapter_cls = adapter_class_for(config)
     dev, dt = resolve_device_dtype(device, dtype)
     model = load_model(str(path_or_id), dev, dt)
     processor = load_processor(str(path_or_id))

@@ -22,7 +22,7 @@ import torch
 
 from modalign.atomic import atomic_dir
 from modalign.errors import ConfigError, DataError, ModelError
-from modalign.models.loading import parse_dtype
+from modalign.models.loading import NO_REMOTE_CODE, parse_dtype, refuse_remote_code
 from modalign.models.processor_compat import torchvision_available
 from modalign.models.sequence import VICUNA_V1_SYSTEM
 
@@ -215,7 +215,8 @@ def load_vision_tower(vision_tower: str | os.PathLike[str], dtype: torch.dtype) 
     folder = Path(vision_tower)
     if not folder.is_dir():
         raise DataError(f"vision tower folder {os.fspath(folder)!r} does not exist")
-    config = AutoConfig.from_pretrained(folder)
+    refuse_remote_code(str(folder))
+    config = AutoConfig.from_pretrained(folder, **NO_REMOTE_CODE)
     vision_config = getattr(config, "vision_config", None) or config
     if not hasattr(vision_config, "patch_size") or not hasattr(vision_config, "image_size"):
         raise ModelError(
@@ -224,7 +225,7 @@ def load_vision_tower(vision_tower: str | os.PathLike[str], dtype: torch.dtype) 
     composite = vision_config is not config  # e.g. a full CLIPModel: its text tower is skipped
     with _quiet_transformers(composite):
         model, info = _vision_class(vision_config).from_pretrained(
-            folder, config=vision_config, dtype=dtype, output_loading_info=True
+            folder, config=vision_config, dtype=dtype, output_loading_info=True, **NO_REMOTE_CODE
         )
     _check_loaded(info, f"vision tower {os.fspath(folder)!r}")
     return model
@@ -259,7 +260,8 @@ def _check_causal_lm(llm: Path) -> None:
     """Refuse an LLM folder whose config is not a causal language model (clear message, early)."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
 
-    config = AutoConfig.from_pretrained(llm)
+    refuse_remote_code(str(llm))
+    config = AutoConfig.from_pretrained(llm, **NO_REMOTE_CODE)
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise ModelError(
             f"LLM folder {os.fspath(llm)!r} holds a {config.model_type!r} model, not a causal LM"
@@ -271,7 +273,7 @@ def _resolve_dtype(dtype: torch.dtype | str, llm: Path) -> torch.dtype:
     if dtype == "auto":
         from transformers import AutoConfig
 
-        recorded = getattr(AutoConfig.from_pretrained(llm), "dtype", None)
+        recorded = getattr(AutoConfig.from_pretrained(llm, **NO_REMOTE_CODE), "dtype", None)
         dtype = recorded if isinstance(recorded, torch.dtype) else str(recorded or "float32")
     return parse_dtype(dtype)
 
@@ -485,12 +487,12 @@ def assemble_llava(
     vision = load_vision_tower(tower_dir, torch_dtype)
     _check_vision(vision, options)
     causal_lm, info = AutoModelForCausalLM.from_pretrained(
-        llm_dir, dtype=torch_dtype, output_loading_info=True
+        llm_dir, dtype=torch_dtype, output_loading_info=True, **NO_REMOTE_CODE
     )
     _check_loaded(info, f"LLM {os.fspath(llm_dir)!r}")
     check_projector_shapes(weights, vision.config.hidden_size, causal_lm.config.hidden_size)
 
-    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir, **NO_REMOTE_CODE)
     image_token_id = _add_tokens(tokenizer, image_token)
     _grow_vocab(causal_lm, len(tokenizer))
     model = _llava_model(
