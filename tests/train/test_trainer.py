@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,34 @@ def test_killed_run_resumes_bit_for_bit_objectives_included(tiny_llava, tiny_dat
     assert torch.equal(objective.log_scale, obj_full.log_scale)
     ref = model_full.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    # the reported loss is the mean over all 6 steps, as the uninterrupted run's
+    assert resumed["train_loss"] == full["train_loss"]
+    assert full["train_loss"] == pytest.approx(sum(x for _, x in _losses(full)) / 6, rel=1e-6)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_llava, tiny_data, tmp_path):
+    """A kill while writing leaves an incomplete newest checkpoint: the run resumes from the last
+    whole one (and says so), instead of a traceback or refusing to resume."""
+    _, model_full, _ = _run(tiny_llava, tiny_data, tmp_path / "full")
+    cfg = replace(CFG, save_steps=1)
+    for damage in ("state", "optimizer"):
+        run = tmp_path / damage
+        model, data, collate = _setup(tiny_llava, tiny_data)
+        fit(model, data, collate, cfg, run, trainer_cls=AlignmentTrainer,
+            trainer_kwargs={"objectives": [LearnedScale()]}, callbacks=[StopAfter(3)])  # fmt: skip
+        newest = run / "checkpoints" / "checkpoint-3"
+        if damage == "state":
+            (newest / "trainer_state.json").unlink()
+        else:
+            data_ = (newest / "optimizer.pt").read_bytes()
+            (newest / "optimizer.pt").write_bytes(data_[: len(data_) // 2])
+        model, data, collate = _setup(tiny_llava, tiny_data)
+        with pytest.warns(UserWarning, match="skipping .*checkpoint-3"):
+            log, _ = fit(model, data, collate, cfg, run, trainer_cls=AlignmentTrainer,
+                         trainer_kwargs={"objectives": [LearnedScale()]})  # fmt: skip
+        assert log["resumed_from"].endswith("checkpoint-2") and log["steps"] == 6
+        ref = model_full.state_dict()
+        assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
 
 
 def test_every_term_is_logged_and_the_objective_trains(tiny_llava, tiny_data, tmp_path):

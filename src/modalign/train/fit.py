@@ -10,6 +10,7 @@ the environment.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -18,8 +19,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from modalign.atomic import atomic_write_json
 from modalign.errors import ConfigError
@@ -125,6 +125,19 @@ class TrainConfig:
         return asdict(self)
 
 
+class _RestoreLossSum(TrainerCallback):
+    """Puts a resumed run's loss sum back once transformers has reset it for the new `train()`
+    call (at train begin), so the run's mean loss counts every step, as uninterrupted."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        resumed = getattr(self.trainer, "_resumed_loss_sum", None)
+        if resumed is not None:
+            self.trainer._total_loss_scalar = resumed
+
+
 class ResumableTrainer(Trainer):
     """Trainer whose checkpoints also hold the trainable parameters by their in-memory names
     (`modalign_state.safetensors`) and resume from them. transformers saves some families under
@@ -133,6 +146,7 @@ class ResumableTrainer(Trainer):
     works for any modification (MoCa, LoRA, connectors) attached in memory."""
 
     state_file = "modalign_state.safetensors"
+    loss_key = "trainer.loss_sum"  # the running sum of the logged training loss, for resumes
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """More tensors to checkpoint (subclasses: objective parameters)."""
@@ -145,7 +159,18 @@ class ResumableTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         state = {f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad}
         state.update(self.extra_state())
+        running = getattr(self, "_total_loss_scalar", 0.0) + float(getattr(self, "_tr_loss", 0.0))
+        state[self.loss_key] = torch.tensor([running], dtype=torch.float64)
         return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+    def mean_train_loss(self) -> float:
+        """The training loss averaged over every step of the run, resumed or not (transformers'
+        own `training_loss` averages only the steps of the last `train()` call)."""
+        return self._total_loss_scalar / max(self.state.global_step, 1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_callback(_RestoreLossSum(self))
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
@@ -164,6 +189,8 @@ class ResumableTrainer(Trainer):
         from modalign.errors import ModelError
 
         state = load_file(str(path))
+        loss_sum = state.pop(self.loss_key, None)
+        self._resumed_loss_sum = float(loss_sum[0]) if loss_sum is not None else None
         target = self.accelerator.unwrap_model(self.model if model is None else model)
         params = {n: p for n, p in target.named_parameters() if p.requires_grad}
         model_keys = {k for k in state if k.startswith("model.")}
@@ -179,6 +206,51 @@ class ResumableTrainer(Trainer):
                 p.copy_(state[f"model.{name}"])
         self.load_extra_state({k: v for k, v in state.items() if k not in model_keys})
         return None
+
+
+def _checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (None: it looks whole). Cheap: files present,
+    trainer_state.json parses, the torch archives end in a readable zip directory and the
+    safetensors headers parse - what an interrupted write or a truncated copy breaks."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is not valid JSON"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        file = folder / name
+        if not file.is_file():
+            return f"no {name}"
+        if not zipfile.is_zipfile(file):
+            return f"{name} is truncated or damaged"
+    for file in folder.glob("*.safetensors"):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except Exception:  # safetensors raises several types for a damaged header
+            return f"{file.name} is truncated or damaged"
+    return None
+
+
+def resumable_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint under `ckpt_dir` that can be resumed from; newer damaged or
+    incomplete ones (a kill while writing) are skipped with a warning, never deleted."""
+    import re
+    import warnings
+
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    for folder in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = _checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        warnings.warn(f"skipping {folder} ({problem}); resuming from an earlier one", stacklevel=2)
+    return None
 
 
 def fit(
@@ -206,7 +278,8 @@ def fit(
         **(trainer_kwargs or {}),
     )
     ckpt_dir = Path(args.output_dir)
-    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    found = resumable_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
+    last = str(found) if found is not None else None
     result = trainer.train(resume_from_checkpoint=last)
     per_step = config.batch_size * config.grad_accum * trainer.accelerator.num_processes
     log = {
@@ -214,7 +287,11 @@ def fit(
         "epochs": trainer.state.global_step * per_step / max(len(dataset), 1),
         "global_batch": per_step,
         "processes": trainer.accelerator.num_processes,
-        "train_loss": result.training_loss,
+        "train_loss": (
+            trainer.mean_train_loss()
+            if hasattr(trainer, "mean_train_loss")
+            else result.training_loss
+        ),
         "runtime_s": result.metrics.get("train_runtime"),
         "resumed_from": last,
         "config": config.to_dict(),
