@@ -4,7 +4,7 @@ logged through the Trainer's loggers, with an optional early stop when MIR has p
     monitor = MIRMonitor(processor, probe_pairs, every=100, out_dir=run / "mir_monitor")
     trainer = AlignmentTrainer(..., callbacks=[monitor])   # binds itself; or monitor.bind(trainer)
 
-Plateau rule (the paper gives none; METHODS.md 1.5 and our choice): smooth MIR with an EMA,
+Plateau rule (the paper gives none; ours, see docs/methods.md): smooth MIR with an EMA,
 s_t = b s_{t-1} + (1 - b) m_t (b = `smoothing`, 0.5); stop when over the last `patience`
 evaluations (default 3) the smoothed value stayed within a band narrower than `delta` (default
 1%) relative: max - min of s_{t-patience..t} < delta |s_{t-patience}|. A curve that still falls,

@@ -52,7 +52,7 @@ def sea_labels(
     data: Path, clip_dir: Path, out: Path, top_n: int = 10, regions: int = 0
 ) -> dict[str, Any]:
     """Labels of the train split with the sign that labels held-out cells better (both tried on
-    the val split, as METHODS.md 5.6 suggests for a toy CLIP); returns what was chosen and why.
+    the val split: for a toy CLIP, SEA's -cos need not be right); returns what was chosen and why.
     `regions` 0: SEA's labels from the patch tokens; G: from G x G region crops."""
     summary_file = out / "choice.json"
     clip = CLIPModel.from_pretrained(clip_dir).eval()

@@ -1,4 +1,4 @@
-"""The named studies: the MIR paper's sweeps (METHODS.md section 4) and the toolkit's and the
+"""The named studies: the MIR paper's sweeps (docs/methods.md, E1-E10) and the toolkit's and the
 alignment methods' comparisons, in the miniature world.
 
     modalign lab study NAME --out runs/study --seeds 0 1
@@ -415,7 +415,7 @@ def _vlsa() -> Study:
 VLSA_SFT_LR, VLSA_SFT_STEPS = 1e-3, 500
 # 1e-3 x 500 leaves glyph reading near chance (0.12-0.13) for every connector of the 288 px
 # world, although a linear probe reads the glyph at 0.96-0.98 from the tiled connector's tokens
-# (docs/studies/vlsa-legibility): the longer SFT tests whether reading is learnable at all.
+# (docs/studies/reports/vlsa-legibility): the longer SFT tests whether reading is learnable at all.
 VLSA_LONG_SFT_STEPS = 2000
 
 

@@ -14,6 +14,7 @@ from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.errors import DataError
 from modalign.evidence import MEASURES
 from modalign.report import new_figure, save_figure
+from modalign_lab.studies import REPORT_DIR
 
 # caption perplexity = exp(caption loss) ranks checkpoints exactly as the loss: not repeated
 INDEX_MEASURES = ("mir", "caption_loss", "mmd", "centroid_gap", "cosine_gap")
@@ -100,8 +101,9 @@ def render_index(rows: list[dict[str, Any]]) -> str:
              "'VQA spread' is the range of the variant means; a study can test the question only "
              "where it exceeds the largest seed-to-seed range (ratio > 1). Caption perplexity, "
              "exp of the loss, ranks as the loss does. 'paper: MIR' is the Spearman of MIR with "
-             "the post-SFT average the MIR paper reports for the same sweep (METHODS.md section "
-             "4). Written by `modalign lab study-index` from the study reports in this folder.",
+             "the post-SFT average the MIR paper reports for the same sweep (computed from its "
+             "tables; the sweeps are listed in docs/methods.md). Written by `modalign lab "
+             "study-index` from the study reports in this folder.",
              "",
              "| study | SFT | variants | checkpoints | VQA spread | seed range (max) | ratio | "
              + " | ".join(labels) + " | most negative | paper: MIR |",
@@ -155,7 +157,9 @@ def plot_index(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def write_index(folder: str | Path, out: str | Path | None = None) -> list[dict[str, Any]]:
+def write_index(
+    folder: str | Path = REPORT_DIR, out: str | Path | None = None
+) -> list[dict[str, Any]]:
     """Read the study reports in `folder` and write index.{md,json,png} to `out` (default:
     the same folder)."""
     rows = index_rows(load_summaries(folder))

@@ -11,7 +11,8 @@ After every finished point the evidence is refreshed through the users' path: th
 and their post-SFT scores are written as OUT/NAME/checkpoints-SFT.jsonl with the probe pairs
 (OUT/NAME/probe.jsonl, the first seed's held-out split) and `evidence.validate` measures MIR,
 the baselines and the caption loss / perplexity of each checkpoint (cached) and correlates them
-with post-SFT accuracy. The report goes to REPORT_DIR/NAME.{json,md} and NAME[-SFT].png.
+with post-SFT accuracy. The report goes to REPORT_DIR/NAME.{json,md} and NAME[-SFT].png (REPORT_DIR: the committed
+reports' folder, `modalign_lab.studies.REPORT_DIR`, unless another is given).
 
 A point whose cycle is exactly that of a finished point of another study under the same OUT
 (e.g. every study's baseline) is copied from it instead of trained again. With an `archive`
@@ -35,6 +36,7 @@ from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.errors import ConfigError
 from modalign.train import Recipe
 from modalign_lab.pipeline.cycle import CycleConfig, config_record, finished_report
+from modalign_lab.studies import REPORT_DIR
 from modalign_lab.studies.jobs import MAIN_SFT, PointJob, reuse_world, run_jobs
 
 
@@ -280,7 +282,7 @@ def run_study(
     study: Study,
     out: Path,
     seeds: Sequence[int],
-    report_dir: Path,
+    report_dir: Path = REPORT_DIR,
     *,
     cycle: CycleConfig | None = None,
     variants: Sequence[str] | None = None,
@@ -427,7 +429,9 @@ def _towers_base(cycle: CycleConfig) -> Path | None:
     return default_model_path()
 
 
-def write_report(summary: dict[str, Any], validated: dict[str, dict], report_dir: Path) -> None:
+def write_report(
+    summary: dict[str, Any], validated: dict[str, dict], report_dir: Path = REPORT_DIR
+) -> None:
     """REPORT_DIR/NAME.json and .md, and per SFT recipe the validate scatter PNG (NAME.png for
     the cycle's SFT, NAME-SFT.png for the others), each written atomically."""
     from modalign.evidence import plot_scatter

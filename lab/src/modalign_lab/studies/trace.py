@@ -2,7 +2,7 @@
 records, every few steps, each layer's token norms, the mean and covariance terms of its
 Fréchet distance and the scale-free controls (`diagnostics.gap_terms`).
 
-    modalign lab trace --out runs/trace --every 50      # -> docs/studies/mir_trace.{json,md,png}
+    modalign lab trace --out runs/trace --every 50      # -> docs/studies/reports/mir_trace.{json,md,png}
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from modalign.atomic import atomic_write_json, atomic_write_text
 from modalign.train import MIRMonitor
+from modalign_lab.studies import REPORT_DIR
 
 
 class GapTrace(MIRMonitor):
@@ -141,7 +142,7 @@ def plot_trace(summary: dict[str, Any], out_png: Path) -> Path:
     return save_figure(fig, out_png)
 
 
-def write_trace_report(trace: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+def write_trace_report(trace: dict[str, Any], report_dir: Path = REPORT_DIR) -> dict[str, Any]:
     """REPORT_DIR/mir_trace.{json,md,png}."""
     summary = summarize_trace(trace, trace.get("train_log") or [])
     stem = Path(report_dir) / "mir_trace"

@@ -1,7 +1,7 @@
 """`pool`: adaptive average pooling of the square patch grid, then Linear(Dv, D).
 
 The "8x8 average pooling" connector of the contrastive-alignment paper read as MM1 does: the
-24x24 CLIP grid is pooled adaptively to 8x8 = 64 tokens (METHODS.md 6.6). The target grid is
+24x24 CLIP grid is pooled adaptively to 8x8 = 64 tokens (docs/methods.md). The target grid is
 clipped to the input grid, so a small tower is never upsampled.
 """
 

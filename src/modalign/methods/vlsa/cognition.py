@@ -1,4 +1,4 @@
-"""VLSA's cognition targets as extra question-answer turns (METHODS.md 7.2 and 7.6 item 7).
+"""VLSA's cognition targets as extra question-answer turns (docs/methods.md, Cognition turns).
 
 Pixel target (Target_PX): the image on a coarse G x G grid (area average, RGB 0-255); for a
 corner (x, y) with 0 <= x, y <= G/2, the (G/2)^2 RGB triplets of the quarter-area region whose

@@ -1,5 +1,5 @@
 """VLSA's reconstructive objective: the connector's tokens must let a latent denoiser rebuild the
-image (eqs. 3-4; METHODS.md 7.2 and 7.6 items 3-5).
+image (eqs. 3-4; our reading of them: docs/methods.md, Reconstruction).
 
 - z = frozen VAE latent of the image ((mode - shift) * scaling, diffusers conventions); the image
   is the batch's own pixels, un-normalised with the processor's mean / std and resized to the

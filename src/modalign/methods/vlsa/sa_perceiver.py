@@ -7,7 +7,7 @@ tokens (eq. 1), then self-attend (eq. 2); the N + 1 results go through a token-w
 (`mlp2x_gelu` by default) to the LLM width: l = N image tokens + 1 global token, so the LLM sees
 as many image tokens as at low resolution (plus one).
 
-Defaults (METHODS.md 7.6): softmax attention with 1/sqrt(d_h) and separate K/V projections, in
+Defaults (docs/methods.md, SA-Perceiver): softmax attention with 1/sqrt(d_h), separate K/V, in
 the vision width Dv; `scope=local`: low-res token (i, j) sees only the R x C high-res tokens of
 its own cell in the stitched (R g) x (C g) grid, the global query sees all of them. Options give
 the printed form (`attention=silu_literal`: SiLU(Q K^T) V divided by the number of keys, and in

@@ -1,7 +1,7 @@
 """Codebook indices of images from a frozen VQ model (VLSA's Target_VQ), for cognition turns.
 
 The nearest code per latent cell, argmin_k ||L_p - B_k||^2 (the paper prints an argmin of a
-product; METHODS.md 7.2 gives the corrected form), computed here from the encoder's latents and
+product; the nearest code is what a VQ encoder means), computed here from the encoder's latents and
 the codebook so any diffusers `VQModel` works the same. Codes are written as decimal text, so the
 LLM's tokenizer must write every index back exactly (`check_codes_fit`).
 

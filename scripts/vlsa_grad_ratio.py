@@ -2,9 +2,11 @@
 
 Gradient of each term w.r.t. the connector's parameters, on pre-training batches (plain
 template, level-3 captions), for a pre-trained `sa_perceiver_rec` point (its trained Epigone and
-denoiser from objectives.safetensors; STAGE is its pre-training folder). Ad hoc:
+denoiser from objectives.safetensors; STAGE is its pre-training folder; DATA its world; BATCHES
+of 32, default 4). Ad hoc, kept for the record of docs/studies/reports/vlsa-diagnostics:
 
-    python docs/studies/vlsa-diagnostics/grad_ratio.py RUNS/vlsa/sa_perceiver_rec/seed0/pretrain RUNS/vlsa/data-seed0
+    python scripts/vlsa_grad_ratio.py STAGE DATA [BATCHES]
+    python scripts/vlsa_grad_ratio.py RUNS/vlsa/sa_perceiver_rec/seed0/pretrain RUNS/vlsa/data-seed0 2
 """
 
 import json
@@ -12,13 +14,13 @@ import sys
 from pathlib import Path
 
 import torch
+from modalign_lab.towers.llava import load_llava
+from modalign_lab.world.conversations import caption_conversations
+from modalign_lab.world.dataset import load_split
 from safetensors.torch import load_file
 
 from modalign.data.conversations import ConversationDataset
-from modalign.lab.conversations import caption_conversations
-from modalign.lab.llava import load_llava
-from modalign.lab.world.dataset import load_split
-from modalign.methods.objectives.reconstruction import ReconstructionObjective
+from modalign.methods.vlsa.reconstruction import ReconstructionObjective
 from modalign.models.collate import TEMPLATES
 from modalign.train.loss import compute_loss
 
