@@ -39,3 +39,13 @@ def test_committed_index_regenerates_from_the_reports() -> None:
     rows = index_rows(load_summaries(REPORTS))
     assert (REPORTS / "index.md").read_text(encoding="utf-8") == render_index(rows)
     assert json.loads((REPORTS / "index.json").read_text(encoding="utf-8")) == {"rows": rows}
+
+
+def test_the_lab_cli_defaults_are_report_dir() -> None:
+    from modalign.cli import build_parser
+
+    parser = build_parser("lab")
+    study = parser.parse_args(["lab", "study", "detail", "--out", "x"])
+    index = parser.parse_args(["lab", "study-index"])
+    trace = parser.parse_args(["lab", "trace", "--out", "x"])
+    assert study.report_dir == index.dir == trace.report_dir == REPORT_DIR

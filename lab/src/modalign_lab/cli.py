@@ -24,6 +24,7 @@ from modalign.cli import (
 )
 from modalign.errors import ConfigError
 from modalign.settings import add_options, apply_changes, given_options, option
+from modalign_lab.studies import REPORT_DIR
 
 CYCLE, TOWER, SFT, LAB = "cycle", "tower", "sft", "lab"  # namespaces of generated flags
 TOWER_FLAGS = ("steps", "batch_size", "lr", "seed", "save_steps", "progress")
@@ -463,8 +464,8 @@ def configure(lab: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="runs folder (resumable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
-    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),
-                   help="where NAME.json/.md/.png go (default docs/studies)")  # fmt: skip
+    p.add_argument("--report-dir", type=Path, default=REPORT_DIR,
+                   help=f"where NAME.json/.md/.png go (default {REPORT_DIR})")  # fmt: skip
     p.add_argument("--variants", nargs="+", help="only these variants")
     p.add_argument("--train", type=int, help="training images (default: the cycle's)")
     p.add_argument("--pretrain-steps", type=int, help="default: the cycle's")
@@ -485,8 +486,8 @@ def configure(lab: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("study-index",
                        help="one table of every study report: which measure ranks post-SFT accuracy")  # fmt: skip
-    p.add_argument("--dir", type=Path, default=Path("docs/studies"),
-                   help="folder of study reports (default docs/studies)")  # fmt: skip
+    p.add_argument("--dir", type=Path, default=REPORT_DIR,
+                   help=f"folder of study reports (default {REPORT_DIR})")  # fmt: skip
     p.add_argument("--out", type=Path, help="where index.{md,json,png} go (default: --dir)")
     p.set_defaults(func=_study_index)
 
@@ -497,8 +498,8 @@ def configure(lab: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="dataset folder (default OUT/data, made if missing)")
     p.add_argument("--every", type=int, default=50, help="steps between measurements (50)")
     p.add_argument("--n", type=int, default=100, help="held-out probe pairs (100)")
-    p.add_argument("--report-dir", type=Path, default=Path("docs/studies"),
-                   help="where mir_trace.json/.md/.png go (default docs/studies)")  # fmt: skip
+    p.add_argument("--report-dir", type=Path, default=REPORT_DIR,
+                   help=f"where mir_trace.json/.md/.png go (default {REPORT_DIR})")  # fmt: skip
     _run_options(p)
     p.set_defaults(func=_trace)
 
