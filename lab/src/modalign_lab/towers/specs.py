@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from modalign.errors import ConfigError
 
-# The fixed SFT budget of the test bed (docs/studies/testbed.md): 250 steps of 32 conversations
+# The fixed SFT budget of the test bed (docs/studies/reports/testbed.md): 250 steps of 32 conversations
 # at a tenth of the pre-training rate. Until 2026-11 it was 1500 steps at 1e-3, which erased every
 # pre-training difference (held-out VQA 0.69-0.71 whatever the pre-training).
 SFT_STEPS = 250

@@ -71,7 +71,7 @@ class Objective(nn.Module):
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         if not weight >= 0:
-            raise ValueError(f"objective {self.name!r}: weight must be >= 0, got {weight}")
+            raise ConfigError(f"objective {self.name!r}: weight must be >= 0, got {weight}")
         self.weight = float(weight)
 
     def forward(self, ctx: ForwardContext) -> dict[str, torch.Tensor]:  # pragma: no cover

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from modalign.errors import DataError
 from modalign.methods.objectives.base import OBJECTIVES, ForwardContext, Objective
 
 
@@ -52,7 +53,7 @@ class ModalityGapObjective(Objective):
         text_mask = (positions[None, :] > last_image[:, None]) & attention  # (B, T)
         text_mask &= (last_image >= 0)[:, None]  # rows without an image contribute nothing
         if int(text_mask.sum()) < 2 or int(vision_mask.sum()) < 2:
-            raise ValueError(f"objective {self.name!r}: fewer than 2 vision or text tokens")
+            raise DataError(f"objective {self.name!r}: fewer than 2 vision or text tokens")
         total = 0.0
         layers = ctx.hidden_states[1:]
         for h in layers:  # (B, T, D) each

@@ -1,7 +1,7 @@
 """`sa_perceiver`: VLSA's SA-Perceiver, high-resolution detail compressed into the low-res grid.
 
 Input: per image 1 + R*C views through the vision tower (the low-resolution view, then the
-R x C tiles row by row; `data.tiling.split_views`), i.e. (I * (1 + R*C), N, Dv) with N = g*g.
+R x C tiles row by row; `methods.vlsa.tiling.split_views`), i.e. (I * (1 + R*C), N, Dv) with N = g*g.
 The N low-resolution tokens plus one learnable global query cross-attend to the high-resolution
 tokens (eq. 1), then self-attend (eq. 2); the N + 1 results go through a token-wise projector
 (`mlp2x_gelu` by default) to the LLM width: l = N image tokens + 1 global token, so the LLM sees

@@ -1,7 +1,7 @@
 """`tiled`: every view's tokens to the LLM (LLaVA-NeXT any-resolution without newline tokens).
 
 The high-resolution baseline of VLSA's Table 3: the same views as `sa_perceiver` (the low-res
-view, then R x C tiles; `data.tiling.split_views`), each token projected on its own, so the LLM
+view, then R x C tiles; `methods.vlsa.tiling.split_views`), each token projected on its own, so the LLM
 sees (1 + R*C) * N image tokens: five times the low-resolution count at 2 x 2.
 """
 
