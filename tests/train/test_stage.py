@@ -62,11 +62,17 @@ def test_a_finished_stage_is_returned_and_other_settings_refused(tiny_llava, tin
     model, proc = load_llava(tiny_llava)
     stage = Stage.defaults("pretrain", plain_end="eos")
     first = run_stage(model, proc, _convs(tiny_data), stage, CFG, tmp_path / "s")
+    model, proc = load_llava(tiny_llava)  # a re-run starts from the same model, loaded again
     again = run_stage(model, proc, _convs(tiny_data), stage, CFG, tmp_path / "s")
     assert again == first
     other = TrainConfig(steps=3, batch_size=4, lr=1e-2, log_steps=1, progress=False)
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match=r"other settings \(train\)"):
         run_stage(model, proc, _convs(tiny_data), stage, other, tmp_path / "s")
+    with pytest.raises(ConfigError, match="made from other data"):
+        run_stage(model, proc, _convs(tiny_data)[:-1], stage, CFG, tmp_path / "s")
+    trained, _ = load_llava(tmp_path / "s" / "model")  # the model the stage wrote, not its start
+    with pytest.raises(ConfigError, match="made from another model"):
+        run_stage(trained, proc, _convs(tiny_data), stage, CFG, tmp_path / "s")
 
 
 def test_stage_settings_are_checked_first():

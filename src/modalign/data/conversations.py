@@ -11,11 +11,14 @@ and each sample's image is decoded once, then.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -146,6 +149,42 @@ def load_conversations(
     if not out:
         raise DataError(f"conversation file {os.fspath(src)!r} has no records")
     return out
+
+
+def data_identity(conversations: Sequence[Conversation]) -> dict[str, Any]:
+    """{"records": n, "sha256": ...} over every record's id, turns and image (its path relative
+    to the images' common folder, and its size): a run can tell whether it resumes on the data
+    it started with, wherever the data folder now lives."""
+    images = [c.image for c in conversations if c.image is not None]
+    root = Path(os.path.commonpath([str(p.resolve()) for p in images])) if images else None
+    h = hashlib.sha256()
+    for c in conversations:
+        image = None
+        if c.image is not None:
+            resolved = c.image.resolve()
+            rel = resolved.relative_to(root) if root != resolved else Path(resolved.name)
+            image = [rel.as_posix(), resolved.stat().st_size]
+        h.update(json.dumps([c.id, image, c.turns], ensure_ascii=False).encode("utf-8"))
+    return {"records": len(conversations), "sha256": h.hexdigest()}
+
+
+def check_images(conversations: Sequence[Conversation], *, progress: bool = True) -> None:
+    """Every image the records reference opens as an image (headers and data read, nothing
+    decoded into memory): a DataError naming the first bad ones, before any model loads."""
+    from tqdm.auto import tqdm
+
+    from modalign.data.images import verify_image
+
+    unique = list(dict.fromkeys(c.image for c in conversations if c.image is not None))
+    bad = []
+    for path in tqdm(unique, desc="checking images", unit="image", disable=not progress or
+                     len(unique) < 500, file=sys.stderr, leave=False):  # fmt: skip
+        problem = verify_image(path)
+        if problem is not None:
+            bad.append(f"{os.fspath(path)!r} ({problem})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DataError(f"{len(bad)} image(s) cannot be read: {'; '.join(bad[:3])}{more}")
 
 
 def write_conversations(path: str | os.PathLike[str], records: Sequence[dict]) -> Path:

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from modalign.atomic import atomic_write_json
-from modalign.data.conversations import Conversation, ConversationDataset
+from modalign.data.conversations import Conversation, ConversationDataset, data_identity
 from modalign.errors import ConfigError
 from modalign.methods.objectives import Objective, ObjectiveSpec
 from modalign.methods.vlsa.cognition_turns import CognitionSpec, cognition_dataset
 from modalign.models.collate import collator_class
+from modalign.models.identity import model_fingerprint
 from modalign.settings import option
 from modalign.train.fit import TrainConfig, fit
 from modalign.train.trainer import AlignmentTrainer
@@ -95,6 +96,18 @@ def build_objectives(specs: Sequence[ObjectiveSpec]) -> list[Objective]:
     return [spec.build() for spec in specs]
 
 
+def _other(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """What differs between a run's recorded settings and the asked ones, in words."""
+    old = old or {}
+    ident_old, ident_new = old.get("identity") or {}, new["identity"]
+    words = {"model": "made from another model", "data": "made from other data"}
+    parts = [w for k, w in words.items() if ident_old.get(k) != ident_new[k]]
+    keys = sorted(k for k in set(old) | set(new) if k != "identity" and old.get(k) != new.get(k))
+    if keys:
+        parts.append(f"with other settings ({', '.join(keys)})")
+    return " and ".join(parts) or "with other settings"
+
+
 def _connector_reads_text(model: Any) -> bool:
     from modalign.models.parts import model_parts
 
@@ -115,7 +128,12 @@ def run_stage(
 ) -> dict[str, Any]:
     """Unlock, train (resumable), merge LoRA if asked, save to out/model; returns the summary
     (also out/stage.json). A finished stage in `out` with the same settings is not redone.
-    `record`: more settings that identify the run (e.g. the recipe's model changes)."""
+    `record`: more settings that identify the run (e.g. the recipe's model changes).
+
+    The run's identity (a fingerprint of the model it starts from and of its data) is part of
+    its settings: a run in `out` made from another model or other data is neither resumed nor
+    returned. Everything is checked (unlock against the model, objectives, data) before the
+    first file is written."""
     out = Path(out)
     settings = {
         "stage": stage.to_dict(),
@@ -123,21 +141,21 @@ def run_stage(
         "n_samples": len(conversations),
     }
     settings.update(record or {})
+    settings["identity"] = {"model": model_fingerprint(model), "data": data_identity(conversations)}
     settings = json.loads(json.dumps(settings))
     done = out / SUMMARY
     if resume and done.is_file():
         summary = json.loads(done.read_text(encoding="utf-8"))
         if summary.get("settings") != settings:
-            raise ConfigError(f"{out} holds a finished stage with other settings; use a new --out")
+            raise ConfigError(f"{out} holds a finished stage {_other(summary.get('settings'), settings)}; "
+                              "use a new --out")  # fmt: skip
         return summary
     started = out / STARTED
     if resume and started.is_file():  # an interrupted run: resume it only with its own settings
-        if json.loads(started.read_text(encoding="utf-8")) != settings:
-            raise ConfigError(
-                f"{out} holds an interrupted stage with other settings; use a new --out"
-            )
-    else:  # every rank writes the same content atomically
-        atomic_write_json(started, settings)
+        previous = json.loads(started.read_text(encoding="utf-8"))
+        if previous != settings:
+            raise ConfigError(f"{out} holds an interrupted stage {_other(previous, settings)}; "
+                              "use a new --out")  # fmt: skip
     report = apply_unlock(model, stage.unlock)
     collate_cls = collator_class(stage.template)
     kwargs = {"end": stage.plain_end} if stage.template == "plain" else {}
@@ -155,6 +173,8 @@ def run_stage(
     dataset = ConversationDataset(conversations)
     if stage.cognition is not None:
         dataset = cognition_dataset(dataset, stage.cognition, processor.tokenizer, config.seed)
+    if not started.is_file():  # every rank writes the same content atomically
+        atomic_write_json(started, settings)
     log, trainer = fit(
         model,
         dataset,
