@@ -44,6 +44,7 @@ def _infonce_case(rows: slice, extra_rows: slice, local_loss: bool) -> dict:
 
 # ---------------------------------------------------------------- SEA and contrastive
 def _tiny(llava: Path):
+    """The tiny LLaVA with only its connector training, and its tokens for 4 seeded images."""
     from modalign_lab.towers.llava import load_llava
 
     model, proc = load_llava(llava)
@@ -53,12 +54,18 @@ def _tiny(llava: Path):
     for p in connector.parameters():
         p.requires_grad_(True)
     vision = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(0))
-    return model, proc, connector, connector(vision)  # tokens (4, 16, D)
+    return model, proc, connector(vision)  # tokens (4, 16, D)
 
 
-def _grads(model, objective) -> dict[str, torch.Tensor]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return {"logit_scale": objective.logit_scale.grad, **{n: p.grad for n, p in named}}
+def _run(model, obj, tokens: torch.Tensor, extras: dict) -> dict[str, torch.Tensor]:
+    """The objective's loss on these images' tokens, backward; the loss and what trains' grads."""
+    from modalign.methods.objectives import ForwardContext
+
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
+    loss = obj(ForwardContext(model, {}, None, tokens, mask, extras))[obj.name]
+    loss.backward()
+    named = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return {"loss": loss.detach(), "logit_scale": obj.logit_scale.grad, **named}
 
 
 def _sea_case(llava: Path, cache: Path, data: Path, images: list[int]) -> dict:
@@ -66,10 +73,9 @@ def _sea_case(llava: Path, cache: Path, data: Path, images: list[int]) -> dict:
     exactly its images' pairs, so the pairs of the parts are those of the whole."""
     from modalign_lab.world.dataset import load_split
 
-    from modalign.methods.objectives import ForwardContext
     from modalign.methods.sea.objective import SEAObjective
 
-    model, proc, _, tokens = _tiny(llava)
+    model, proc, tokens = _tiny(llava)
     obj = SEAObjective(labels=str(cache), window=1, logit_scale=1.0)
     paths = [str(r.image_path) for r in load_split(data, "train", 4)]
     for k, path in enumerate(paths):
@@ -79,25 +85,16 @@ def _sea_case(llava: Path, cache: Path, data: Path, images: list[int]) -> dict:
         key = obj.cache.image_id(path)
         obj.cache.indices[key], obj.cache.scores[key] = idx, scores
     obj.setup(model, proc)
-    ctx = ForwardContext(model, {}, None, tokens[images], torch.ones(len(images), 16, dtype=torch.bool),
-                         {"image_paths": [paths[i] for i in images]})  # fmt: skip
-    loss = obj(ctx)["sea"]
-    loss.backward()
-    return {"loss": loss.detach(), **_grads(model, obj)}
+    return _run(model, obj, tokens[images], {"image_paths": [paths[i] for i in images]})
 
 
 def _contrastive_case(llava: Path, images: list[int]) -> dict:
     from modalign.methods.contrastive.objective import JointContrastiveObjective
-    from modalign.methods.objectives import ForwardContext
 
-    model, proc, _, tokens = _tiny(llava)
+    model, proc, tokens = _tiny(llava)
     obj = JointContrastiveObjective()
     obj.setup(model, proc)
-    ctx = ForwardContext(model, {}, None, tokens[images], torch.ones(len(images), 16, dtype=torch.bool),
-                         {"captions": [CAPTIONS[i] for i in images]})  # fmt: skip
-    loss = obj(ctx)["contrastive"]
-    loss.backward()
-    return {"loss": loss.detach(), **_grads(model, obj)}
+    return _run(model, obj, tokens[images], {"captions": [CAPTIONS[i] for i in images]})
 
 
 # ---------------------------------------------------------------- the lab's NegCLIP

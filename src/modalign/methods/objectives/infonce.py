@@ -9,15 +9,16 @@ e_k that are negatives only, and a logit scale s:
 
 where V(i) is every pair j except those j != i whose key equals key_i (pairs with the same key,
 e.g. one word drawn on two processes, are not each other's negatives); without keys V(i) is all
-N pairs. With one process and no keys this is exactly CLIP's loss.
+N pairs. With one process, no keys and no extra rows this is exactly CLIP's loss.
 
 The cross-process gather is `torch.distributed.nn.functional.all_gather`, the autograd-aware
 collective: its backward sends every process the sum of all processes' gradients for its rows.
-Each process computes the same global loss, so its rows get W times the one-process gradient,
-and DDP's gradient averaging divides that back: the averaged gradients equal one process's on the
-concatenated batch, for the features and the logit scale alike. A plain `dist.all_gather`
-(open_clip's default) returns tensors without a graph: the local rows would keep only their own
-process's share, 1/W of the gradient after averaging, while the scale's gradient stays whole.
+Each of the W processes computes the same global loss, so its rows get W times the one-process
+gradient, and DDP's gradient averaging divides that back: the averaged gradients equal one
+process's on the concatenated batch, for the features and the logit scale alike. A plain
+`dist.all_gather` (open_clip's default, which puts the local rows back in their slot) returns
+tensors without a graph: the local rows would get only their own process's share, 1/W of the
+gradient after averaging, while the scale's gradient stays whole.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ output at each chosen patch and the label's feature (the mean LLM input embeddin
 sub-tokens, as the word appears mid-sentence) meet in a symmetric InfoNCE over the batch with
 logits exp(s) * cos, s learnable, initialised to 0 (the paper's "tau = 0" read as log-temperature
 0: tau = 1) and clamped to [0, ln 100] after each step (open_clip's convention). With several
-processes the negatives are every process's pairs; a word drawn on two processes gives two pairs
-that are not each other's negatives (the word is the pair's key), as the dedupe does within one.
+processes the negatives are every process's pairs; the dedupe runs within each process, and a word
+drawn on two processes gives two pairs that are not each other's negatives (the word is the key).
 Labels come from a cache built by `modalign sea-labels` (modalign.methods.sea.labels).
 """
 
