@@ -7,6 +7,7 @@ OUT/metrics.json, and resumes from OUT/checkpoints when re-run after an interrup
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,8 @@ def train_clip(
     collate = ClipCollator(tok, build_image_processor(spec.image_size), spec.max_text_tokens)
     neg_seed = config.seed if hard_negatives else None
     train_data = CaptionDataset(load_split(data_dir, "train", limit), MIXED, neg_seed)
-    loss = negclip_loss if hard_negatives else None
+    # the model's log-scale lets the loss gather every process's negatives when distributed
+    loss = partial(negclip_loss, logit_scale=clip.logit_scale) if hard_negatives else None
     log, _ = fit(clip, train_data, collate, config, out, trainer_kwargs={"compute_loss_func": loss})
     val_records = load_split(data_dir, "val", limit)
     metrics = {

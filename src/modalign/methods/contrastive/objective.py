@@ -25,20 +25,9 @@ from torch import nn
 
 from modalign.errors import DataError
 from modalign.methods.objectives.base import OBJECTIVES, ForwardContext, Objective
-from modalign.methods.sea.objective import symmetric_infonce
+from modalign.methods.objectives.infonce import symmetric_infonce
 
 IMAGE_NOUNS = ("photo", "image", "picture")
-
-
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    """All processes' rows (with gradients for this process's), or x when not distributed."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()))
 
 
 @OBJECTIVES.register("contrastive")
@@ -159,12 +148,12 @@ class JointContrastiveObjective(Objective):
             raise DataError(
                 "objective 'contrastive' needs the batch's captions (collator captions)"
             )
-        image = _gather(self.image_embeddings(ctx.model, tokens).float())
-        text = _gather(self.text_embeddings(ctx.model, list(captions)).float())
-        if image.shape[0] < 2:
-            raise DataError("objective 'contrastive': a batch of 1 has no negatives")
+        image = self.image_embeddings(ctx.model, tokens).float()  # (B, D)
+        text = self.text_embeddings(ctx.model, list(captions)).float()  # (B, D)
         scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
-        return {"contrastive": symmetric_infonce(image, text, scale)}
+        # gathered over processes; fewer than 2 pairs in all is a DataError
+        loss = symmetric_infonce(image, text, scale, name="objective 'contrastive'")
+        return {"contrastive": loss}
 
     def after_optimizer_step(self) -> None:
         with torch.no_grad():

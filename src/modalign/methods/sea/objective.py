@@ -8,7 +8,9 @@ share a label, one of them (chosen at random) is kept, so labels are unique. The
 output at each chosen patch and the label's feature (the mean LLM input embedding of the word's
 sub-tokens, as the word appears mid-sentence) meet in a symmetric InfoNCE over the batch with
 logits exp(s) * cos, s learnable, initialised to 0 (the paper's "tau = 0" read as log-temperature
-0: tau = 1) and clamped to [0, ln 100] after each step (open_clip's convention).
+0: tau = 1) and clamped to [0, ln 100] after each step (open_clip's convention). With several
+processes the negatives are every process's pairs; the dedupe runs within each process, and a word
+drawn on two processes gives two pairs that are not each other's negatives (the word is the key).
 Labels come from a cache built by `modalign sea-labels` (modalign.methods.sea.labels).
 """
 
@@ -18,11 +20,11 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modalign.errors import ConfigError, DataError, ModelError
 from modalign.methods.objectives.base import OBJECTIVES, ForwardContext, Objective
+from modalign.methods.objectives.infonce import symmetric_infonce
 from modalign.methods.sea.label_cache import LabelCache
 
 
@@ -79,13 +81,6 @@ def sample_pairs(
     keep.sort()
     pick = lambda xs: torch.tensor([xs[i] for i in keep], dtype=torch.long)  # noqa: E731
     return pick(images), pick(patches), pick(words)
-
-
-def symmetric_infonce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's loss: mean of CE(s a b^T, diag) and CE(s b a^T, diag) over unit-norm rows."""
-    logits = logit_scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (N, N)
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 def word_token_ids(tokenizer: Any, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,16 +172,14 @@ class SEAObjective(Objective):
         indices = torch.stack([m[0] for m in maps])  # (B, P, n)
         scores = torch.stack([m[1] for m in maps])  # (B, P, n)
         img, patch, word = sample_pairs(indices, scores, grid, self.window)
-        if word.numel() < 2:
-            raise DataError(
-                f"objective 'sea': the batch yields {word.numel()} labelled patch(es); InfoNCE "
-                "needs at least 2 (use a larger batch)"
-            )
         device = tokens.device
         vision = tokens[img.to(device), patch.to(device)].float()  # (N, D)
         text = self.label_features(ctx.model, word.to(self.word_ids.device)).float()  # (N, D)
         scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
-        return {"sea": symmetric_infonce(vision, text.to(device), scale)}
+        # at least 2 pairs over all processes, else a DataError (raised on every process alike)
+        loss = symmetric_infonce(vision, text.to(device), scale, keys=word.to(device),
+                                 name="objective 'sea'")  # fmt: skip
+        return {"sea": loss}
 
     def after_optimizer_step(self) -> None:
         with torch.no_grad():
