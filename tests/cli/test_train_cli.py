@@ -79,7 +79,36 @@ def test_bad_input_is_one_line_and_nothing_is_written(tiny_llava, tiny_data, tmp
     assert main([*args, *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") <= 3
-    assert not (out / "model").exists() and not (out / "checkpoints").exists()
+    assert not out.exists()  # nothing written: no stage_settings.json, no checkpoints/
+
+
+@pytest.mark.parametrize("damage", ["empty_image", "logger"])
+def test_data_and_logger_errors_come_before_the_model_loads(tiny_llava, tiny_data, tmp_path,
+                                                            capsys, monkeypatch, damage):  # fmt: skip
+    """A zero-byte training image or a missing logger: one line, before the (slow) model load,
+    nothing written."""
+    import modalign.models.loading as loading
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    out = tmp_path / "run"
+    args = _args(tiny_llava, tiny_data, out)
+    if damage == "empty_image":
+        records = json.loads((tiny_data / "llava" / "pretrain_level2.json").read_text())[:4]
+        (tmp_path / "empty.png").write_bytes(b"")
+        records[1]["image"] = str(tmp_path / "empty.png")
+        (tmp_path / "d.json").write_text(json.dumps(records))
+        args[args.index("--data") + 1] = str(tmp_path / "d.json")
+        message = "1 image(s) cannot be read"
+    else:
+        args += ["--report-to", "tensorboard"]
+        message = "the tensorboard logger is not installed"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_a_family_without_a_connector_to_swap_is_refused(tiny_data, tmp_path, capsys):

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 RECIPE = "recipe"  # namespace prefix of the recipe's flags
-RECORDED_ONLY = ("n_samples",)  # in a stage's recorded settings, derived from the data
+RECORDED_ONLY = ("n_samples", "identity")  # in recorded stage settings: derived from the inputs
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

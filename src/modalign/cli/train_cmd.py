@@ -55,16 +55,19 @@ def train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from modalign.atomic import check_writable
-    from modalign.data.conversations import load_conversations
+    from modalign.data.conversations import check_images, load_conversations
     from modalign.models.loading import load_model, load_processor, parse_dtype
+    from modalign.train.fit import check_loggers
     from modalign.train.recipe import prepare, train_stage
 
     check_writable(args.out / "stage.json", "--out")
     inputs, recipe = train_settings(args)
+    check_loggers(recipe.train.report_to)  # a missing logger: one line, before the data or model
     conversations = load_conversations(
         inputs.data, inputs.image_folder, require_image=inputs.stage == "pretrain",
         limit=inputs.limit,
     )  # fmt: skip
+    check_images(conversations)  # every referenced image opens, before the model loads
     recipe = recipe.resolved(len(conversations))
     probe = None
     if recipe.monitor is not None:

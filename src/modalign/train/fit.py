@@ -125,6 +125,25 @@ class TrainConfig:
         return asdict(self)
 
 
+LOGGER_EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # modalign[...] installs them
+
+
+def check_loggers(report_to: Sequence[str]) -> None:
+    """Every requested Trainer logger is installed: a missing one is one line before any model
+    loads (transformers would fail after the load, with a traceback)."""
+    names = [n for n in report_to if n not in ("none", "all")]
+    if not names:
+        return
+    from transformers.integrations import get_available_reporting_integrations
+
+    available = set(get_available_reporting_integrations())
+    for name in names:
+        if name not in available:
+            extra = LOGGER_EXTRAS.get(name)
+            how = f"pip install 'modalign[{extra}]'" if extra else f"install {name}"
+            raise ConfigError(f"--report-to {name}: the {name} logger is not installed ({how})")
+
+
 class _RestoreLossSum(TrainerCallback):
     """Puts a resumed run's loss sum back once transformers has reset it for the new `train()`
     call (at train begin), so the run's mean loss counts every step, as uninterrupted."""
@@ -268,6 +287,7 @@ def fit(
     """Train `model` in place (resuming from run_dir/checkpoints if any); returns the log (also
     written to run_dir/train_log.json by the main process) and the trainer."""
     run_dir = Path(run_dir)
+    check_loggers(config.report_to)
     args = config.training_arguments(run_dir)
     trainer = trainer_cls(
         model=model,

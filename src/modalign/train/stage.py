@@ -25,7 +25,7 @@ from modalign.methods.vlsa.cognition_turns import CognitionSpec, cognition_datas
 from modalign.models.collate import collator_class
 from modalign.models.identity import model_fingerprint
 from modalign.settings import option
-from modalign.train.fit import TrainConfig, fit
+from modalign.train.fit import TrainConfig, check_loggers, fit
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
 
@@ -156,6 +156,7 @@ def run_stage(
         if previous != settings:
             raise ConfigError(f"{out} holds an interrupted stage {_other(previous, settings)}; "
                               "use a new --out")  # fmt: skip
+    check_loggers(config.report_to)
     report = apply_unlock(model, stage.unlock)
     collate_cls = collator_class(stage.template)
     kwargs = {"end": stage.plain_end} if stage.template == "plain" else {}
