@@ -36,15 +36,20 @@ from modalign.errors import ConfigError
 
 __all__ = [
     "SpecParts",
+    "add_config_option",
     "add_options",
     "apply_changes",
+    "check_choices",
     "coerce",
     "from_mapping",
     "given_options",
     "load_config",
     "merge_config",
     "option",
+    "option_like",
     "parse_spec",
+    "settings_from",
+    "split_config",
     "to_dict",
 ]
 
@@ -199,6 +204,7 @@ def option(
     prefix: str | None = None,
     keys: Sequence[str] | None = None,
     cli: bool = True,
+    aliases: Sequence[str] = (),
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field with what the CLI needs to know about it.
@@ -213,11 +219,42 @@ def option(
         prefix: for a nested settings field: prepended to its fields' flags (`lora-` -> `--lora-r`).
         keys: for a `dict[str, X]` field: one flag per key, `flag` being a pattern with `{key}`.
         cli: False keeps the field out of the command line (config files still set it).
+        aliases: further names of the flag (`--num-samples` beside `--n`).
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "metavar": metavar, "negate": negate, "prefix": prefix,
-            "keys": tuple(keys) if keys else None, "cli": cli}  # fmt: skip
+            "keys": tuple(keys) if keys else None, "cli": cli,
+            "aliases": tuple(aliases)}  # fmt: skip
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def option_like(cls: type, name: str, **changes: Any) -> Any:
+    """A field declared as field `name` of dataclass `cls`, with `changes` to its `option`
+    arguments (another default, help...): one declaration shared by two settings classes.
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     n: int = option(100, help="number of pairs", aliases=("--num-samples",))
+    >>> @dataclasses.dataclass
+    ... class B:
+    ...     n: int = option_like(A, "n", default=8)
+    >>> B().n, dataclasses.fields(B)[0].metadata["aliases"]
+    (8, ('--num-samples',))
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ConfigError(f"{cls.__name__} has no setting {name!r}")
+    f = fields[name]
+    kwargs: dict[str, Any] = {k: v for k, v in f.metadata.items() if k in _OPTION_ARGS}
+    kwargs["default"], kwargs["default_factory"] = f.default, f.default_factory
+    if "default" in changes or "default_factory" in changes:
+        kwargs["default"] = kwargs["default_factory"] = dataclasses.MISSING
+    kwargs.update(changes)
+    kwargs["aliases"] = kwargs.get("aliases") or ()
+    return option(**kwargs)
+
+
+_OPTION_ARGS = ("help", "flag", "choices", "metavar", "negate", "prefix", "keys", "cli", "aliases")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -318,22 +355,24 @@ def _add_flag(
         kwargs["type"] = _converter(item_tp, flag)
         shown_text = f" (repeatable; default: {_show(shown)})" if shown else " (repeatable)"
     else:
-        kwargs["type"] = _converter(tp, flag)
+        kwargs["type"] = _converter(tp, flag, meta.get("choices"))
         shown_text = f" (default: {_show(shown)})" if shown is not None else ""
     if meta.get("choices"):
         kwargs["choices"] = meta["choices"]
     if meta.get("metavar"):
         kwargs["metavar"] = meta["metavar"]
+    elif base_tp is not bool and not meta.get("choices"):
+        kwargs["metavar"] = f.name.upper()  # not the dotted destination
     kwargs["help"] = help_text + (shown_text if "(default" not in help_text else "")
-    parser.add_argument(flag, **kwargs)
+    parser.add_argument(flag, *meta.get("aliases", ()), **kwargs)
 
 
-def _converter(tp: Any, flag: str) -> Callable[[str], Any]:
+def _converter(tp: Any, flag: str, choices: Sequence[Any] | None = None) -> Callable[[str], Any]:
     """argparse `type=`: the one coercion, with ConfigError turned into argparse's usage error."""
 
     def convert(text: str) -> Any:
         try:
-            return coerce(text, tp, flag)
+            return _coerce_field(text, tp, choices, flag)
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ")) from None
 
@@ -378,8 +417,25 @@ def apply_changes(settings: Any, changes: Mapping[str, Any]) -> Any:
                 raise ConfigError(f"{name} is not a group of settings")
         if name in direct:
             current = direct[name]
-        updates[name] = _checked(coerce(current, hints[name], name), fields[name], name)
+        value = _coerce_field(current, hints[name], fields[name].metadata.get("choices"), name)
+        updates[name] = _checked(value, fields[name], name)
     return dataclasses.replace(settings, **updates)
+
+
+def _coerce_field(value: Any, tp: Any, choices: Sequence[Any] | None, where: str) -> Any:
+    """`coerce`, except that a value among the field's choices is that choice (an outlier mode
+    named 'none' is not None)."""
+    if choices and isinstance(value, str) and value in choices:
+        return value
+    return coerce(value, tp, where)
+
+
+def check_choices(settings: Any) -> None:
+    """Refuse (ConfigError) a field of dataclass `settings` whose value is not one of its
+    declared `choices` (None passes): for `__post_init__`, so code that builds settings
+    directly is checked as flags and config files are."""
+    for f in dataclasses.fields(settings):
+        _checked(getattr(settings, f.name), f, f.name)
 
 
 def _checked(value: Any, f: dataclasses.Field, where: str) -> Any:
@@ -415,7 +471,8 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "", *, base: A
         if nested is not None and isinstance(raw, Mapping):
             values[name] = from_mapping(nested, raw, sub, base=current)
         else:
-            values[name] = _checked(coerce(raw, hints[name], sub), f, sub)
+            value = _coerce_field(raw, hints[name], f.metadata.get("choices"), sub)
+            values[name] = _checked(value, f, sub)
     return cls(**values)
 
 
@@ -475,3 +532,73 @@ def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
         else:
             out[key] = value
     return out
+
+
+def add_config_option(parser: argparse.ArgumentParser | Any) -> None:
+    """`--config FILE`: settings from a YAML or JSON file, the flags given overriding it."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings from a YAML or JSON file (keys as the flags' names, with _ for -); "
+        "flags given override it",
+    )
+
+
+def split_config(data: Mapping[str, Any], sections: Mapping[str, type]) -> dict[str, dict]:
+    """A flat settings mapping (a config file) split by section: each key goes to every section
+    (a dataclass) that has a field of that name; a key no section has is refused with one line.
+
+    >>> @dataclasses.dataclass
+    ... class Run:
+    ...     n: int = 1
+    >>> @dataclasses.dataclass
+    ... class Data:
+    ...     images: str = ""
+    >>> split_config({"n": 5, "images": "imgs/"}, {"run": Run, "data": Data})
+    {'run': {'n': 5}, 'data': {'images': 'imgs/'}}
+    """
+    names = {path: {f.name for f in dataclasses.fields(cls)} for path, cls in sections.items()}
+    known = sorted(set().union(*names.values()))
+    unknown = sorted(k for k in data if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}"
+        )
+    return {path: {k: v for k, v in data.items() if k in fields} for path, fields in names.items()}
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1, "c": 2} -> {"a": {"b": 1}, "c": 2}."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *heads, last = key.split(".")
+        node = out
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return out
+
+
+def settings_from(
+    cls: type,
+    namespace: argparse.Namespace,
+    path: str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    base: Any = None,
+) -> Any:
+    """Settings of dataclass `cls`: `base` (default: the field defaults) <- the `config` mapping
+    <- the flags the user gave under `path` (see `add_options`); built once, so the dataclass's
+    own checks see the final values.
+
+    >>> @dataclasses.dataclass
+    ... class Run:
+    ...     n: int = option(100, help="pairs")
+    ...     seed: int = option(0, help="seed")
+    >>> args = argparse.Namespace(**{"run.seed": 3})
+    >>> settings_from(Run, args, "run", config={"n": 7, "seed": 1})
+    Run(n=7, seed=3)
+    """
+    data = merge_config(config or {}, _nest(given_options(namespace, path)))
+    return from_mapping(cls, data, base=base)
