@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from modalign.measure import run as runner
 from modalign.measure import MIRSettings
+from modalign.measure import run as runner
 from modalign.measure.run import RunOptions, run_mir, run_repeats, shard
 from modalign.metrics import MIRAccumulator
 from modalign.models import load_adapter
@@ -127,7 +127,9 @@ def test_baselines_with_repeats_per_subset_and_their_spread(llava_dir):
     assert len(values) == 3 and len(set(values)) == 3
     mean = sum(values) / 3
     std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
-    assert spread["kid"]["mean"] == pytest.approx(mean) and spread["kid"]["std"] == pytest.approx(std)
+    assert spread["kid"]["mean"] == pytest.approx(mean) and spread["kid"]["std"] == pytest.approx(
+        std
+    )
     assert spread["kid"]["min"] == min(values) and spread["kid"]["max"] == max(values)
 
 
