@@ -69,7 +69,10 @@ class MIRSettings:
         None, metavar="LAYERS", help="decoder layers, e.g. '1-8,12' (default: all)"
     )
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    dtype: str = option("auto", help="auto|float32|bfloat16|float16 (auto: CUDA bf16)")
+    dtype: str = option(
+        "auto",
+        help="auto|float32|bfloat16|float16 (default: auto = bfloat16 on CUDA, else float32)",
+    )
     # the MIR math
     compat: str = option(
         "none",
