@@ -117,3 +117,12 @@ def test_settings_from_defaults_config_then_flags(tmp_path):
         settings_from(Run, _parse([]), "run", config={"n": 0})
     with pytest.raises(ConfigError, match="n: 'many' is not a valid int"):
         settings_from(Run, _parse([]), "run", config={"n": "many"})
+
+
+def test_the_module_examples_run():
+    import doctest
+
+    import modalign.settings
+
+    result = doctest.testmod(modalign.settings, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 8 and result.failed == 0
