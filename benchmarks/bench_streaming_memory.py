@@ -31,19 +31,14 @@ if mode == "naive":
 else:
     acc = MIRAccumulator(1)
     tb = max(1, batch // 4)
-    def feed():
+    def feed(acc):  # one whole pass; accumulate() feeds again if outliers overflow the tails
         g.manual_seed(0)  # a stream that can be replayed, as a dataset can
         for s in range(0, n_vision, batch):
             v = torch.randn(min(batch, n_vision - s), d, generator=g) + 1.0
             t = torch.randn(min(tb, max(0, n_text - s // 4)), d, generator=g)
             acc.update([v], [t])
-    feed()
-    passes = 1
-    while acc.needs_another_pass:  # more outliers than the exact tail cache holds
-        acc.begin_next_pass()
-        feed()
-        passes += 1
-    res = acc.compute()
+    res = acc.accumulate(feed)
+    passes = acc.passes
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"mode": mode, "n_vision": n_vision, "n_text": n_text, "d": d, "mir": res.mir,
                   "peak_mib": peak / 1024, "base_mib": base / 1024,

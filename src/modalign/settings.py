@@ -36,15 +36,20 @@ from modalign.errors import ConfigError
 
 __all__ = [
     "SpecParts",
+    "add_config_option",
     "add_options",
     "apply_changes",
+    "check_choices",
     "coerce",
     "from_mapping",
     "given_options",
     "load_config",
     "merge_config",
     "option",
+    "option_like",
     "parse_spec",
+    "settings_from",
+    "split_config",
     "to_dict",
 ]
 
@@ -209,6 +214,7 @@ def option(
     sep: str | None = None,
     aliases: Mapping[str, Any] | None = None,
     enables: bool = False,
+    other_flags: Sequence[str] = (),
     cli: bool = True,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
@@ -229,13 +235,43 @@ def option(
             line break).
         enables: in an optional group of settings (None unless asked for), the field whose flag
             switches the group on; the group's other flags alone are refused.
+        other_flags: further names of the flag (`--num-samples` beside `--n`).
         cli: False keeps the field out of the command line (config files still set it).
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "metavar": metavar, "negate": negate, "prefix": prefix,
             "keys": tuple(keys) if keys else None, "sep": sep, "aliases": dict(aliases or {}),
-            "enables": enables, "cli": cli}  # fmt: skip
+            "enables": enables, "other_flags": tuple(other_flags), "cli": cli}  # fmt: skip
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def option_like(cls: type, name: str, **changes: Any) -> Any:
+    """A field declared as field `name` of dataclass `cls`, with `changes` to its `option`
+    arguments (another default, help...): one declaration shared by two settings classes.
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     n: int = option(100, help="number of pairs", other_flags=("--num-samples",))
+    >>> @dataclasses.dataclass
+    ... class B:
+    ...     n: int = option_like(A, "n", default=8)
+    >>> B().n, dataclasses.fields(B)[0].metadata["other_flags"]
+    (8, ('--num-samples',))
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ConfigError(f"{cls.__name__} has no setting {name!r}")
+    f = fields[name]
+    kwargs: dict[str, Any] = {k: v for k, v in f.metadata.items() if k in _OPTION_ARGS}
+    kwargs["default"], kwargs["default_factory"] = f.default, f.default_factory
+    if "default" in changes or "default_factory" in changes:
+        kwargs["default"] = kwargs["default_factory"] = dataclasses.MISSING
+    kwargs.update(changes)
+    return option(**kwargs)
+
+
+_OPTION_ARGS = ("help", "flag", "choices", "metavar", "negate", "prefix", "keys", "sep",
+                "aliases", "enables", "other_flags", "cli")  # fmt: skip
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -356,10 +392,10 @@ def _add_flag(
         kwargs["choices"] = meta["choices"]
     if meta.get("metavar"):
         kwargs["metavar"] = meta["metavar"]
-    elif "action" not in kwargs or kwargs["action"] == "append":
+    elif base_tp is not bool and not meta.get("choices"):  # not the dotted destination
         kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
     kwargs["help"] = help_text + (shown_text if "(default" not in help_text else "")
-    parser.add_argument(flag, **kwargs)
+    parser.add_argument(flag, *meta.get("other_flags", ()), **kwargs)
 
 
 class _Refused:
@@ -382,7 +418,7 @@ def _converter(tp: Any, flag: str, meta: Mapping[str, Any] | None = None) -> Cal
         if meta.get("sep") and isinstance(value, str):
             value = [part.strip() for part in value.split(meta["sep"]) if part.strip()]
         try:
-            return coerce(value, tp, flag)
+            return _coerce_field(value, tp, meta.get("choices"), flag)
         except ConfigError as exc:
             return _Refused(str(exc))
 
@@ -435,7 +471,8 @@ def apply_changes(settings: Any, changes: Mapping[str, Any]) -> Any:
                 raise ConfigError(f"{name} is not a group of settings")
         if name in direct:
             current = direct[name]
-        updates[name] = _checked(coerce(current, hints[name], name), fields[name], name)
+        value = _coerce_field(current, hints[name], fields[name].metadata.get("choices"), name)
+        updates[name] = _checked(value, fields[name], name)
     return dataclasses.replace(settings, **updates)
 
 
@@ -452,6 +489,22 @@ def _create(cls: type, changes: Mapping[str, Any], where: str) -> Any:
     made = cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in flat.items()})
     nested = {k: v for k, v in changes.items() if "." in k}
     return apply_changes(made, nested) if nested else made
+
+
+def _coerce_field(value: Any, tp: Any, choices: Sequence[Any] | None, where: str) -> Any:
+    """`coerce`, except that a value among the field's choices is that choice (an outlier mode
+    named 'none' is not None)."""
+    if choices and isinstance(value, str) and value in choices:
+        return value
+    return coerce(value, tp, where)
+
+
+def check_choices(settings: Any) -> None:
+    """Refuse (ConfigError) a field of dataclass `settings` whose value is not one of its
+    declared `choices` (None passes): for `__post_init__`, so code that builds settings
+    directly is checked as flags and config files are."""
+    for f in dataclasses.fields(settings):
+        _checked(getattr(settings, f.name), f, f.name)
 
 
 def _checked(value: Any, f: dataclasses.Field, where: str) -> Any:
@@ -487,7 +540,8 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "", *, base: A
         if nested is not None and isinstance(raw, Mapping):
             values[name] = from_mapping(nested, raw, sub, base=current)
         else:
-            values[name] = _checked(coerce(raw, hints[name], sub), f, sub)
+            value = _coerce_field(raw, hints[name], f.metadata.get("choices"), sub)
+            values[name] = _checked(value, f, sub)
     missing = [f for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]  # fmt: skip
     if missing:
@@ -552,3 +606,75 @@ def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
         else:
             out[key] = value
     return out
+
+
+def add_config_option(parser: argparse.ArgumentParser | Any, keys: str | None = None) -> None:
+    """`--config FILE`: settings from a YAML or JSON file, the flags given overriding it.
+    `keys`: how the file's keys are named (default: as the flags, with _ for -)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings from a YAML or JSON file (keys "
+        + (keys or "as the flags' names, with _ for -")
+        + "); flags given override it",
+    )
+
+
+def split_config(data: Mapping[str, Any], sections: Mapping[str, type]) -> dict[str, dict]:
+    """A flat settings mapping (a config file) split by section: each key goes to every section
+    (a dataclass) that has a field of that name; a key no section has is refused with one line.
+
+    >>> @dataclasses.dataclass
+    ... class Run:
+    ...     n: int = 1
+    >>> @dataclasses.dataclass
+    ... class Data:
+    ...     images: str = ""
+    >>> split_config({"n": 5, "images": "imgs/"}, {"run": Run, "data": Data})
+    {'run': {'n': 5}, 'data': {'images': 'imgs/'}}
+    """
+    names = {path: {f.name for f in dataclasses.fields(cls)} for path, cls in sections.items()}
+    known = sorted(set().union(*names.values()))
+    unknown = sorted(k for k in data if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}"
+        )
+    return {path: {k: v for k, v in data.items() if k in fields} for path, fields in names.items()}
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1, "c": 2} -> {"a": {"b": 1}, "c": 2}."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *heads, last = key.split(".")
+        node = out
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return out
+
+
+def settings_from(
+    cls: type,
+    namespace: argparse.Namespace,
+    path: str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    base: Any = None,
+) -> Any:
+    """Settings of dataclass `cls`: `base` (default: the field defaults) <- the `config` mapping
+    <- the flags the user gave under `path` (see `add_options`); built once, so the dataclass's
+    own checks see the final values.
+
+    >>> @dataclasses.dataclass
+    ... class Run:
+    ...     n: int = option(100, help="pairs")
+    ...     seed: int = option(0, help="seed")
+    >>> args = argparse.Namespace(**{"run.seed": 3})
+    >>> settings_from(Run, args, "run", config={"n": 7, "seed": 1})
+    Run(n=7, seed=3)
+    """
+    data = merge_config(config or {}, _nest(given_options(namespace, path)))
+    return from_mapping(cls, data, base=base)

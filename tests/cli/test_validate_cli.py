@@ -84,3 +84,44 @@ def test_flags_and_bad_input(probe_and_models, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "constant scores" in (tmp_path / "c" / "validate.md").read_text()
     assert "no correlation could be computed" in err
+
+
+def test_config_file_and_flags_build_the_validate_settings(probe_and_models, tmp_path, capsys):
+    """validate's flags come from ValidateSettings / ValidateRun / ProbeData; a --config file sets
+    any of them and the flags given override it; the report records the resolved identity."""
+    from modalign.evidence.validate import ValidateSettings
+
+    _, images, texts, models = probe_and_models
+    config = tmp_path / "validate.yaml"
+    config.write_text(f"images: {images}\ntexts: {texts}\nn: 6\nbootstrap: 20\nlevel: 0.9\n"
+                      "baselines: false\ncaption_loss: false\nlayers: '2'\ndtype: float32\n"
+                      "device: cpu\nseed: 3\n")  # fmt: skip
+    flags = [x for m, s in zip(models, (1, 2, 3), strict=True)
+             for x in ("--model", str(m), "--score", str(s))]  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["validate", *flags, "--out", str(out), "--config", str(config), "--n", "5"]) == 0
+    report = json.loads((out / "validate.json").read_text())
+    want = ValidateSettings(baselines=False, caption_loss=False, layers=(2,), dtype="float32",
+                            seed=3).identity()  # fmt: skip
+    assert report["settings"] == {**want, "n": 5}  # n: the flag over the file's 6
+    assert report["bootstrap"] == {"resamples": 20, "level": 0.9, "seed": 3}
+    assert set(report["checkpoints"][0]["measures"]) == {"mir"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--median", "estimate"], "--median estimate applies to --outliers median only"),
+        (["--level", "1.5"], "--level in (0, 1)"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--sqrt", "magic"], "invalid choice: 'magic'"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(probe_and_models, tmp_path, capsys, extra,
+                                                  message):  # fmt: skip
+    _, images, texts, models = probe_and_models
+    flags = [x for m in models for x in ("--model", str(m), "--score", "1")]
+    out = tmp_path / "out"
+    assert main(["validate", *flags, *_args(out, images, texts), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

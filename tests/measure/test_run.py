@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from modalign.measure import MIRSettings
 from modalign.measure import run as runner
 from modalign.measure.run import RunOptions, run_mir, run_repeats, shard
 from modalign.metrics import MIRAccumulator
@@ -91,16 +93,44 @@ def test_repeats_report_mean_and_range(llava_dir):
     def draw(n: int, seed: int):
         return random.Random(seed).sample(pool, n)
 
-    summary = run_repeats(adapter, draw, n=4, repeats=3, seed=5,
-                          options=RunOptions(batch_size=4, progress=False))  # fmt: skip
+    summary = run_repeats(adapter, draw, MIRSettings(n=4, repeats=3, seed=5, batch_size=4,
+                                                     progress=False))  # fmt: skip
     info = summary.as_dict()
     assert info["seeds"] == [5, 6, 7] and info["repeats"] == 3
     assert info["min"] <= info["mean"] <= info["max"]
     assert len(set(info["mir"])) == 3  # different subsets, different values
     again = run_mir(adapter, draw(4, 6), RunOptions(batch_size=4, progress=False))
     assert info["mir"][1] == pytest.approx(again.mir, abs=1e-9)
+    assert [r.settings["seed"] for r in summary.results] == [5, 6, 7]
+    assert "baselines" not in info
     with pytest.raises(ValueError, match="repeats"):
-        run_repeats(adapter, draw, n=4, repeats=0)
+        MIRSettings(n=4, repeats=0)
+
+
+def test_baselines_with_repeats_per_subset_and_their_spread(llava_dir):
+    """--baselines with --repeats: each subset gets its own baselines (seeded by its own seed,
+    as a single run with that seed would), and their spread is reported."""
+    adapter = load_adapter(str(llava_dir), device="cpu")
+    pool = make_pairs(12)
+
+    def draw(n: int, seed: int):
+        return random.Random(seed).sample(pool, n)
+
+    settings = MIRSettings(n=4, repeats=3, seed=2, batch_size=4, baselines=True,
+                           baseline_tokens=64, progress=False)  # fmt: skip
+    info = run_repeats(adapter, draw, settings).as_dict()
+    single = run_mir(adapter, draw(4, 3), dataclasses.replace(settings, repeats=1, seed=3))
+    spread = info["baselines"]
+    assert set(spread) == {"mmd", "mmd_layerwise", "kid", "kid_layerwise"}
+    assert spread["mmd"]["values"][1] == pytest.approx(single.metadata["baselines"]["mmd"])
+    values = spread["kid"]["values"]
+    assert len(values) == 3 and len(set(values)) == 3
+    mean = sum(values) / 3
+    std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+    assert spread["kid"]["mean"] == pytest.approx(mean) and spread["kid"]["std"] == pytest.approx(
+        std
+    )
+    assert spread["kid"]["min"] == min(values) and spread["kid"]["max"] == max(values)
 
 
 def test_layer_selection_and_settings_recorded(llava_dir):

@@ -172,3 +172,59 @@ def test_constructor_errors():
         MIRAccumulator(2, layer_ids=[1])
     with pytest.raises(ValueError, match="no tokens"):
         MIRAccumulator(1).compute()
+
+
+# ----------------------------------------------------------------------------- the pass loop
+def _batches(vision, text, chunks: int = 8):
+    return list(
+        zip(
+            zip(*[v.chunk(chunks) for v in vision], strict=False),
+            zip(*[t.chunk(chunks) for t in text], strict=False),
+            strict=True,
+        )
+    )
+
+
+@pytest.mark.parametrize(("mode", "tail", "passes"), [("drop", 4, 2), ("median", 4, 2),
+                                                      ("drop", 512, 1)])  # fmt: skip
+def test_accumulate_runs_every_pass_and_equals_the_steps(mode, tail, passes):
+    """accumulate() feeds as many passes as the data needs (tail overflow: 2) and gives what
+    driving the passes by hand gives, and what every token in memory gives."""
+    vision, text = _layers(2, spikes=20)
+    batches = _batches(vision, text)
+    fed = []
+
+    def feed(acc: MIRAccumulator) -> None:
+        fed.append(acc.pass_index)
+        for vs, ts in batches:
+            acc.update(list(vs), list(ts))
+
+    got = MIRAccumulator(3, outliers=mode, tail_capacity=tail).accumulate(feed)
+    assert fed == list(range(passes)) and got.settings["passes"] == passes
+    steps = MIRAccumulator(3, outliers=mode, tail_capacity=tail)
+    for vs, ts in batches:
+        steps.update(list(vs), list(ts))
+    while steps.needs_another_pass:
+        steps.begin_next_pass()
+        for vs, ts in batches:
+            steps.update(list(vs), list(ts))
+    assert got == steps.compute()
+    ref = compute_mir(vision, text, outliers=mode)
+    assert got.mir == pytest.approx(ref.mir, rel=1e-10)
+    assert got.outliers_vision == ref.outliers_vision
+
+
+def test_accumulate_starts_fresh_and_records_the_callers_settings_once():
+    vision, text = _layers(4)
+    acc = MIRAccumulator(3)
+    acc.update(vision, text)
+    with pytest.raises(RuntimeError, match="start from a new accumulator"):
+        acc.accumulate(lambda a: a.update(vision, text))
+    run = {"template": "chat", "n": 7, "sqrt": "exact", "outliers": "drop"}
+    acc = MIRAccumulator(3)
+    res = acc.accumulate(lambda a: a.update(vision, text), settings=run)
+    assert res.settings == {**acc.record("exact"), **run}
+    assert set(acc.record()) == {"sqrt", "outliers", "outlier_k", "scaling", "covariance",
+                                 "tail_capacity", "median", "median_sample", "passes"}  # fmt: skip
+    with pytest.raises(ValueError, match="disagree with the accumulator's on outliers, sqrt"):
+        acc.compute("exact", settings={"sqrt": "scipy", "outliers": "median", "n": 7})

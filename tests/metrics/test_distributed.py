@@ -40,19 +40,30 @@ def _run_case(rank: int, world: int, case: tuple) -> dict:
     # uneven strided shards, as a distributed sampler without padding duplicates gives
     shard = lambda xs: [x[rank::world] for x in xs]  # noqa: E731
     acc = MIRAccumulator(2, outliers=mode, tail_capacity=tail, median_sample=sample)
-    acc.update(shard(vision), shard(text))
-    acc.all_reduce()
-    while acc.needs_another_pass:
-        acc.begin_next_pass()
-        acc.update(shard(vision), shard(text))
-        acc.all_reduce()
-    res = acc.compute()
+    fed = []  # the pass index of every feed
+
+    def feed(a: MIRAccumulator) -> None:
+        fed.append(a.pass_index)
+        a.update(shard(vision), shard(text))
+
+    res = acc.accumulate(feed, distributed=True)
+    # the same passes driven step by step (the protocol accumulate() runs) give the same result
+    steps = MIRAccumulator(2, outliers=mode, tail_capacity=tail, median_sample=sample)
+    steps.update(shard(vision), shard(text))
+    steps.all_reduce()
+    while steps.needs_another_pass:
+        steps.begin_next_pass()
+        steps.update(shard(vision), shard(text))
+        steps.all_reduce()
+    by_steps = steps.compute()
     medians = [
         s.median_vector().tolist()
         for s in acc.sets["vision"]
         if mode == "median" and s.finalize()[1]
     ]
-    return {"mir": res.mir, "passes": acc.passes, "n_vision": res.n_vision, "medians": medians}
+    return {"mir": res.mir, "passes": acc.passes, "n_vision": res.n_vision, "medians": medians,
+            "fed": fed, "recorded_passes": res.settings["passes"], "steps_mir": by_steps.mir,
+            "steps_passes": steps.passes}  # fmt: skip
 
 
 def _worker(rank: int, world: int, init: str, out: str) -> None:
@@ -68,7 +79,8 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo file init on POSIX only")
 def test_two_process_reduction_equals_single_process(tmp_path):
     """Every pass (tail-overflow filter, exact-median bracket, bracket-miss fallback) reduces
-    to the single-process result; both ranks agree and take the same number of passes."""
+    to the single-process result; both ranks agree and take the same number of passes, and
+    `accumulate(distributed=True)` equals the passes driven step by step."""
     init = f"file://{tmp_path / 'rendezvous'}"
     out = str(tmp_path / "res")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -83,6 +95,8 @@ def test_two_process_reduction_equals_single_process(tmp_path):
             assert got["mir"] == pytest.approx(ref.mir, rel=1e-10), name
             assert got["n_vision"] == ref.n_vision, name
             assert got["passes"] == passes, name
+            assert got["fed"] == list(range(passes)) and got["recorded_passes"] == passes, name
+            assert got["steps_mir"] == got["mir"] and got["steps_passes"] == passes, name
             if mode == "median":
                 medians = [torch.tensor(m, dtype=torch.float64) for m in got["medians"]]
                 assert len(medians) == 2 and all(map(torch.equal, medians, exact)), name

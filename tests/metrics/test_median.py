@@ -46,19 +46,16 @@ def _layers(seed: int, k: int = 3, n_v: int = 60_000, n_t: int = 6_000, d: int =
     return vision, text
 
 
-def _feed_passes(acc: MIRAccumulator, vision, text, batches: int = 7) -> None:
-    def feed():
+def _feed_passes(acc: MIRAccumulator, vision, text, batches: int = 7):
+    def feed(a: MIRAccumulator) -> None:
         for vs, ts in zip(
             zip(*[v.chunk(batches) for v in vision], strict=True),
             zip(*[t.chunk(batches) for t in text], strict=True),
             strict=True,
         ):
-            acc.update(list(vs), list(ts))
+            a.update(list(vs), list(ts))
 
-    feed()
-    while acc.needs_another_pass:
-        acc.begin_next_pass()
-        feed()
+    return acc.accumulate(feed)
 
 
 # ----------------------------------------------------------------------------- MedianSearch
@@ -233,5 +230,5 @@ def test_median_option_is_validated():
     from modalign.measure.run import RunOptions
 
     assert RunOptions().median == "exact"
-    with pytest.raises(ConfigError, match="median must be one of"):
+    with pytest.raises(ConfigError, match="median: 'approx' is not one of: exact, estimate"):
         RunOptions(median="approx")

@@ -215,3 +215,64 @@ def test_baselines_stream_beside_mir_in_a_model_run(tiny_dir, data, tmp_path, ca
         and len(b["mmd_per_layer"]) == 2
         and b["mmd"] == b["mmd_per_layer"][0]
     )
+
+
+def test_settings_recorded_once_equal_the_resolved_settings(tiny_dir, data, tmp_path, capsys):
+    """The result's settings are the accumulator's record plus the resolved MIRSettings record,
+    nothing added elsewhere (device/dtype: where the model ran; n: the pairs scored)."""
+    from modalign.measure.settings import MIRSettings
+    from modalign.metrics import MIRAccumulator
+
+    images, texts = data
+    out = tmp_path / "once.json"
+    rc, _, err = _run(capsys, "--model", tiny_dir("llava"), "--images", images, "--texts", texts,
+                      "--n", 4, "--seed", 2, "--layers", "2", "--compat", "official",
+                      "--sqrt", "exact", "--json", out, "--quiet")  # fmt: skip
+    assert rc == 0, err
+    got = json.loads(out.read_text())["settings"]
+    resolved = MIRSettings(n=4, seed=2, layers="2", compat="official", sqrt="exact").resolve(
+        device="cpu", dtype="float32"
+    )
+    acc = MIRAccumulator(1, outliers=resolved.outliers, median=resolved.median)
+    assert got == {**acc.record(resolved.backend), **resolved.record()}
+
+
+def test_config_file_names_the_model_data_and_settings(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"model": str(tiny_dir("llava")), "images": str(images),
+                                  "texts": str(texts), "n": 5, "layers": "2",
+                                  "template": "plain"}))  # fmt: skip
+    out = tmp_path / "c.json"
+    rc, _, err = _run(capsys, "--config", config, "--n", 3, "--json", out, "--quiet")
+    assert rc == 0, err
+    res = json.loads(out.read_text())
+    assert res["metadata"]["model"] == str(tiny_dir("llava"))
+    assert res["settings"]["n"] == 3 and len(res["metadata"]["samples"]) == 3  # the flag wins
+    assert res["layers"] == [2] and res["settings"]["template"] == "plain"
+
+
+def test_baselines_with_repeats_per_subset_and_their_spread(tiny_dir, data, tmp_path, capsys):
+    images, texts = data
+    out = tmp_path / "rb.json"
+    rc, stdout, err = _run(capsys, "--model", tiny_dir("llava"), "--images", images, "--texts",
+                           texts, "--n", 3, "--repeats", 2, "--baselines",
+                           "--baseline-tokens", 64, "--json", out)  # fmt: skip
+    assert rc == 0, err
+    res = json.loads(out.read_text())
+    spread = res["metadata"]["repeats"]["baselines"]
+    assert len(spread["mmd"]["values"]) == 2
+    assert spread["mmd"]["values"][0] == res["metadata"]["baselines"]["mmd"]  # first subset
+    assert spread["kid"]["min"] <= spread["kid"]["mean"] <= spread["kid"]["max"]
+    assert "baselines: MMD" in stdout and "baselines over 2 subsets" in stdout
+
+
+def test_no_model_scores_the_demo_and_says_so(capsys):
+    """`modalign mir` alone: the shipped demo model on its held-out eval set, said in the
+    output; its MIR is the documented 0.9824."""
+    rc, stdout, err = _run(capsys)
+    assert rc == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].startswith("no --model given: scoring the shipped demo model (modalign.assets")
+    assert "on its held-out eval set" in lines[0]
+    assert lines[1].startswith("MIR       0.9824")

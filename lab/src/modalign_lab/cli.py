@@ -185,8 +185,14 @@ def _sft(args) -> int:
     _threads(args)
     recipe = _recipe(args, lab_preset("sft"), _n_train(args.data, args.limit))
     return _print(
-        sft(args.data, args.model, args.out, recipe, args.limit,
-            multi_turn=_cycle_settings(args).multi_turn)
+        sft(
+            args.data,
+            args.model,
+            args.out,
+            recipe,
+            args.limit,
+            multi_turn=_cycle_settings(args).multi_turn,
+        )
     )
 
 

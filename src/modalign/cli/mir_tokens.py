@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from modalign.cli.outputs import check_outputs, print_baselines, print_summary, resolve_settings
+from modalign.cli.outputs import check_outputs, print_baselines, print_summary, read_sections
 from modalign.errors import DataError
+from modalign.measure.settings import TOKEN_RUN
 from modalign.metrics import compute_mir
 
 _KEY = re.compile(r"^(vision|text)\.(\d+)$")
@@ -46,20 +47,24 @@ def load_token_file(path: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]
 
 def run_tokens(args: argparse.Namespace) -> int:
     """Score the token file; print the summary (and baselines); write JSON if asked."""
+    settings = read_sections(args)["mir"]
     check_outputs(args, "json")
-    sqrt, outliers = resolve_settings(args)
     vision, text = load_token_file(args.tokens)
-    result = compute_mir(vision, text, sqrt=sqrt, outliers=outliers, median=args.median)
-    result.settings["compat"] = args.compat
+    result = compute_mir(
+        vision, text, sqrt=settings.backend, outliers=settings.outliers, median=settings.median,
+        settings=settings.record(TOKEN_RUN),
+    )  # fmt: skip
     result.metadata.update({"source": "tokens", "tokens": str(args.tokens)})
-    if args.baselines:
+    if settings.baselines:
         from modalign.metrics import baseline_report
 
-        result.metadata["baselines"] = baseline_report(vision, text)
+        result.metadata["baselines"] = baseline_report(
+            vision, text, max_tokens=settings.baseline_tokens, seed=settings.seed
+        )
     if args.json:
         result.to_json(args.json)
     print_summary(result, args.quiet)
-    if args.baselines and not args.quiet:
+    if settings.baselines and not args.quiet:
         print_baselines(result.metadata["baselines"])
     if args.json and not args.quiet:
         print(f"wrote {args.json}", file=sys.stderr)

@@ -1,19 +1,29 @@
-"""What the `mir` commands share: settings presets, output-path checks, the printed summary."""
+"""What the `mir` commands share: their settings read once (config file <- flags, resolved),
+output-path checks, the printed summary."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from modalign.atomic import check_writable
+from modalign.cli.probe_options import ModelChoice, ProbeData, read_config
+from modalign.measure.settings import MIRSettings
+from modalign.settings import settings_from
+
+SECTIONS = {"mir": MIRSettings, "data": ProbeData, "subject": ModelChoice}
 
 
-def resolve_settings(args: argparse.Namespace) -> tuple[str, str]:
-    """(sqrt, outliers) from explicit flags, falling back on the --compat preset."""
-    official = args.compat == "official"
-    sqrt = args.sqrt or ("official" if official else "exact")
-    outliers = args.outliers or ("median" if official else "drop")
-    return sqrt, outliers
+def read_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """Every settings section of `modalign mir` from `--config` and the flags given, the MIR
+    settings resolved (compat preset, refused combinations): before any work."""
+    config = read_config(args, SECTIONS)
+    out = {
+        name: settings_from(cls, args, name, config=config[name]) for name, cls in SECTIONS.items()
+    }
+    out["mir"] = out["mir"].resolve()
+    return out
 
 
 def check_outputs(args: argparse.Namespace, *flags: str) -> None:
@@ -40,3 +50,13 @@ def print_baselines(b: dict) -> None:
         f"baselines: MMD {b['mmd']:.4g} (layer-wise {b['mmd_layerwise']:.4g}), "
         f"KID {b['kid']:.4g} (layer-wise {b['kid_layerwise']:.4g})"
     )
+
+
+def print_baseline_spread(spread: dict, repeats: int) -> None:
+    """The baselines' mean and standard deviation over the repeats, in one line."""
+    parts = ", ".join(
+        f"{label} {spread[key]['mean']:.4g} +- {spread[key]['std']:.3g}"
+        for label, key in (("MMD", "mmd"), ("layer-wise", "mmd_layerwise"), ("KID", "kid"),
+                           ("layer-wise", "kid_layerwise"))
+    )  # fmt: skip
+    print(f"baselines over {repeats} subsets (mean +- std): {parts}")

@@ -1,111 +1,119 @@
-"""Flags shared by the commands that run a model over probe pairs (`mir --model`, `validate`):
-where the image/text pairs come from, and how the model sees them."""
+"""What the commands that run a model over probe pairs (`mir --model`, `validate`) share: where
+the image/text pairs come from (`ProbeData`, declared once, its flags generated), the
+`--config FILE` reading, and the shipped demo standing in for what the user left out
+(`resolve_probe`), decided once, before any work."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, DataError
+from modalign.settings import add_options, load_config, option, split_config
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--images/--texts, --pairs or --dataset, and the seeded draw of --n pairs."""
-    g = parser.add_argument_group("probe data")
-    g.add_argument("--images", type=Path,
-                   help="folder of images (paired at random with --texts)")  # fmt: skip
-    g.add_argument("--texts", type=Path,
-                   help="text file (one passage per line) or JSONL")  # fmt: skip
-    g.add_argument("--pairs", type=Path,
-                   help="JSONL/CSV of (image, text) pairs")  # fmt: skip
-    g.add_argument("--dataset", help="Hugging Face dataset name or saved dataset folder")
-    g.add_argument("--dataset-split", default="train", help="dataset split (default: train)")
-    g.add_argument("--image-column", default="image", help="dataset image column")
-    g.add_argument("--text-column", default="text", help="dataset text column")
-    # --num-samples: same option, for launchers such as torchrun whose parser takes --n as an
-    # ambiguous abbreviation of their own flags.
-    g.add_argument("--n", "--num-samples", dest="n", type=int, default=100,
-                   help="number of pairs (default: 100)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="seed of the pair selection (default: 0)")
-    g.add_argument("--strict", action="store_true", help="fail on unreadable images/rows")
+@dataclass(frozen=True)
+class ProbeData:
+    """Where the probe pairs come from: a folder of images with a text file, a pairs file, or
+    a dataset (exactly one)."""
+
+    # (option() is a dataclasses.field: RUF009 does not know it)
+    images: Path | None = option(None, help="folder of images (paired at random with --texts)")
+    texts: Path | None = option(None, help="text file (one passage per line) or JSONL")
+    pairs: Path | None = option(None, help="JSONL/CSV of (image, text) pairs")
+    dataset: str | None = option(None, help="Hugging Face dataset name or saved dataset folder")
+    dataset_split: str = option("train", help="dataset split")
+    image_column: str = option("image", help="dataset image column")
+    text_column: str = option("text", help="dataset text column")
+    strict: bool = option(False, help="fail on unreadable images/rows")
+
+    @property
+    def given(self) -> bool:
+        """Whether any data was named."""
+        return bool(self.images or self.texts or self.pairs or self.dataset)
+
+    def source(self) -> Any:
+        """The `SampleSource` these settings describe."""
+        from modalign.data import SampleSource
+
+        return SampleSource.from_args(
+            images=self.images,
+            texts=self.texts,
+            pairs=self.pairs,
+            hf_dataset=self.dataset,
+            split=self.dataset_split,
+            image_column=self.image_column,
+            text_column=self.text_column,
+            strict=self.strict,
+        )
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Batching, sequence layout, layers, device and dtype of the forward passes."""
-    g = parser.add_argument_group("forward passes")
-    g.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
-    g.add_argument(
-        "--template",
-        choices=["chat", "plain", "official"],
-        default=None,
-        help="sequence layout: the model's chat template with the passage as the assistant turn "
-        "(default), plain = BOS + image tokens + passage tokens, official = the official MIR "
-        "protocol (default with --compat official)",
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a run scores (`modalign mir`)."""
+
+    model: str | None = option(
+        None,
+        help="Hugging Face model id or local checkpoint directory (default: the shipped demo "
+        "model, on its held-out eval set unless data is given)",
     )
-    g.add_argument("--max-text-tokens", type=int, default=None, help="truncate longer passages")
-    g.add_argument("--layers", default=None, help="decoder layers, e.g. '1-8,12' (default: all)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    g.add_argument(
-        "--dtype", default="auto", help="auto|float32|bfloat16|float16 (auto: CUDA bf16)"
-    )
 
 
-def parse_layers(spec: str | None) -> list[int] | None:
-    """'1-4,8' -> [1, 2, 3, 4, 8]; None/'all' -> None (every decoder layer)."""
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
+@dataclass(frozen=True)
+class Probe:
+    """What a run measures, resolved: the model (None where the command takes several), the
+    data, and, where the shipped demo stands in for something not given, a sentence saying so."""
+
+    model: str | None
+    data: ProbeData
+    note: str | None = None
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The `ProbeData` flags (dest `data.*`), in their own help group."""
+    add_options(parser.add_argument_group("probe data"), ProbeData, path="data")
+
+
+def read_config(args: argparse.Namespace, sections: dict[str, type]) -> dict[str, dict]:
+    """The `--config` file (if given) split by settings section; unknown keys refused."""
+    path = getattr(args, "config", None)
+    if path is None:
+        return {name: {} for name in sections}
+    try:
+        return split_config(load_config(path), sections)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+
+
+def resolve_probe(model: str | None, data: ProbeData, *, demo_model: bool) -> Probe:
+    """Fill in the shipped demo (`modalign.assets`) where it stands in: its model when
+    `demo_model` and no model is given, its held-out eval set when no data is given and the
+    demo model is scored or no model is named (validate measures the checkpoints it is given)."""
+    from modalign.assets import default_dir, default_model_path
+
+    notes = []
+    if demo_model and not model:
         try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ConfigError(f"--layers: cannot parse {part!r} (use e.g. 1-8,12)") from None
-    return out
-
-
-def check_run_arguments(args: argparse.Namespace) -> None:
-    """Positive sizes, before any work."""
-    for name in ("n", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.max_text_tokens is not None and args.max_text_tokens < 1:
-        raise ConfigError("--max-text-tokens must be >= 1")
-
-
-def has_data(args: argparse.Namespace) -> bool:
-    return bool(args.images or args.texts or args.pairs or args.dataset)
-
-
-def use_default_data(args: argparse.Namespace) -> None:
-    """No data given: the embedded default's own held-out probe set (images + passages)."""
-    if has_data(args):
-        return
-    from modalign.assets import default_dir
-
-    args.images = default_dir() / "eval" / "images"
-    args.texts = default_dir() / "eval" / "passages.txt"
-
-
-def source_from_args(args: argparse.Namespace) -> Any:
-    """The `SampleSource` the data flags describe."""
-    from modalign.data import SampleSource
-
-    return SampleSource.from_args(
-        images=args.images,
-        texts=args.texts,
-        pairs=args.pairs,
-        hf_dataset=args.dataset,
-        split=args.dataset_split,
-        image_column=args.image_column,
-        text_column=args.text_column,
-        strict=args.strict,
-    )
+            model = str(default_model_path())
+        except DataError as exc:
+            raise ConfigError(f"no --model given and {exc}") from exc
+        notes.append("the shipped demo model (modalign.assets, a small pre-trained LLaVA)")
+    if not data.given and (notes or model is None):
+        eval_dir = default_dir() / "eval"
+        data = dataclasses.replace(
+            data, images=eval_dir / "images", texts=eval_dir / "passages.txt"
+        )
+        where = "its" if notes else "the shipped demo's"
+        notes.append(f"{where} held-out eval set ({eval_dir})")
+    elif notes:
+        notes.append("the data given")
+    if not notes:
+        return Probe(model, data)
+    if demo_model:
+        note = f"no --model given: scoring {notes[0]} on {notes[1]}"
+    else:
+        note = f"no probe data given: measuring on {notes[0]}"
+    return Probe(model, data, note)

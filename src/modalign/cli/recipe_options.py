@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from modalign import settings
 from modalign.errors import ConfigError
 from modalign.settings import add_options, apply_changes, from_mapping, given_options, load_config
 
@@ -33,11 +33,10 @@ RECORDED_ONLY = ("n_samples", "identity")  # in recorded stage settings: derived
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE`: the settings of a YAML/JSON file; flags given as well override it."""
-    parser.add_argument(
-        "--config", type=Path, metavar="FILE",
-        help="settings from a YAML or JSON file (keys as in a run's stage_settings.json, which "
-        "replays that run); flags override the file",
+    """`--config FILE` of the training commands (keys nested as in `stage_settings.json`)."""
+    settings.add_config_option(
+        parser, "as in a run's stage_settings.json, which replays that run: inputs, stage, "
+        "train, connector, moca, monitor ...",
     )  # fmt: skip
 
 

@@ -10,29 +10,49 @@ intervals), OUT/validate.md (tables) and OUT/validate.png (score vs each measure
 checkpoint's measurements are cached in OUT/cache (or --cache) under a key of model, probe data
 and settings: re-running resumes after the last finished checkpoint and reuses every result
 whose inputs did not change. Without probe data, the embedded default's probe set is used.
+Settings may come from `--config FILE` (YAML/JSON, keys as the flags' names); flags override it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from modalign.cli.probe_options import (
-    add_data_arguments,
-    add_run_arguments,
-    check_run_arguments,
-    parse_layers,
-    source_from_args,
-    use_default_data,
+    ProbeData,
+    add_data_options,
+    read_config,
+    resolve_probe,
 )
 from modalign.errors import ConfigError, DataError
+from modalign.evidence.validate import ValidateSettings
+from modalign.measure.settings import MIRSettings
+from modalign.settings import add_config_option, add_options, option, option_like, settings_from
+
+
+@dataclass(frozen=True)
+class ValidateRun:
+    """What a validation needs beside how each checkpoint is measured: the probe size and the
+    bootstrap of the correlations."""
+
+    n: int = option_like(MIRSettings, "n")
+    bootstrap: int = option(1000, help="bootstrap resamples")
+    level: float = option(0.95, help="interval level")
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"--n must be >= 1, got {self.n}")
+        if self.bootstrap < 0 or not 0 < self.level < 1:
+            raise ConfigError("--bootstrap must be >= 0 and --level in (0, 1)")
+
+
+SECTIONS = {"validate": ValidateSettings, "run": ValidateRun, "data": ProbeData}
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the arguments of `modalign validate` to `p`."""
-    from modalign.metrics import MEDIAN_MODES, OUTLIER_MODES, SQRT_BACKENDS
-
     p.description = __doc__.split("\n\n")[0]
     g = p.add_argument_group("checkpoints and scores")
     g.add_argument("--checkpoints", type=Path,
@@ -45,20 +65,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="its group, e.g. the benchmark (one per --model, or none)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--cache", type=Path, help="measurement cache folder (default: OUT/cache)")
-    add_data_arguments(p)
-    add_run_arguments(p)
-    m = p.add_argument_group("measures")
-    m.add_argument("--loss-template", choices=["plain", "chat", "official"], default="plain",
-                   help="layout of the caption loss (default plain: BOS + image + caption, "
-                   "the pre-training objective)")  # fmt: skip
-    m.add_argument("--no-baselines", action="store_true", help="skip MMD/KID/centroid gaps")
-    m.add_argument("--no-caption-loss", action="store_true", help="skip caption loss / PPL")
-    m.add_argument("--outliers", choices=OUTLIER_MODES, default="drop")
-    m.add_argument("--sqrt", choices=SQRT_BACKENDS.names(), default="exact")
-    m.add_argument("--median", choices=MEDIAN_MODES, default="exact")
-    s = p.add_argument_group("statistics")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    s.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    add_config_option(p)
+    add_data_options(p)
+    add_options(p.add_argument_group("probe draw"), ValidateRun, path="run", only=("n",))
+    add_options(p.add_argument_group("measures"), ValidateSettings, path="validate")
+    add_options(p.add_argument_group("statistics"), ValidateRun, path="run", skip=("n",))
     p.set_defaults(func=run)
 
 
@@ -75,29 +86,29 @@ def _checkpoints(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from modalign.atomic import atomic_write_json, atomic_write_text, check_writable
     from modalign.evidence.report import plot_scatter, render_markdown
-    from modalign.evidence.validate import ValidateSettings, usable, validate
+    from modalign.evidence.validate import usable, validate
 
-    check_run_arguments(args)
-    if args.bootstrap < 0 or not 0 < args.level < 1:
-        raise ConfigError("--bootstrap must be >= 0 and --level in (0, 1)")
+    config = read_config(args, SECTIONS)
+    settings = settings_from(ValidateSettings, args, "validate", config=config["validate"])
+    settings = replace(settings, progress=sys.stderr.isatty())
+    runs = settings_from(ValidateRun, args, "run", config=config["run"])
+    settings.mir_settings(runs.n).resolve()  # refuse bad combinations before any work
+    probe = resolve_probe(
+        None, settings_from(ProbeData, args, "data", config=config["data"]), demo_model=False
+    )
     checkpoints = _checkpoints(args)
     for name in ("validate.json", "validate.md", "validate.png"):
         check_writable(args.out / name, "--out")
-    use_default_data(args)
-    pairs = source_from_args(args).sample(args.n, args.seed, lazy=True)
-    settings = ValidateSettings(
-        template=args.template or "chat", loss_template=args.loss_template,
-        layers=tuple(parse_layers(args.layers)) if args.layers else None,
-        max_text_tokens=args.max_text_tokens, outliers=args.outliers, sqrt=args.sqrt,
-        median=args.median, baselines=not args.no_baselines,
-        caption_loss=not args.no_caption_loss, dtype=args.dtype, seed=args.seed,
-        batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty(),
-    )  # fmt: skip
+    if probe.note:
+        print(probe.note, file=sys.stderr)
+    pairs = probe.data.source().sample(runs.n, settings.seed, lazy=True)
     report = validate(
         checkpoints, pairs, settings, args.cache or args.out / "cache",
-        resamples=args.bootstrap, level=args.level,
+        resamples=runs.bootstrap, level=runs.level,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     atomic_write_json(args.out / "validate.json", report)

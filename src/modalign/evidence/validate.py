@@ -24,6 +24,9 @@ from modalign.evidence.cache import MeasureCache, cache_key, data_fingerprint, m
 from modalign.evidence.checkpoints import Checkpoint
 from modalign.evidence.correlate import STATISTICS, bootstrap_intervals, correlations
 from modalign.evidence.measures import read_measures
+from modalign.measure.layers import Layers
+from modalign.measure.settings import TEMPLATES, MIRSettings
+from modalign.settings import check_choices, option, option_like
 
 POOLED = "all groups (pooled)"
 
@@ -31,23 +34,49 @@ POOLED = "all groups (pooled)"
 @dataclass(frozen=True)
 class ValidateSettings:
     """How each checkpoint is measured (all of it is part of the cache key but `batch_size`,
-    `device` and `progress`, which do not change the numbers)."""
+    `device` and `progress`, which do not change the numbers). The MIR settings are declared
+    as `MIRSettings`' (`option_like`), with validate's own defaults.
 
-    template: str = "chat"  # MIR's sequence layout
-    loss_template: str = "plain"  # the caption loss's layout (plain = the pre-training one)
-    layers: tuple[int, ...] | None = None
-    max_text_tokens: int | None = None
-    outliers: str = "drop"
-    sqrt: str = "exact"
-    median: str = "exact"
-    baselines: bool = True
-    baseline_tokens: int = 2048
-    caption_loss: bool = True
-    dtype: str = "auto"
-    seed: int = 0  # of the baselines' token sample (the pairs are drawn by the caller)
-    batch_size: int = 8
-    device: str | None = None
-    progress: bool = False
+    >>> ValidateSettings(template="plain").mir_settings(n=20).resolve().template
+    'plain'
+    """
+
+    template: str = option_like(
+        MIRSettings, "template", default="chat",
+        help="MIR's sequence layout: the model's chat template with the passage as the assistant "
+        "turn, plain = BOS + image tokens + passage tokens, official = the official MIR protocol",
+    )  # fmt: skip
+    loss_template: str = option(
+        "plain", choices=TEMPLATES,
+        help="layout of the caption loss (default plain: BOS + image + caption, the "
+        "pre-training objective)",
+    )  # fmt: skip
+    layers: Layers | None = option_like(MIRSettings, "layers")
+    max_text_tokens: int | None = option_like(MIRSettings, "max_text_tokens")
+    outliers: str = option_like(
+        MIRSettings, "outliers", default="drop", help="3-sigma norm outlier handling"
+    )
+    sqrt: str = option_like(MIRSettings, "sqrt", default="exact", help="trace-square-root backend")
+    median: str = option_like(MIRSettings, "median")
+    baselines: bool = option(
+        True, flag="--no-baselines", negate=True, help="skip MMD/KID/centroid gaps"
+    )
+    baseline_tokens: int = option_like(MIRSettings, "baseline_tokens")
+    caption_loss: bool = option(
+        True, flag="--no-caption-loss", negate=True, help="skip caption loss / PPL"
+    )
+    dtype: str = option_like(MIRSettings, "dtype")
+    seed: int = option(
+        0, help="seed of the pair selection, of the baselines' token sample and of the bootstrap"
+    )  # (the pairs are drawn by the caller)
+    batch_size: int = option_like(MIRSettings, "batch_size")
+    device: str | None = option_like(MIRSettings, "device")
+    progress: bool = option(False, cli=False, help="show progress bars")
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and not isinstance(self.layers, Layers):
+            object.__setattr__(self, "layers", Layers.coerce(self.layers))
+        check_choices(self)
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the measured numbers."""
@@ -57,6 +86,16 @@ class ValidateSettings:
         out["layers"] = list(self.layers) if self.layers is not None else None
         return out
 
+    def mir_settings(self, n: int) -> MIRSettings:
+        """The MIR run settings of one checkpoint's measurement on `n` pairs."""
+        return MIRSettings(
+            n=n, seed=self.seed, batch_size=self.batch_size, template=self.template,
+            max_text_tokens=self.max_text_tokens, layers=self.layers, device=self.device,
+            dtype=self.dtype, sqrt=self.sqrt, outliers=self.outliers, median=self.median,
+            baselines=self.baselines, baseline_tokens=self.baseline_tokens,
+            progress=self.progress,
+        )  # fmt: skip
+
 
 def measure_checkpoint(model: str, pairs: Sequence[Pair], settings: ValidateSettings) -> dict:
     """Load `model` and measure it on `pairs`: {"mir": MIRResult dict, "baselines": {...},
@@ -64,24 +103,13 @@ def measure_checkpoint(model: str, pairs: Sequence[Pair], settings: ValidateSett
     import torch
 
     from modalign.evidence.caption_loss import caption_loss
-    from modalign.measure.run import RunOptions, run_mir
-    from modalign.metrics.baseline_sampler import BaselineSampler
+    from modalign.measure.run import run_mir
     from modalign.models import load_adapter
 
     started = time.perf_counter()
     adapter = load_adapter(model, device=settings.device, dtype=settings.dtype)
     try:
-        opts = RunOptions(
-            batch_size=settings.batch_size, template=settings.template,
-            max_text_tokens=settings.max_text_tokens, layers=settings.layers,
-            sqrt=settings.sqrt, outliers=settings.outliers, median=settings.median,
-            progress=settings.progress,
-        )  # fmt: skip
-        sampler = None
-        if settings.baselines:
-            n_layers = len(adapter.layer_ids(settings.layers))
-            sampler = BaselineSampler(n_layers, settings.baseline_tokens, seed=settings.seed)
-        result = run_mir(adapter, pairs, opts, baselines=sampler)
+        result = run_mir(adapter, pairs, settings.mir_settings(len(pairs)))
         record: dict[str, Any] = {"baselines": result.metadata.pop("baselines", None)}
         record["mir"] = result.to_dict()
         if settings.caption_loss:
@@ -121,6 +149,7 @@ def validate(
         raise DataError("no checkpoints to validate")
     if not pairs:
         raise DataError("no probe pairs to measure the checkpoints on")
+    settings.mir_settings(len(pairs)).resolve()  # refuse bad settings before any work
     data = data_fingerprint(pairs)
     cache = MeasureCache(cache_dir)
     key_settings = {**settings.identity(), "n": len(pairs)}

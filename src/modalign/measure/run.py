@@ -1,15 +1,17 @@
 """Stream image/text pairs through a model adapter into the MIR accumulators.
 
-    result = run_mir(adapter, pairs, batch_size=8, template="chat")
-    summary = run_repeats(adapter, draw=source.sample, n=100, repeats=10, seed=0)
+    result = run_mir(adapter, pairs, MIRSettings(batch_size=8, template="chat"))
+    summary = run_repeats(adapter, draw=source.sample, settings=MIRSettings(n=100, repeats=10))
 
 Memory does not grow with the number of samples: each batch's hidden states are reduced to
 the accumulators' sums and dropped. Under torch.distributed each rank scores a strided shard
 (`pairs[rank::world]`, no duplicates, no padding) and the accumulator states are all-reduced.
+The settings are resolved once, up front, and recorded once in the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -20,31 +22,28 @@ from typing import Any
 import torch
 
 from modalign.data.pairs import Pair
-from modalign.errors import ConfigError, DataError, MetricError
-from modalign.metrics import MEDIAN_MODES, MIRAccumulator, MIRResult
+from modalign.errors import DataError, MetricError
+from modalign.measure.settings import MIRSettings
+from modalign.metrics import MIRAccumulator, MIRResult
 from modalign.metrics.baseline_sampler import BaselineSampler
 from modalign.models.adapters.base import VLMAdapter
 from modalign.models.adapters.states import LayerStates, ModelBatch
 
+# The former name of the run settings (the lab and older scripts build `RunOptions(...)`).
+RunOptions = MIRSettings
+# baselines whose spread over repeats is reported (one number per run)
+SPREAD_BASELINES = ("mmd", "mmd_layerwise", "kid", "kid_layerwise")
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How to turn pairs into tokens and tokens into MIR (everything but the data and model)."""
 
-    batch_size: int = 8
-    template: str = "chat"
-    max_text_tokens: int | None = None
-    layers: Sequence[int] | None = None
-    sqrt: str = "exact"
-    outliers: str = "drop"
-    median: str = "exact"  # `median` outliers: exact median (may add a pass) or sample estimate
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.median not in MEDIAN_MODES:
-            raise ConfigError(f"median must be one of {MEDIAN_MODES}, got {self.median!r}")
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, min, max and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    std = (
+        math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1))
+        if len(values) > 1
+        else 0.0
+    )
+    return {"mean": mean, "min": min(values), "max": max(values), "std": std}
 
 
 @dataclass
@@ -60,12 +59,17 @@ class RepeatSummary:
         return [r.mir for r in self.results]
 
     def as_dict(self) -> dict[str, Any]:
-        """Mean, min, max, sample std and the per-repeat values (for JSON metadata)."""
+        """Mean, min, max, sample std and the per-repeat values (for JSON metadata); with
+        baselines, their per-repeat values and spread under "baselines"."""
         v = self.values
-        mean = sum(v) / len(v)
-        std = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-        return {"n": self.n, "repeats": len(v), "seeds": self.seeds, "mir": v,
-                "mean": mean, "min": min(v), "max": max(v), "std": std}  # fmt: skip
+        out = {"n": self.n, "repeats": len(v), "seeds": self.seeds, "mir": v, **spread(v)}
+        reports = [r.metadata.get("baselines") for r in self.results]
+        if reports and all(reports):
+            out["baselines"] = {
+                key: {"values": [b[key] for b in reports], **spread([b[key] for b in reports])}
+                for key in SPREAD_BASELINES
+            }
+        return out
 
 
 def distributed_context(group: Any = None) -> tuple[int, int]:
@@ -109,25 +113,37 @@ def _batches(pairs: Sequence[Pair], size: int) -> Iterator[Sequence[Pair]]:
 
 
 class _Feeder:
-    """Runs the adapter over a shard and feeds the accumulator; counts truncated passages."""
+    """Runs the adapter over a shard and feeds the accumulator, one whole pass per call (the
+    baselines' sampler sees the first pass); counts truncated passages."""
 
-    def __init__(self, adapter: VLMAdapter, opts: RunOptions, layer_ids: list[int]) -> None:
-        self.adapter, self.opts, self.layer_ids = adapter, opts, layer_ids
+    def __init__(
+        self,
+        adapter: VLMAdapter,
+        settings: MIRSettings,
+        layer_ids: list[int],
+        pairs: Sequence[Pair],
+        sampler: BaselineSampler | None,
+    ) -> None:
+        self.adapter, self.settings, self.layer_ids = adapter, settings, layer_ids
+        self.pairs, self.sampler = pairs, sampler
         self.truncated = 0
 
-    def feed(
-        self, acc: MIRAccumulator, pairs: Sequence[Pair], desc: str, sampler: Any = None
-    ) -> None:
+    def __call__(self, acc: MIRAccumulator) -> None:
         from tqdm.auto import tqdm
 
+        first = acc.pass_index == 0
+        sampler = self.sampler if first else None  # the same forward passes as the first pass
+        desc = "MIR" if first else f"MIR (outlier pass {acc.passes})"
         self.truncated = 0
-        bar = tqdm(total=len(pairs), desc=desc, unit="sample", file=sys.stderr,
-                   disable=not self.opts.progress, leave=False)  # fmt: skip
+        bar = tqdm(total=len(self.pairs), desc=desc, unit="sample", file=sys.stderr,
+                   disable=not self.settings.progress, leave=False)  # fmt: skip
         with bar:
-            for lazy_chunk in _batches(pairs, self.opts.batch_size):
+            for lazy_chunk in _batches(self.pairs, self.settings.batch_size):
                 chunk = list(lazy_chunk)  # decode this batch's images only
                 batch = self.adapter.prepare(
-                    chunk, template=self.opts.template, max_text_tokens=self.opts.max_text_tokens
+                    chunk,
+                    template=self.settings.template,
+                    max_text_tokens=self.settings.max_text_tokens,
                 )
                 states = self.adapter.forward(batch, layers=self.layer_ids)
                 vision, text = states.tokens()
@@ -136,7 +152,7 @@ class _Feeder:
                 except MetricError as exc:
                     located = locate_nonfinite(states, batch)
                     raise (located or exc) from exc
-                if sampler is not None:  # the streaming baselines see the same forward pass
+                if sampler is not None:
                     sampler.update(vision, text)
                 self.truncated += sum(batch.truncated)
                 bar.update(len(chunk))
@@ -158,51 +174,49 @@ def _all_sum(value: int, group: Any, world: int) -> int:
 def run_mir(
     adapter: VLMAdapter,
     pairs: Sequence[Pair],
-    options: RunOptions | None = None,
+    settings: MIRSettings | None = None,
     *,
     group: Any = None,
-    baselines: BaselineSampler | None = None,
 ) -> MIRResult:
     """MIR of `adapter`'s model over `pairs`; sharded across ranks when torch.distributed is up.
 
-    `baselines`: a `BaselineSampler` fed in the first pass (same forward passes); its report
-    goes to `result.metadata["baselines"]`.
+    `settings` (default `MIRSettings()`) are resolved here, with `n` the number of pairs and the
+    device and dtype the adapter's, and recorded once in `result.settings`. With
+    `settings.baselines`, a `BaselineSampler` is fed in the first pass (same forward passes)
+    and its report goes to `result.metadata["baselines"]`.
     """
-    opts = options or RunOptions()
     if not pairs:
         raise DataError("no image/text pairs to score")
-    layer_ids = adapter.layer_ids(opts.layers)
-    rank, world = distributed_context(group)
-    mine = shard(pairs, rank, world)
-    acc = MIRAccumulator(
-        len(layer_ids), layer_ids=layer_ids, outliers=opts.outliers, median=opts.median
+    settings = (settings or MIRSettings()).resolve(
+        n=len(pairs),
+        device=str(adapter.device),
+        dtype=str(adapter.dtype).removeprefix("torch."),
     )
-    feeder = _Feeder(adapter, opts, layer_ids)
-    feeder.feed(acc, mine, "MIR", baselines)
-    if world > 1:
-        acc.all_reduce(group)
-        if baselines is not None:
-            _reduce_sampler(baselines, acc, group)
-    while acc.needs_another_pass:  # identical on every rank after the all-reduce
-        acc.begin_next_pass()  # each pass is one more forward over the same samples
-        feeder.feed(acc, mine, f"MIR (outlier pass {acc.passes})")
+    layer_ids = adapter.layer_ids(settings.layers)
+    rank, world = distributed_context(group)
+    acc = MIRAccumulator(
+        len(layer_ids), layer_ids=layer_ids, outliers=settings.outliers, median=settings.median
+    )
+    sampler = None
+    if settings.baselines:
+        sampler = BaselineSampler(len(layer_ids), settings.baseline_tokens, seed=settings.seed)
+    feed = _Feeder(adapter, settings, layer_ids, shard(pairs, rank, world), sampler)
+    result = acc.accumulate(
+        feed,
+        sqrt=settings.backend,
+        settings=settings.record(),
+        distributed=world > 1,
+        group=group,
+    )
+    if sampler is not None:
         if world > 1:
-            acc.all_reduce(group)
-    result = acc.compute(sqrt=opts.sqrt)
-    if baselines is not None:
-        result.metadata["baselines"] = baselines.report()
+            _reduce_sampler(sampler, acc, group)
+        result.metadata["baselines"] = sampler.report()
     result.metadata.update(
         {
             "n_samples": len(pairs),
-            "truncated_passages": _all_sum(feeder.truncated, group, world),
+            "truncated_passages": _all_sum(feed.truncated, group, world),
             "world_size": world,
-        }
-    )
-    result.settings.update(
-        {
-            "template": opts.template,
-            "batch_size": opts.batch_size,
-            "max_text_tokens": opts.max_text_tokens,
         }
     )
     return result
@@ -219,23 +233,22 @@ def _reduce_sampler(sampler: BaselineSampler, acc: MIRAccumulator, group: Any) -
 
 def run_repeats(
     adapter: VLMAdapter,
-    draw: Callable[[int, int], list[Pair]],
-    n: int,
-    repeats: int,
-    seed: int = 0,
-    options: RunOptions | None = None,
+    draw: Callable[[int, int], Sequence[Pair]],
+    settings: MIRSettings,
     *,
     group: Any = None,
 ) -> RepeatSummary:
-    """MIR on `repeats` subsets `draw(n, seed + r)`; every rank must draw the same subsets."""
-    if repeats < 1:
-        raise ConfigError(f"repeats must be >= 1, got {repeats}")
-    summary = RepeatSummary(n=n, seeds=[seed + r for r in range(repeats)])
-    for s in summary.seeds:
-        subset = draw(n, s)
-        result = run_mir(adapter, subset, options, group=group)
-        result.settings["seed"] = s
-        summary.results.append(result)
+    """MIR on `settings.repeats` subsets `draw(settings.n, seed)`, seed = settings.seed + r
+    (each result records its own seed; with baselines, each subset has its own); every rank
+    must draw the same subsets."""
+    summary = RepeatSummary(
+        n=settings.n, seeds=[settings.seed + r for r in range(settings.repeats)]
+    )
+    for seed in summary.seeds:
+        subset = draw(settings.n, seed)
+        summary.results.append(
+            run_mir(adapter, subset, dataclasses.replace(settings, seed=seed), group=group)
+        )
     return summary
 
 

@@ -11,10 +11,8 @@ from modalign.metrics.baselines import (
     polynomial_kernel,
 )
 from modalign.metrics.frechet import (
-    SQRT_BACKENDS,
     frechet_distance,
     frechet_distance_tokens,
-    newton_schulz_sqrt,
     trace_sqrt_product,
     trace_sqrt_product_tokens,
 )
@@ -22,6 +20,12 @@ from modalign.metrics.median import MEDIAN_MODES, MedianSearch
 from modalign.metrics.moments import Moments, merge_moments, moments_from_tokens, subtract_moments
 from modalign.metrics.outliers import OUTLIER_MODES, NormBounds, norm_bounds
 from modalign.metrics.result import MIRResult
+from modalign.metrics.sqrt_backends import (
+    SQRT_BACKENDS,
+    SqrtBackend,
+    newton_schulz_sqrt,
+    sqrt_backend,
+)
 
 __all__ = [
     "MEDIAN_MODES",
@@ -32,6 +36,7 @@ __all__ = [
     "MedianSearch",
     "Moments",
     "NormBounds",
+    "SqrtBackend",
     "baseline_report",
     "centroid_gap",
     "compute_mir",
@@ -45,6 +50,7 @@ __all__ = [
     "newton_schulz_sqrt",
     "norm_bounds",
     "polynomial_kernel",
+    "sqrt_backend",
     "subtract_moments",
     "trace_sqrt_product",
     "trace_sqrt_product_tokens",

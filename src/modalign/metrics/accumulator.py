@@ -2,25 +2,26 @@
 
 Feed per-layer vision and text tokens batch by batch; memory stays O(K d^2) plus one norm per
 token for the exact 3-sigma rule (plus, in `median` mode, the median's sample and bracket; see
-`modalign.metrics.median`). Outlier handling may need the same tokens fed again; the protocol
-(see also `modalign.measure.run`, which all-reduces after every pass under torch.distributed):
+`modalign.metrics.median`). Outlier handling may need the same tokens fed again, so the
+accumulator runs its own passes: give it a function that feeds one whole pass.
 
     acc = MIRAccumulator(num_layers=K)
-    feed(acc)                    # every batch: acc.update(vision=[K x (n_v, d)], text=[K x (n_t, d)])
-    while acc.needs_another_pass:
-        acc.begin_next_pass()
-        feed(acc)                # exactly the same tokens again
-    result = acc.compute(sqrt="exact")
+    def feed(acc):               # every batch: acc.update(vision=[K x (n_v, d)], text=[K x (n_t, d)])
+        for vision, text in batches():
+            acc.update(vision, text)
+    result = acc.accumulate(feed, sqrt="exact")   # distributed=True: all-reduce after each pass
 
 A further pass happens only when more outliers exist than the exact tail cache holds, or in
 `median` mode to find the exact per-dimension median (one pass normally, two at most; both share
-one re-feed).
+one re-feed). `update` / `needs_another_pass` / `begin_next_pass` / `all_reduce` / `compute` are
+the steps `accumulate` takes, for callers that must drive them one by one.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -28,12 +29,16 @@ from modalign.errors import ConfigError, MetricError
 from modalign.metrics.median import MEDIAN_MODES
 from modalign.metrics.mir import layer_gap, mir_from_per_layer
 from modalign.metrics.result import MIRResult
+from modalign.metrics.sqrt_backends import SqrtBackend, sqrt_backend
 from modalign.metrics.state import ReduceContext
 from modalign.metrics.tokenset import TokenSetAccumulator
 
 __all__ = ["MIRAccumulator", "compute_mir"]
 
 MODALITIES = ("vision", "text")
+SCALING = "text-centric (alpha = 1 / mean text-token norm, before outliers)"
+COVARIANCE = "unbiased (n - 1)"
+MAX_PASSES = 4  # the protocol needs 3 at most (tail overflow, median bracket, bracket miss)
 
 
 class MIRAccumulator:
@@ -56,17 +61,15 @@ class MIRAccumulator:
         median_sample: size of that sample; also the source of the exact median's bracket.
         seed: seed of the samples.
 
-    Example (see the module docstring for the multi-pass protocol):
+    Example (`accumulate` runs the passes; see the module docstring):
 
         >>> g = torch.Generator().manual_seed(0)
         >>> vision = [torch.randn(200, 4, generator=g) + 2.0]
         >>> text = [torch.randn(100, 4, generator=g)]
         >>> acc = MIRAccumulator(1, outliers="median")
-        >>> acc.update(vision, text)
-        >>> acc.needs_another_pass
-        False
-        >>> round(acc.compute().mir, 4)
-        0.7166
+        >>> result = acc.accumulate(lambda a: a.update(vision, text))
+        >>> round(result.mir, 4), result.settings["passes"]
+        (0.7166, 1)
     """
 
     def __init__(
@@ -185,13 +188,74 @@ class MIRAccumulator:
             all_reduce_state(a, ReduceContext(self.dim, a.dtype, rank, world), group)
         self._reduced_pass = self.pass_index
 
-    def compute(self, sqrt: str = "exact") -> MIRResult:
-        """MIR and per-layer numbers. Errors name the layer and modality at fault."""
+    def accumulate(
+        self,
+        feed: Callable[[MIRAccumulator], None],
+        *,
+        sqrt: str | SqrtBackend = "exact",
+        settings: Mapping[str, Any] | None = None,
+        distributed: bool = False,
+        group: Any = None,
+    ) -> MIRResult:
+        """Run every pass the data needs and return the result: `feed(self)` feeds one whole pass
+        (the same tokens each time; it may read `self.pass_index`, 0 on the first pass).
+
+        Args:
+            feed: feeds one whole pass through `update`.
+            sqrt: the trace-square-root backend or its name (`SQRT_BACKENDS`).
+            settings: the caller's run settings, recorded with the accumulator's own (`compute`).
+            distributed: all-reduce over `group` after every pass (every rank calls this, each
+                feeding its own shard); then every rank returns the same result.
+            group: the torch.distributed process group (None: the default group).
+
+        Returns:
+            The `MIRResult`.
+        """
+        if self.dim is not None or self.pass_index:
+            raise RuntimeError("accumulate() runs every pass itself: start from a new accumulator")
+        while True:
+            feed(self)
+            if distributed:
+                self.all_reduce(group)
+            if not self.needs_another_pass:
+                return self.compute(sqrt, settings=settings)
+            if self.passes >= MAX_PASSES:
+                raise RuntimeError(f"still no result after {self.passes} passes (a bug)")
+            self.begin_next_pass()
+
+    def record(self, sqrt: str | SqrtBackend = "exact") -> dict[str, Any]:
+        """The accumulator's settings (its math constants and the passes it took), as recorded in
+        `MIRResult.settings`."""
+        return {
+            "sqrt": sqrt_backend(sqrt).name,
+            "outliers": self.outliers,
+            "outlier_k": self.k,
+            "scaling": SCALING,
+            "covariance": COVARIANCE,
+            "tail_capacity": self.tail_capacity,
+            "median": self.median,
+            "median_sample": self.median_sample,
+            "passes": self.passes,
+        }
+
+    def compute(
+        self, sqrt: str | SqrtBackend = "exact", *, settings: Mapping[str, Any] | None = None
+    ) -> MIRResult:
+        """MIR and per-layer numbers. Errors name the layer and modality at fault.
+
+        `settings`: the caller's run settings; the result's `settings` is written once, here:
+        the accumulator's `record` and these (a key in both must agree).
+        """
+        backend = sqrt_backend(sqrt)
+        record = self.record(backend)
+        clash = sorted(k for k in settings or {} if k in record and settings[k] != record[k])
+        if clash:
+            raise ValueError(f"run settings disagree with the accumulator's on {', '.join(clash)}")
         if self.dim is None:
             raise MetricError("no tokens were fed to the MIR accumulator")
         rows = []
         with warnings.catch_warnings():
-            if sqrt == "official":
+            if backend.caveat:  # warned once below, not once per layer
                 warnings.simplefilter("ignore", UserWarning)
             for lid, va, ta in zip(
                 self.layer_ids, self.sets["vision"], self.sets["text"], strict=True
@@ -206,18 +270,12 @@ class MIRAccumulator:
                     )
                 alpha = ta.n_seen / ta.norm_sum
                 (vm, vout), (tm, tout) = va.finalize(), ta.finalize()
-                gap = layer_gap(vm, tm, alpha, sqrt=sqrt, layer=lid)
+                gap = layer_gap(vm, tm, alpha, sqrt=backend, layer=lid)
                 rows.append((gap, alpha, vm.n, tm.n, vout, tout))
-        if sqrt == "official":
-            warnings.warn(
-                "sqrt='official' reproduces the official MIR code (tr(S_v S_t) in place of the "
-                "matrix square root): per-layer values are not Fréchet distances",
-                UserWarning,
-                stacklevel=2,
-            )
+        backend.warn("per-layer values are not Fréchet distances", stacklevel=2)
         per_layer = [r[0].fd for r in rows]
         return MIRResult(
-            mir=mir_from_per_layer(per_layer, sqrt=sqrt),
+            mir=mir_from_per_layer(per_layer, sqrt=backend),
             per_layer=per_layer,
             layers=list(self.layer_ids),
             alpha=[r[1] for r in rows],
@@ -227,17 +285,7 @@ class MIRAccumulator:
             outliers_text=[r[5] for r in rows],
             centroid_gap=[r[0].centroid for r in rows],
             cosine_gap=[r[0].cosine for r in rows],
-            settings={
-                "sqrt": sqrt,
-                "outliers": self.outliers,
-                "outlier_k": self.k,
-                "scaling": "text-centric (alpha = 1 / mean text-token norm, before outliers)",
-                "covariance": "unbiased (n - 1)",
-                "tail_capacity": self.tail_capacity,
-                "median": self.median,
-                "median_sample": self.median_sample,
-                "passes": self.passes,
-            },
+            settings={**record, **(settings or {})},
         )
 
 
@@ -247,8 +295,9 @@ def compute_mir(
     *,
     layer_ids: Sequence[int] | None = None,
     outliers: str = "drop",
-    sqrt: str = "exact",
+    sqrt: str | SqrtBackend = "exact",
     median: str = "exact",
+    settings: Mapping[str, Any] | None = None,
     **kwargs,
 ) -> MIRResult:
     """MIR of in-memory per-layer token sets; lower is better aligned.
@@ -258,9 +307,10 @@ def compute_mir(
         text: per layer, the text tokens (n_t, d).
         layer_ids: a label per layer (default 0..K-1).
         outliers: `drop`, `median` or `none` (see `MIRAccumulator`).
-        sqrt: trace-square-root backend (`SQRT_BACKENDS`); `official` with `outliers="median"`
-            reproduces the official code (`--compat official`).
+        sqrt: trace-square-root backend or its name (`SQRT_BACKENDS`); `official` with
+            `outliers="median"` reproduces the official code (`--compat official`).
         median: `exact` (default) or `estimate` (see `MIRAccumulator`).
+        settings: the caller's run settings, recorded beside the accumulator's.
         **kwargs: further `MIRAccumulator` options (k, tail_capacity, median_sample, seed).
 
     Returns:
@@ -276,8 +326,4 @@ def compute_mir(
     acc = MIRAccumulator(
         len(vision), layer_ids=layer_ids, outliers=outliers, median=median, **kwargs
     )
-    acc.update(vision, text)
-    while acc.needs_another_pass:
-        acc.begin_next_pass()
-        acc.update(vision, text)
-    return acc.compute(sqrt=sqrt)
+    return acc.accumulate(lambda a: a.update(vision, text), sqrt=sqrt, settings=settings)

@@ -14,6 +14,7 @@ import torch
 from modalign.errors import MetricError
 from modalign.metrics.frechet import frechet_distance
 from modalign.metrics.moments import Moments
+from modalign.metrics.sqrt_backends import SqrtBackend, sqrt_backend
 
 __all__ = ["LayerGap", "layer_gap", "mir_from_per_layer"]
 
@@ -28,7 +29,12 @@ class LayerGap:
 
 
 def layer_gap(
-    vision: Moments, text: Moments, alpha: float, *, sqrt: str = "exact", layer: int | str = "?"
+    vision: Moments,
+    text: Moments,
+    alpha: float,
+    *,
+    sqrt: str | SqrtBackend = "exact",
+    layer: int | str = "?",
 ) -> LayerGap:
     """FD between alpha * vision and alpha * text tokens (both sets scaled by the same alpha)."""
     for name, m in (("vision", vision), ("text", text)):
@@ -47,15 +53,15 @@ def layer_gap(
     return LayerGap(fd=fd, centroid=float((mu_v - mu_t).norm()), cosine=1.0 - cos)
 
 
-def mir_from_per_layer(per_layer: list[float], *, sqrt: str = "exact") -> float:
+def mir_from_per_layer(per_layer: list[float], *, sqrt: str | SqrtBackend = "exact") -> float:
     """MIR = log10 of the summed per-layer distances; lower is better aligned.
 
     A non-positive or non-finite sum is an error (MIR is undefined there).
 
     Args:
         per_layer: the per-layer Fréchet distances.
-        sqrt: the backend they came from (only changes the error message and the check for
-            negative per-layer values, which `official` produces legitimately).
+        sqrt: the backend they came from, or its name (its properties decide whether a negative
+            per-layer value deserves a warning and what the error about a negative sum says).
 
     Returns:
         log10(sum(per_layer)).
@@ -63,19 +69,14 @@ def mir_from_per_layer(per_layer: list[float], *, sqrt: str = "exact") -> float:
     >>> mir_from_per_layer([40.0, 60.0])
     2.0
     """
+    backend = sqrt_backend(sqrt)
     if not per_layer:
         raise MetricError("no layers to compute MIR from")
     total = math.fsum(per_layer)
     if not math.isfinite(total) or total <= 0:
-        hint = ""
-        if sqrt == "official" and total <= 0:
-            hint = (
-                " (sqrt='official' uses tr(S_v S_t) in place of the square root, which can make "
-                "the sum negative; the official code's math.log(sum, 10) stops there with "
-                "'ValueError: math domain error')"
-            )
+        hint = f" ({backend.negative_sum})" if backend.negative_sum and total <= 0 else ""
         raise MetricError(f"sum of per-layer distances is {total!r}: MIR is undefined{hint}")
-    if sqrt != "official" and min(per_layer) < -1e-6 * total:
+    if not backend.negative_layers and min(per_layer) < -1e-6 * total:
         warnings.warn(
             f"a per-layer FD is negative ({min(per_layer):.3g})", RuntimeWarning, stacklevel=2
         )

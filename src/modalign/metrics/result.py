@@ -228,8 +228,8 @@ def _describe(schema: dict[str, Any], plural: bool = False) -> str:
 
 def result_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a written MIR result, derived from MIRResult's fields."""
-    from modalign.metrics.frechet import SQRT_BACKENDS
     from modalign.metrics.outliers import OUTLIER_MODES
+    from modalign.metrics.sqrt_backends import SQRT_BACKENDS
 
     properties: dict[str, Any] = {}
     for f in fields(MIRResult):
