@@ -102,12 +102,13 @@ def test_inserted_cognition_turns_keep_answer_only_labels(proc, records):
 def test_one_template_table_serves_adapters_and_collators():
     """Every template that trains has exactly one collator, every one that measures has an
     adapter row builder, and a template that does not train is refused by a stage."""
+    from modalign.data.templates import measuring_templates, training_templates
     from modalign.errors import ConfigError
     from modalign.models import TEMPLATES, VLMAdapter, collator_class
-    from modalign.models.templates import measuring_templates, training_templates
     from modalign.train import Stage, UnlockSpec
 
     assert set(training_templates()) == {"plain", "chat"}
+    assert measuring_templates() == ("chat", "plain", "official")  # the declared order
     for name in training_templates():
         assert collator_class(name).template == name
     for name in measuring_templates():

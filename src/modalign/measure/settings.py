@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from modalign.data.templates import measuring_templates
 from modalign.errors import ConfigError
 from modalign.measure.layers import Layers
 from modalign.metrics.median import MEDIAN_MODES
@@ -24,9 +25,8 @@ from modalign.settings import check_choices, option
 
 __all__ = ["COMPAT_PRESETS", "TEMPLATES", "MIRSettings"]
 
-# the sequence layouts of an adapter (modalign.models.adapters.base.TEMPLATES, tested equal;
-# named here so that `modalign mir --help` does not load the model code)
-TEMPLATES = ("chat", "plain", "official")
+# the sequence layouts an adapter measures with (the one table: modalign.data.templates)
+TEMPLATES = measuring_templates()
 # --compat NAME: what it sets where the user gave nothing (explicit settings win)
 COMPAT_PRESETS: dict[str, dict[str, str]] = {
     "none": {"sqrt": "exact", "outliers": "drop", "template": "chat"},

@@ -6,6 +6,7 @@ batches), plus loading, saving and the named parts every family shares.
     model, processor = swap_connector(model, processor, "qformer")
 """
 
+from modalign.data.templates import TEMPLATES, Template
 from modalign.models.adapters import (
     ADAPTERS,
     REFUSED,
@@ -34,7 +35,6 @@ from modalign.models.surgery import (
     swap_connector,
     vision_token_count,
 )
-from modalign.models.templates import TEMPLATES, Template
 
 __all__ = [
     "ADAPTERS",

@@ -238,8 +238,8 @@ class ChatCollator(LlavaCollator):
 def collator_class(template: str) -> type[LlavaCollator]:
     """The collator of a training template (`models.templates`): the subclass whose `template`
     it is; ConfigError for a template that does not train."""
+    from modalign.data.templates import training_templates
     from modalign.errors import ConfigError
-    from modalign.models.templates import training_templates
 
     if template not in training_templates():
         raise ConfigError(f"template must be one of {list(training_templates())}, got {template!r}")

@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 import torch
 
 from modalign.data.pairs import Pair
+from modalign.data.templates import measuring_templates
 from modalign.errors import ConfigError, DataError, MetricError, ModelError
 from modalign.models.adapters.describe import describe_sample
 from modalign.models.adapters.states import LayerStates, ModelBatch
 from modalign.models.sequence import VICUNA_V1_SYSTEM, RowSpec, cut_text, overlapping_span, pad_rows
-from modalign.models.templates import measuring_templates
 
 # Sequence templates (`models.templates`); `prepare` builds each row with the adapter's
 # `_{template}_row` method, which a family adapter overrides where its layout differs (e.g.

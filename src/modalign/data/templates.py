@@ -25,7 +25,7 @@ class Template:
 
 
 TEMPLATES: Registry[Template] = Registry("template")
-for _t in (
+_DECLARED = (
     Template("chat", "the model's own chat template: the image in the user turn, the text as the "
              "assistant turn (MIR's default; LLaVA's SFT stage)", measures=True, trains=True),
     Template("plain", "BOS + image tokens + text (+ end): LLaVA's pre-training layout",
@@ -33,15 +33,16 @@ for _t in (
     Template("official", "the official MIR code's protocol: LLaVA's vicuna_v1 conversation with "
              "the text as the assistant turn, every token after the image counted as text",
              measures=True, trains=False),
-):  # fmt: skip
+)  # fmt: skip
+for _t in _DECLARED:
     TEMPLATES.register(_t.name)(_t)
 
 
 def measuring_templates() -> tuple[str, ...]:
     """Names an adapter accepts (`prepare(..., template=...)`)."""
-    return tuple(n for n in TEMPLATES.names() if TEMPLATES[n].measures)
+    return tuple(t.name for t in _DECLARED if t.measures)
 
 
 def training_templates() -> tuple[str, ...]:
     """Names a training stage accepts (`Stage.template`)."""
-    return tuple(n for n in TEMPLATES.names() if TEMPLATES[n].trains)
+    return tuple(t.name for t in _DECLARED if t.trains)
