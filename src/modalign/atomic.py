@@ -10,14 +10,21 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from modalign.errors import ConfigError
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_json", "atomic_write_text", "check_writable"]
+__all__ = [
+    "atomic_dir",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_not_an_input",
+    "check_writable",
+]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -101,9 +108,43 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         raise
 
 
-def check_writable(path: str | os.PathLike[str], flag: str) -> Path:
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_not_an_input(
+    path: str | os.PathLike[str],
+    flag: str,
+    reads: Iterable[str | os.PathLike[str] | None],
+    *,
+    folder: bool = False,
+) -> None:
+    """Refuse an output that would overwrite what the run reads: `path` is one of `reads` (the
+    same file, links resolved), lies inside a folder the run reads, or - for an output folder
+    (`folder=True`) - holds one of them. Reads that do not exist locally (hub ids) are skipped."""
+    target = Path(path).expanduser().resolve()
+    for read in reads:
+        if read is None or not Path(read).expanduser().exists():
+            continue
+        source = Path(read).expanduser().resolve()
+        if _inside(target, source) or (folder and _inside(source, target)):
+            raise ConfigError(
+                f"{flag} {os.fspath(path)!r} would overwrite an input ({os.fspath(read)!r}); "
+                "write the output elsewhere"
+            )
+
+
+def check_writable(
+    path: str | os.PathLike[str],
+    flag: str,
+    reads: Iterable[str | os.PathLike[str] | None] = (),
+    *,
+    folder: bool = False,
+) -> Path:
     """Fail early (before any work) if `path` cannot be written: a missing or read-only folder,
-    or a directory in its place. `flag` names the option in the message (e.g. '--json')."""
+    a directory in its place, or an input of the run there (`reads`, see `check_not_an_input`;
+    `folder`: `path` is an output folder). `flag` names the option in the message."""
+    check_not_an_input(path, flag, reads, folder=folder)
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{flag} {os.fspath(target)!r} is a directory, not a file")

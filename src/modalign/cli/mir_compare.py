@@ -30,7 +30,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from modalign.metrics import MIRResult
     from modalign.report import check_labels, compare_table, plot_layers  # matplotlib on use
 
-    check_outputs(args, "plot")
+    check_outputs(args, "plot", reads=args.results)
     runs = [MIRResult.load(path) for path in args.results]
     labels = check_labels(runs, args.labels, sources=args.results)
     print(compare_table(runs, labels))

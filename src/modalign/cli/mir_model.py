@@ -86,7 +86,7 @@ def run_model(args: argparse.Namespace) -> int:
     from modalign.models import load_adapter
 
     plan = resolve_run(args)
-    check_outputs(args, "json", "plot")
+    check_outputs(args, "json", "plot", reads=[*plan.probe.data.reads(), plan.probe.model])
     model, settings = plan.probe.model, plan.settings
     started_group = init_distributed_from_env()
     try:

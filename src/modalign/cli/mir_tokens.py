@@ -48,7 +48,7 @@ def load_token_file(path: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]
 def run_tokens(args: argparse.Namespace) -> int:
     """Score the token file; print the summary (and baselines); write JSON if asked."""
     settings = read_sections(args)["mir"]
-    check_outputs(args, "json")
+    check_outputs(args, "json", reads=[args.tokens])
     vision, text = load_token_file(args.tokens)
     result = compute_mir(
         vision, text, sqrt=settings.backend, outliers=settings.outliers, median=settings.median,

@@ -4,11 +4,13 @@ output-path checks, the printed summary."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from modalign.atomic import check_writable
 from modalign.cli.probe_options import ModelChoice, ProbeData, read_config
+from modalign.errors import ConfigError
 from modalign.measure.settings import MIRSettings
 from modalign.settings import settings_from
 
@@ -26,12 +28,18 @@ def read_sections(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def check_outputs(args: argparse.Namespace, *flags: str) -> None:
-    """Refuse unwritable output paths before any work is done (e.g. flags 'json', 'plot')."""
-    for flag in flags:
-        path = getattr(args, flag, None)
-        if path is not None:
-            check_writable(Path(path), f"--{flag}")
+def check_outputs(args: argparse.Namespace, *flags: str, reads: Sequence[Any] = ()) -> None:
+    """Refuse unwritable output paths before any work is done (e.g. flags 'json', 'plot'), and
+    outputs that would overwrite what the run reads (`reads`: its input files and folders, the
+    `--config` file included)."""
+    inputs = [*reads, getattr(args, "config", None)]
+    chosen = [(f, getattr(args, f, None)) for f in flags if getattr(args, f, None) is not None]
+    for flag, path in chosen:
+        check_writable(Path(path), f"--{flag}", inputs)
+    for i, (flag, path) in enumerate(chosen):  # two outputs on one file: the second would win
+        for other, other_path in chosen[i + 1 :]:
+            if Path(path).expanduser().resolve() == Path(other_path).expanduser().resolve():
+                raise ConfigError(f"--{flag} and --{other} are the same file {str(path)!r}")
 
 
 def print_summary(result, quiet: bool) -> None:

@@ -35,6 +35,10 @@ class ProbeData:
         """Whether any data was named."""
         return bool(self.images or self.texts or self.pairs or self.dataset)
 
+    def reads(self) -> list[Any]:
+        """The files and folders these settings read (outputs must not land on them)."""
+        return [self.images, self.texts, self.pairs, self.dataset]
+
     def source(self) -> Any:
         """The `SampleSource` these settings describe."""
         from modalign.data import SampleSource

@@ -54,7 +54,7 @@ def train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modalign.atomic import check_writable
+    from modalign.atomic import check_not_an_input, check_writable
     from modalign.data.conversations import check_images, load_conversations
     from modalign.models.loading import load_model, load_processor, parse_dtype
     from modalign.train.fit import check_loggers
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.out / "stage.json", "--out")
     inputs, recipe = train_settings(args)
+    reads = [inputs.model, inputs.data, inputs.image_folder, inputs.mir_images, inputs.mir_texts,
+             inputs.mir_pairs, getattr(args, "config", None)]  # fmt: skip
+    check_not_an_input(args.out, "--out", reads, folder=True)
     check_loggers(recipe.train.report_to)  # a missing logger: one line, before the data or model
     conversations = load_conversations(
         inputs.data, inputs.image_folder, require_image=inputs.stage == "pretrain",

@@ -88,7 +88,12 @@ def _checkpoints(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from modalign.atomic import atomic_write_json, atomic_write_text, check_writable
+    from modalign.atomic import (
+        atomic_write_json,
+        atomic_write_text,
+        check_not_an_input,
+        check_writable,
+    )
     from modalign.evidence.report import plot_scatter, render_markdown
     from modalign.evidence.validate import usable, validate
 
@@ -101,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
         None, settings_from(ProbeData, args, "data", config=config["data"]), demo_model=False
     )
     checkpoints = _checkpoints(args)
+    scores = {ck.score for ck in checkpoints}
+    if len(scores) == 1:
+        raise DataError(f"every checkpoint's score is {scores.pop()}: a correlation with constant "
+                        "scores is undefined (nothing measured or written)")  # fmt: skip
+    reads = [args.checkpoints, *probe.data.reads(), *(ck.model for ck in checkpoints),
+             getattr(args, "config", None)]  # fmt: skip
+    check_not_an_input(args.out, "--out", reads, folder=True)
     for name in ("validate.json", "validate.md", "validate.png"):
         check_writable(args.out / name, "--out")
     if probe.note:
@@ -111,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
         resamples=runs.bootstrap, level=runs.level,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
+    if not usable(report):  # a correct report or one line (with its reasons), nothing written
+        reasons = "; ".join(report["warnings"]) or "no measured checkpoint"
+        raise DataError(
+            f"no correlation could be computed ({reasons}); the measurements are kept in "
+            f"{args.cache or args.out / 'cache'}"
+        )
     atomic_write_json(args.out / "validate.json", report)
     text = render_markdown(report)
     atomic_write_text(args.out / "validate.md", text)
@@ -120,9 +138,4 @@ def run(args: argparse.Namespace) -> int:
     for path in ("validate.json", "validate.md", "validate.png"):
         if (args.out / path).exists():
             print(f"wrote {args.out / path}", file=sys.stderr)
-    if not usable(report):
-        raise DataError(
-            "no correlation could be computed (see the warnings above); the measurements are "
-            f"kept in {args.cache or args.out / 'cache'}"
-        )
     return 0
