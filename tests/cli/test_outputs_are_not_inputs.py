@@ -69,9 +69,12 @@ def test_train_out_may_not_hold_its_model_or_data(tiny_llava, tiny_data, tmp_pat
 
 def test_validate_out_may_not_hold_a_checkpoint(tiny_llava, probe, tmp_path, capsys):
     images, texts = probe
+    models = [tmp_path / f"ck{i}" for i in range(3)]
+    for m in models:
+        shutil.copytree(tiny_llava, m)
     listing = tmp_path / "cks.jsonl"
     listing.write_text(
-        "\n".join(json.dumps({"model": str(tiny_llava), "score": s}) for s in (1, 2, 3))
+        "\n".join(json.dumps({"model": str(m), "score": i}) for i, m in enumerate(models))
     )
     argv = ["validate", "--checkpoints", str(listing), "--images", str(images), "--texts",
             str(texts), "--out", str(models[1])]  # fmt: skip
