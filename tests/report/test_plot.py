@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def test_log_scale_and_svg(result_factory, tmp_path: Path) -> None:
     out = plot_layers([result_factory()], None, tmp_path / "g.svg", log_scale=True, title="t")
     assert out.read_text().lstrip().startswith("<?xml")
     bad = result_factory()
-    bad["per_layer"][0] = 0.0
+    bad["per_layer"][0] = 0.0  # a valid result (its MIR recomputed) that a log axis cannot show
+    bad["mir"] = math.log10(sum(bad["per_layer"]))
     with pytest.raises(ValueError, match="log scale needs positive"):
         plot_layers([bad], None, tmp_path / "x.png", log_scale=True)
 

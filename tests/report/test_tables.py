@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
+from modalign.errors import DataError
 from modalign.report import compare_table, summary_table
 
 
@@ -43,8 +48,11 @@ def test_long_settings_wrap(result_factory) -> None:
 
 def test_compare_table(result_factory) -> None:
     a, b = result_factory(1.0, k=3, model="A"), result_factory(0.1, k=4, model="B")
-    text = compare_table([a, b], ["base", "better"])
-    lines = text.splitlines()
+    with pytest.raises(DataError, match=r"better covers layers \[1, 2, 3, 4\], base \[1, 2, 3\]"):
+        compare_table([a, b], ["base", "better"])  # other layers: refused unless asked
+    text = compare_table([a, b], ["base", "better"], allow_mismatch=True)
+    assert text.splitlines()[-1].startswith("not like for like: better covers layers")
+    lines = text.splitlines()[:-2]
     assert lines[2].split()[:3] == ["base", f"{a['mir']:.4f}", "+0.0000"]
     assert lines[3].split()[:3] == ["better", f"{b['mir']:.4f}", f"{b['mir'] - a['mir']:+.4f}"]
     assert lines[3].split()[-1] == "B"
@@ -65,3 +73,26 @@ def test_repeats_shown_in_summary_and_compare(result_factory) -> None:
     assert "mean +- std" not in compare_table([b, b], ["x", "y"])
     a["metadata"]["repeats"]["std"] = "bad"
     assert "repeats" not in summary_table(a)
+
+
+def test_results_that_contradict_themselves_or_differ_in_settings_are_refused(result_factory):
+    """A MIR that is not log10 of its per-layer sum, a negative per-layer Fréchet distance, or
+    two runs measured with other outlier rules / square roots / templates: refused."""
+    from modalign.metrics import MIRResult
+
+    bad = result_factory()
+    bad["mir"] += 0.5
+    with pytest.raises(DataError, match="is not log10 of the summed 'per_layer'"):
+        MIRResult.load(bad)
+    negative = result_factory()
+    negative["per_layer"][0] = -1.0
+    negative["mir"] = math.log10(sum(negative["per_layer"]))
+    with pytest.raises(DataError, match="a per-layer distance is negative"):
+        MIRResult.load(negative)
+    negative["settings"]["sqrt"] = "official"  # tr(S_v S_t) can make a layer negative: allowed
+    assert MIRResult.load(negative).per_layer[0] == -1.0
+    a, b = result_factory(), result_factory(0.5)
+    for key, value in (("outliers", "median"), ("sqrt", "newton_schulz"), ("template", "plain")):
+        changed = {**b, "settings": {**b["settings"], key: value}}
+        with pytest.raises(DataError, match=rf"measured differently \({key}="):
+            compare_table([a, changed], ["a", "b"])

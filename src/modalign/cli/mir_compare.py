@@ -21,6 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     # default (neither): log when the per-layer distances span more than 100x
     parser.add_argument("--title", help="plot title")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="compare runs over other layers or measured with other settings "
+                        "(refused by default; the table says how they differ)")  # fmt: skip
     parser.set_defaults(func=run_compare)
 
 
@@ -33,7 +36,7 @@ def run_compare(args: argparse.Namespace) -> int:
     check_outputs(args, "plot", reads=args.results)
     runs = [MIRResult.load(path) for path in args.results]
     labels = check_labels(runs, args.labels, sources=args.results)
-    print(compare_table(runs, labels))
+    print(compare_table(runs, labels, allow_mismatch=args.allow_mismatch))
     if args.plot:
         path = plot_layers(runs, labels, args.plot, log_scale=args.log_scale, title=args.title)
         print(f"\nplot written to {path}")

@@ -209,6 +209,29 @@ def _validate(data: dict[str, Any], where: str, error: type[Exception]) -> None:
             raise error(
                 f"{where}: {f.name!r} has {len(value)} entries but 'layers' has {len(layers)}"
             )
+    _check_consistent(data, where, error)
+
+
+def _check_consistent(data: dict[str, Any], where: str, error: type[Exception]) -> None:
+    """The numbers agree with each other: MIR is log10 of the summed per-layer distances, and a
+    per-layer Fréchet distance is not negative (beyond rounding) unless the recorded backend
+    allows it (`official`)."""
+    per_layer = data["per_layer"]
+    total = math.fsum(per_layer)
+    if not total > 0 or abs(math.log10(total) - data["mir"]) > 1e-6 * max(1.0, abs(data["mir"])):
+        raise error(
+            f"{where}: 'mir' ({data['mir']!r}) is not log10 of the summed 'per_layer' "
+            f"({total!r}): the result is inconsistent"
+        )
+    sqrt = (data.get("settings") or {}).get("sqrt", "exact")
+    from modalign.metrics.sqrt_backends import SQRT_BACKENDS
+
+    allows = sqrt in SQRT_BACKENDS and SQRT_BACKENDS[sqrt].negative_layers
+    if not allows and min(per_layer) < -1e-6 * total:
+        raise error(
+            f"{where}: a per-layer distance is negative ({min(per_layer)!r}) although "
+            f"sqrt={sqrt!r} gives Fréchet distances: the result is damaged"
+        )
 
 
 def _describe(schema: dict[str, Any], plural: bool = False) -> str:
