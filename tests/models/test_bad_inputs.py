@@ -137,3 +137,19 @@ def test_load_model_takes_device_and_dtype_names(tiny_dir):
 
     model = load_model(str(tiny_dir("llava")), device="cpu", dtype="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_a_passage_longer_than_the_context_is_cut_to_fit_and_counted(tiny_adapter):
+    """One enormous passage (a 1 MB line) does not hang or run out of memory: it is cut where
+    the sequence would outgrow the model's context, and counted as truncated."""
+    adapter = tiny_adapter("llava")
+    context = adapter.context_length()
+    assert context is not None
+    pairs = make_pairs(2)
+    pairs[1] = Pair(pairs[1].image, "long.png", "word " * 200_000, 1)
+    batch = adapter.prepare(pairs, template="chat")
+    assert batch.truncated == [False, True]
+    assert int(batch.inputs["attention_mask"][1].sum()) == context
+    assert int(batch.text_mask[1].sum()) > 0
+    result = run_mir(adapter, pairs, RunOptions(batch_size=1, progress=False))
+    assert result.metadata["truncated_passages"] == 1

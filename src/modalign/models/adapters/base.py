@@ -187,7 +187,9 @@ class VLMAdapter:
         template: str = "chat",
         max_text_tokens: int | None = None,
     ) -> ModelBatch:
-        """Tokenize and pad a batch; masks mark the expanded image tokens and the passage tokens."""
+        """Tokenize and pad a batch; masks mark the expanded image tokens and the passage tokens.
+        A passage is cut after `max_text_tokens` tokens, and always where the sequence would
+        outgrow the model's context (`context_length`): `ModelBatch.truncated` counts both."""
         if not pairs:
             raise DataError("prepare() needs at least one pair")
         if template not in TEMPLATES:
@@ -205,6 +207,17 @@ class VLMAdapter:
             specs.append(spec)
         enc = self._encode_heads(pairs, specs, template)
         rows, vision, text = self._assemble_rows(pairs, specs, enc)
+        context = self.context_length()
+        over = [i for i, r in enumerate(rows) if context and len(r["input_ids"]) > context]
+        if over:  # a passage longer than the model reads: cut it to fit (counted as truncated)
+            for i in over:
+                budget = specs[i].text_len - (len(rows[i]["input_ids"]) - context)
+                if budget < 1:
+                    raise DataError(f"sample {pairs[i].image_id!r}: the image and template alone "
+                                    f"fill the model's context of {context} tokens")  # fmt: skip
+                specs[i] = build(pairs[i].text.strip(), budget)
+            enc = self._encode_heads(pairs, specs, template)
+            rows, vision, text = self._assemble_rows(pairs, specs, enc)
         side = getattr(self.tokenizer, "padding_side", "right") or "right"
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
@@ -225,6 +238,16 @@ class VLMAdapter:
             sample_ids=[{"image": p.image_id, "text": p.text_id} for p in pairs],
             truncated=[s.truncated for s in specs],
         )
+
+    def context_length(self) -> int | None:
+        """How many positions the language model reads (None: no limit it states). Passages
+        longer than the room the image and template leave are cut to fit (`prepare`)."""
+        config = self.model.config
+        for source in (getattr(config, "text_config", None), config):
+            value = getattr(source, "max_position_embeddings", None) if source is not None else None
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def _encode_heads(self, pairs: Sequence[Pair], specs: list[RowSpec], template: str) -> Any:
         """One processor call for the whole batch (images + heads), as plain tensors."""
