@@ -175,3 +175,31 @@ def test_vlsa_parts_through_train_and_mir(tiny_llava, tiny_data, tmp_path, capsy
     assert "chat template" in capsys.readouterr().err
     bad = _args(tiny_llava, tiny_data, tmp_path / "y", "--stage", "sft", "--cognition", "vq")
     assert main(bad) == 2 and "--vq-model" in capsys.readouterr().err
+
+
+def test_the_mir_monitor_works_on_a_model_without_a_chat_template(tiny_llava, tiny_data,
+                                                                 tmp_path, capsys):  # fmt: skip
+    """A base pre-training checkpoint often has no chat template: the monitor's default layout is
+    then plain; asking it for chat is one line before anything is written."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llava, base)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (base / name).unlink(missing_ok=True)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = base / name
+        if path.is_file():
+            config = json.loads(path.read_text())
+            config.pop("chat_template", None)
+            path.write_text(json.dumps(config))
+    probe = tmp_path / "probe.txt"
+    probe.write_text("a red circle\na blue square\ntwo green stars\nthe end\n")
+    out = tmp_path / "pt"
+    args = _args(base, tiny_data, out, "--mir-every", "1", "--mir-n", "4", "--mir-texts",
+                 str(probe), "--mir-images", str(tiny_data / "test" / "images"))  # fmt: skip
+    assert main([*args, "--mir-template", "chat"]) == 2
+    assert "has no chat template" in capsys.readouterr().err and not out.exists()
+    assert main(args) == 0
+    history = json.loads((out / "train_log.json").read_text())["history"]
+    assert [h["step"] for h in history if "mir" in h] == [0, 1, 2]

@@ -15,8 +15,9 @@ from typing import Any
 
 from modalign.data.conversations import Conversation
 from modalign.data.pairs import Pair
+from modalign.data.templates import measuring_templates
 from modalign.errors import ConfigError
-from modalign.settings import option
+from modalign.settings import check_choices, option
 from modalign.train.fit import TrainConfig
 from modalign.train.stage import DEFAULT_LR, Stage, run_stage
 
@@ -33,10 +34,34 @@ class MonitorSettings:
     stop: bool = option(False, help="stop training when the smoothed MIR has plateaued "
                         "(default: record only)", flag="--mir-early-stop")  # fmt: skip
     n: int = option(100, help="probe pairs")
+    template: str | None = option(
+        None, choices=measuring_templates(),
+        help="sequence layout of the probe (default: the model's chat template when its "
+        "processor has one, else plain: BOS + image + text, as LLaVA's pre-training)",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.n < 2:
             raise ConfigError(f"MIR monitor: every >= 1 and n >= 2 needed, got {self}")
+        check_choices(self)
+
+    def template_for(self, processor: Any) -> str:
+        """The probe's layout on a model with `processor`: the one set, else chat when the
+        processor has a chat template, else plain (a base pre-training checkpoint often has
+        none). A chat layout asked of a processor without a template is one line, up front."""
+        has_chat = bool(getattr(processor, "chat_template", None))
+        if self.template is None:
+            return "chat" if has_chat else "plain"
+        if self.template == "chat" and not has_chat:
+            raise ConfigError("--mir-template chat: the model's processor has no chat template; "
+                              "use plain or official")  # fmt: skip
+        return self.template
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["template"] is None:  # records made before the option existed stay equal
+            del out["template"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,7 +124,7 @@ class Recipe:
             "connector": self.connector,
             "moca": self.moca,
             "moca_std": self.moca_std,
-            "monitor": asdict(self.monitor) if self.monitor else None,
+            "monitor": self.monitor.to_dict() if self.monitor else None,
             **({"epochs": self.epochs} if self.epochs is not None else {}),  # before `resolved`
         }
 
@@ -147,14 +172,16 @@ def train_stage(
     if recipe.monitor is not None:
         if not probe:
             raise ConfigError("the MIR monitor needs probe pairs (--mir-images/--mir-texts)")
+        from modalign.measure import MIRSettings
         from modalign.train.monitor import MIRMonitor
 
         m = recipe.monitor
+        options = MIRSettings(batch_size=16, progress=False, template=m.template_for(processor))
         extra.append(
             MIRMonitor(
                 processor, list(probe)[: m.n], m.every, patience=m.patience, delta=m.delta,
                 smoothing=m.smoothing, min_steps=m.min_steps, stop=m.stop,
-                out_dir=out / "mir_monitor",
+                out_dir=out / "mir_monitor", options=options,
             )
         )  # fmt: skip
     kept = {k: v for k, v in recipe.to_dict().items() if k not in ("stage", "train")}
