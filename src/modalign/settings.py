@@ -159,10 +159,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return {
             coerce(k, key_tp, where): coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()
         }
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-        return from_mapping(tp, value, where)
     if isinstance(tp, type) and hasattr(tp, "coerce") and not isinstance(value, tp):
-        return tp.coerce(value)
+        return tp.coerce(value)  # specs: from their CLI string or recorded form
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and not isinstance(value, tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{where}: expected a mapping of {tp.__name__} settings, got {value!r}"
+            )
+        return from_mapping(tp, value, where)
     if (
         isinstance(tp, type)
         and isinstance(value, tp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import warnings
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from modalign.data.images import FileImageLoader, ImageItem, skipped_message
 from modalign.data.refs import PairRef
-from modalign.data.texts import JSONL_SUFFIXES, TextItem
+from modalign.data.texts import JSONL_SUFFIXES, TextItem, read_lines
 from modalign.errors import DataError
 
 IMAGE_KEYS = ("image", "image_path", "file_name", "path")
@@ -34,29 +35,33 @@ def _pick_key(
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """Yield (line index, object) for each non-blank line of a JSONL file."""
-    with path.open(encoding="utf-8-sig") as fh:
-        for index, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{os.fspath(path)!r} line {index}: invalid JSON: {exc.msg}"
-                ) from exc
-            if not isinstance(record, dict):
-                raise DataError(f"{os.fspath(path)!r} line {index}: expected a JSON object")
-            yield index, record
+    for index, line in enumerate(read_lines(path)):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{os.fspath(path)!r} line {index + 1}: invalid JSON: {exc.msg}"
+            ) from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{os.fspath(path)!r} line {index + 1}: expected a JSON object")
+        yield index, record
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """Yield (data row index, row) for each row of a CSV (or .tsv) file with a header line."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    text = "\n".join(read_lines(path))
+    reader = csv.DictReader(
+        io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ","
+    )
+    try:
         if not reader.fieldnames:
             raise DataError(f"pairs file {os.fspath(path)!r} is empty (no CSV header)")
         for index, row in enumerate(reader):
             yield index, dict(row)
+    except csv.Error as exc:
+        raise DataError(f"pairs file {os.fspath(path)!r}: not valid CSV ({exc})") from exc
 
 
 def load_pairs(
