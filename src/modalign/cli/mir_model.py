@@ -152,8 +152,10 @@ def _report(result: Any, args: argparse.Namespace, plan: ModelRun) -> None:
         if "baselines" in repeats and not args.quiet:
             print_baseline_spread(repeats["baselines"], repeats["repeats"])
     if result.metadata.get("truncated_passages"):
-        print(f"note: {result.metadata['truncated_passages']} passage(s) truncated to "
-              f"{plan.settings.max_text_tokens} tokens", file=sys.stderr)  # fmt: skip
+        limit = plan.settings.max_text_tokens
+        where = f"{limit} tokens" if limit else "fit the model's context window"
+        print(f"note: {result.metadata['truncated_passages']} passage(s) truncated to {where}",
+              file=sys.stderr)  # fmt: skip
     for path in (args.plot, args.json):
         if path and not args.quiet:
             print(f"wrote {path}", file=sys.stderr)
