@@ -49,6 +49,7 @@ __all__ = [
     "option_like",
     "parse_spec",
     "settings_from",
+    "spec_from",
     "split_config",
     "to_dict",
 ]
@@ -99,6 +100,20 @@ def parse_spec(text: Any, what: str, *, positional: bool = True) -> SpecParts:
             raise ConfigError(f"{what} spec {text!r}: option {key!r} given twice")
         options[key] = value.strip()
     return SpecParts(name, arg, tuple(options.items()))
+
+
+def spec_from(
+    cls: type, value: Any, what: str, from_dict: Callable[[Any], Any] | None = None
+) -> Any:
+    """A spec (a class with `parse`) from itself, its CLI string (`cls.parse`) or its recorded
+    mapping (`from_dict`, default `from_mapping`): the one `coerce` of every spec class."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        return cls.parse(value)
+    if isinstance(value, Mapping):
+        return from_dict(value) if from_dict is not None else from_mapping(cls, value, what)
+    raise ConfigError(f"cannot make a {what} spec from {type(value).__name__}")
 
 
 # ---------------------------------------------------------------------------- coercion

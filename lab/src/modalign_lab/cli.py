@@ -13,6 +13,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modalign.atomic import atomic_write_json, check_writable
 from modalign.cli import (
@@ -341,7 +342,6 @@ def _build_default(args) -> int:
 
 def configure(lab: argparse.ArgumentParser) -> None:
     """Add the sub-commands of `modalign lab`."""
-    from modalign_lab.pipeline.cycle import lab_preset
 
     sub = lab.add_subparsers(dest="lab_command", metavar="STEP", required=True)
 
@@ -382,28 +382,16 @@ def configure(lab: argparse.ArgumentParser) -> None:
     _run_options(p)
     p.set_defaults(func=_train_lm)
 
-    p = sub.add_parser("pretrain", help="LLaVA stage 1 (default: connector only, captions)")
-    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
-    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p = _stage_command(sub, "pretrain", "LLaVA stage 1 (default: connector only, captions)",
+                       ("caption_level",), "captions")  # fmt: skip
     p.add_argument("--clip", type=Path, help="train-clip output directory")
     p.add_argument("--lm", type=Path, help="train-lm output directory")
     p.add_argument("--base", type=Path, help="reuse a saved LLaVA's towers (fresh connector)")
-    _cycle_options(p, ("caption_level",), "captions")
-    _limit(p)
-    _run_options(p)
-    add_config_option(p)
-    add_recipe_options(p, lab_preset("pretrain"))
     p.set_defaults(func=_pretrain)
 
-    p = sub.add_parser("sft", help="LLaVA stage 2 (default: connector + LLM) on VQA chats")
-    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
+    p = _stage_command(sub, "sft", "LLaVA stage 2 (default: connector + LLM) on VQA chats",
+                       ("multi_turn",), "conversations")  # fmt: skip
     p.add_argument("--model", type=Path, required=True, help="pretrain output directory")
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    _cycle_options(p, ("multi_turn",), "conversations")
-    _limit(p)
-    _run_options(p)
-    add_config_option(p)
-    add_recipe_options(p, lab_preset("sft"))
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("eval", help="held-out caption loss and VQA accuracy per question type")
@@ -520,6 +508,22 @@ def configure(lab: argparse.ArgumentParser) -> None:
     )
     _run_options(p)  # the shipped build used 1 thread (the default here)
     p.set_defaults(func=_build_default)
+
+
+def _stage_command(sub: Any, stage: str, help_text: str, fields: tuple[str, ...], title: str):
+    """`lab pretrain` / `lab sft`: the world's data and a run folder, the cycle fields named, and
+    every training flag (defaults: the lab's preset for the stage)."""
+    from modalign_lab.pipeline.cycle import lab_preset
+
+    p = sub.add_parser(stage, help=help_text)
+    p.add_argument("--data", type=Path, required=True, help="a lab dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    _cycle_options(p, fields, title)
+    _limit(p)
+    _run_options(p)
+    add_config_option(p)
+    add_recipe_options(p, lab_preset(stage))
+    return p
 
 
 def _sft_options(p: argparse.ArgumentParser) -> None:

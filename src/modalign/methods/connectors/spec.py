@@ -18,7 +18,7 @@ from typing import Any
 from modalign.errors import ConfigError
 from modalign.methods.connectors.base import CONNECTORS, Connector, parse_options
 from modalign.methods.connectors.mlp import MLPConnector, mlp_depth
-from modalign.settings import parse_spec
+from modalign.settings import parse_spec, spec_from
 
 __all__ = ["ConnectorSpec", "connector_class", "token_wise_projector"]
 
@@ -94,13 +94,7 @@ class ConnectorSpec:
     @classmethod
     def coerce(cls, value: ConnectorSpec | str | Mapping[str, Any]) -> ConnectorSpec:
         """A spec from a spec, a CLI string or the JSON form."""
-        if isinstance(value, ConnectorSpec):
-            return value
-        if isinstance(value, str):
-            return cls.parse(value)
-        if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        raise ConfigError(f"cannot make a connector spec from {type(value).__name__}")
+        return spec_from(cls, value, "connector", cls.from_dict)
 
     def __str__(self) -> str:
         if not self.options:

@@ -22,7 +22,7 @@ from torch import nn
 
 from modalign.errors import ConfigError, DataError
 from modalign.registry import Registry
-from modalign.settings import coerce, from_mapping, parse_spec
+from modalign.settings import coerce, parse_spec, spec_from
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
@@ -130,13 +130,7 @@ class ObjectiveSpec:
     @classmethod
     def coerce(cls, value: ObjectiveSpec | str | Mapping[str, Any]) -> ObjectiveSpec:
         """A spec from a spec, a CLI string or its recorded form {"name", "weight", "options"}."""
-        if isinstance(value, ObjectiveSpec):
-            return value
-        if isinstance(value, str):
-            return cls.parse(value)
-        if isinstance(value, Mapping):
-            return from_mapping(cls, value, "objective")
-        raise ConfigError(f"cannot make an objective spec from {type(value).__name__}")
+        return spec_from(cls, value, "objective")
 
     def build(self) -> Objective:
         """The objective module (weight and options applied)."""
