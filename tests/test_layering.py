@@ -44,6 +44,7 @@ LAYERS = {
     "modalign.evidence": 7,
     "modalign.cli": 8,
     "modalign.__main__": 9,  # `python -m modalign`: runs the CLI
+    "modalign.api": 9,  # `modalign.mir(...)`, `modalign.train_model(...)`: the CLI's runs as calls
     # the lab, on top of the library (which it sees only through its public API)
     "modalign_lab": 10,  # the package and its light command registration
     "modalign_lab.command": 10,
@@ -227,3 +228,18 @@ def test_the_public_api_check_can_fail(tmp_path) -> None:
         "modalign_lab.x: from modalign.metrics import not_exported",
         "modalign_lab.x: import modalign.metrics.frechet",
     ]
+
+
+def test_the_package_names_load_from_modules_that_export_them() -> None:
+    """`modalign.<name>` loads lazily from its home module (no import at `import modalign`);
+    every home is a library module that lists the name in its `__all__`."""
+    import modalign
+
+    for name, home in modalign._HOMES.items():
+        public = _public_names(home)
+        if public is None:  # a module, not a package: read its __all__ the same way
+            path = _modules()[home]
+            public = next(set(ast.literal_eval(n.value)) for n in ast.parse(path.read_text()).body
+                          if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__"
+                                                               for t in n.targets))  # fmt: skip
+        assert name in public, f"{home} does not export {name}"

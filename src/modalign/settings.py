@@ -43,6 +43,8 @@ __all__ = [
     "coerce",
     "from_mapping",
     "given_options",
+    "keyword_changes",
+    "keyword_paths",
     "load_config",
     "merge_config",
     "option",
@@ -443,6 +445,46 @@ def _converter(tp: Any, flag: str, meta: Mapping[str, Any] | None = None) -> Cal
 
     convert.__name__ = getattr(tp, "__name__", "value")
     return convert
+
+
+def keyword_paths(cls: type, path: str) -> dict[str, argparse.Action]:
+    """The settings of dataclass `cls` by the names of their flags, as Python keywords
+    (`--lora-r` -> `lora_r`), each with its flag's action (destination, converter, negation):
+    how a function takes the same settings as the command line (`modalign.train(..., lora_r=8)`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_options(parser, cls, path=path)
+    return {flag.lstrip("-").replace("-", "_"): action
+            for action in parser._actions for flag in action.option_strings}  # fmt: skip
+
+
+def keyword_changes(
+    keywords: Mapping[str, Any], actions: Mapping[str, argparse.Action], path: str, where: str
+) -> dict[str, Any]:
+    """`keywords` (flag names as Python keywords) as the dotted changes below `path` their flags
+    would make: strings go through the flag's own converter (aliases, separators), a switch
+    such as `quiet=True` sets what `--quiet` sets; unknown names are a ConfigError."""
+    unknown = sorted(set(keywords) - set(actions))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(actions))}")  # fmt: skip
+    start = f"{path}."
+    changes: dict[str, Any] = {}
+    for key, value in keywords.items():
+        action = actions[key]
+        if not action.dest.startswith(start):
+            continue
+        if isinstance(action, argparse._StoreConstAction):
+            value = action.const if value else not action.const
+        elif isinstance(action, argparse._AppendAction):
+            items = value if isinstance(value, list | tuple) else [value]
+            value = [action.type(v) if isinstance(v, str) and action.type else v for v in items]
+        elif isinstance(value, str) and action.type is not None:
+            value = action.type(value)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, _Refused):
+                raise ConfigError(item.message)
+        changes[action.dest[len(start) :]] = value
+    return changes
 
 
 # ---------------------------------------------------------------------------- building

@@ -276,3 +276,37 @@ def test_no_model_scores_the_demo_and_says_so(capsys):
     assert lines[0].startswith("no --model given: scoring the shipped demo model (modalign.assets")
     assert "on its held-out eval set" in lines[0]
     assert lines[1].startswith("MIR       0.9824")
+
+
+def test_reference_fresh_scores_the_model_with_fresh_connectors(tiny_dir, data, tmp_path, capsys):
+    """`--reference fresh`: MIR of the same model with its connector re-initialised from each
+    seed, beside the model's own (which the reference does not change), with lower-is-better."""
+    images, texts = data
+    base = ["--model", tiny_dir("llava"), "--images", images, "--texts", texts, "--n", 5]
+    rc, plain, _ = _run(capsys, *base, "--quiet")
+    assert rc == 0
+    out = tmp_path / "ref.json"
+    rc, stdout, _ = _run(capsys, *base, "--reference", "fresh", "--reference-seeds", 2,
+                         "--json", out)  # fmt: skip
+    assert rc == 0 and "lower is better" in stdout and "fresh connector (2 seeds)" in stdout
+    result = json.loads(out.read_text())
+    ref = result["metadata"]["reference"]
+    assert ref["seeds"] == [0, 1] and len(ref["mir"]) == 2 and ref["mir"][0] != ref["mir"][1]
+    assert abs(result["mir"] - float(plain.strip())) < 1e-6  # the trained connector is back
+
+
+def test_reset_connector_redraws_a_foreign_projector_from_its_seed():
+    """A projector that is not a registered connector (HF LLaVA's MLP) is re-drawn with
+    nn.Linear's default ranges from the seed: the same seed, the same weights."""
+    from torch import nn
+
+    from modalign.methods.connectors import reset_connector
+
+    proj = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+    reset_connector(proj, 5)
+    first = [p.detach().clone() for p in proj.parameters()]
+    reset_connector(proj, 6)
+    assert not torch.equal(first[0], proj[0].weight)
+    reset_connector(proj, 5)
+    assert all(torch.equal(a, b) for a, b in zip(first, proj.parameters(), strict=True))
+    assert float(proj[0].weight.abs().max()) <= 1 / 8**0.5  # U(-1/sqrt(fan_in), 1/sqrt(fan_in))

@@ -220,3 +220,13 @@ def test_component_learning_rates_reach_the_optimizer(tiny_llava, tiny_data, tmp
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
     assert set(groups) == {"connector", "connector/no_decay", "objectives"}
     assert groups["connector"]["initial_lr"] == 3e-4 and groups["objectives"]["initial_lr"] == 7e-4
+
+
+def test_a_run_shorter_than_its_logging_interval_logs_its_last_step(
+    tiny_llava, tiny_data, tmp_path
+):
+    model, data, collate = _setup(tiny_llava, tiny_data)
+    cfg = replace(CFG, steps=3, log_steps=25, save_steps=0)
+    log, _ = fit(model, data, collate, cfg, tmp_path / "short", trainer_cls=AlignmentTrainer,
+                 trainer_kwargs={"objectives": [LearnedScale()]})  # fmt: skip
+    assert [h["step"] for h in log["history"] if "loss" in h] == [3]

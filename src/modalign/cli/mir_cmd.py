@@ -23,6 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     """Add the arguments of `modalign mir` (and its `compare` sub-command) to `p`."""
     from modalign.cli import mir_compare
     from modalign.cli.probe_options import ModelChoice, add_data_options
+    from modalign.measure.reference import ReferenceSettings
     from modalign.measure.settings import MIRSettings
     from modalign.settings import add_config_option, add_options
 
@@ -37,6 +38,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_data_options(p)
     add_options(p.add_argument_group("probe draw"), MIRSettings, path="mir", only=DRAW)
     add_options(p.add_argument_group("forward passes"), MIRSettings, path="mir", only=FORWARD)
+    add_options(p.add_argument_group("reference point"), ReferenceSettings, path="reference")
     g = p.add_argument_group("output")
     g.add_argument("--json", type=Path, help="write the full result as JSON (atomic)")
     g.add_argument("--plot", type=Path, help="write the per-layer gap plot (PNG)")

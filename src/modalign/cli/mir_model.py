@@ -28,6 +28,7 @@ from modalign.cli.outputs import (
     read_sections,
 )
 from modalign.cli.probe_options import Probe, resolve_probe
+from modalign.measure.reference import ReferenceSettings
 from modalign.measure.settings import MIRSettings
 
 
@@ -37,13 +38,14 @@ class ModelRun:
 
     probe: Probe
     settings: MIRSettings
+    reference: ReferenceSettings
 
 
 def resolve_run(args: argparse.Namespace) -> ModelRun:
     """The run the flags and `--config` describe, the demo filled in where it stands in."""
     sections = read_sections(args)
     probe = resolve_probe(sections["subject"].model, sections["data"], demo_model=True)
-    return ModelRun(probe, sections["mir"])
+    return ModelRun(probe, sections["mir"], sections["reference"])
 
 
 def _versions() -> dict[str, str]:
@@ -120,6 +122,13 @@ def run_model(args: argparse.Namespace) -> int:
         else:
             result = run_mir(adapter, pairs, settings)
         _provenance(result, model, adapter, source, pairs)
+        if plan.reference.reference == "fresh":
+            from modalign.measure import fresh_connector_reference
+
+            quiet = dataclasses.replace(settings, progress=False)
+            result.metadata["reference"] = fresh_connector_reference(
+                adapter, pairs, quiet, range(plan.reference.reference_seeds)
+            )
         if rank != 0:
             return 0
         _report(result, args, plan)
@@ -145,6 +154,13 @@ def _report(result: Any, args: argparse.Namespace, plan: ModelRun) -> None:
     print_summary(result, args.quiet)
     if "baselines" in result.metadata and not args.quiet:
         print_baselines(result.metadata["baselines"])
+    ref = result.metadata.get("reference")
+    if ref and not args.quiet:
+        gap = ref["mean"] - result.mir
+        verdict = f"{gap:.4f} better aligned" if gap >= 0 else f"{-gap:.4f} less aligned"
+        print(f"reference: the same model with a fresh connector ({len(ref['seeds'])} seeds): "
+              f"MIR {ref['mean']:.4f} (range {ref['min']:.4f} .. {ref['max']:.4f}); this model "
+              f"is {verdict} (lower is better)")  # fmt: skip
     repeats = result.metadata.get("repeats")
     if repeats:
         print(f"MIR over {repeats['repeats']} subsets of {repeats['n']}: mean {repeats['mean']:.4f} "

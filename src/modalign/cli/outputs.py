@@ -11,10 +11,12 @@ from typing import Any
 from modalign.atomic import check_writable
 from modalign.cli.probe_options import ModelChoice, ProbeData, read_config
 from modalign.errors import ConfigError
+from modalign.measure.reference import ReferenceSettings
 from modalign.measure.settings import MIRSettings
 from modalign.settings import settings_from
 
-SECTIONS = {"mir": MIRSettings, "data": ProbeData, "subject": ModelChoice}
+SECTIONS = {"mir": MIRSettings, "data": ProbeData, "subject": ModelChoice,
+            "reference": ReferenceSettings}  # fmt: skip
 
 
 def read_sections(args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-INPUTS = "inputs"  # namespace prefix of the TrainInputs flags
+from modalign.train.run import INPUTS  # the namespace prefix of the TrainInputs flags
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -54,40 +54,11 @@ def train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modalign.atomic import check_not_an_input, check_writable
-    from modalign.data.conversations import check_images, load_conversations
-    from modalign.models.loading import load_model, load_processor, parse_dtype
-    from modalign.train.fit import check_loggers
-    from modalign.train.recipe import prepare, train_stage
-
-    check_writable(args.out / "stage.json", "--out")
-    inputs, recipe = train_settings(args)
-    reads = [inputs.model, inputs.data, inputs.image_folder, inputs.mir_images, inputs.mir_texts,
-             inputs.mir_pairs, getattr(args, "config", None)]  # fmt: skip
-    check_not_an_input(args.out, "--out", reads, folder=True)
-    check_loggers(recipe.train.report_to)  # a missing logger: one line, before the data or model
-    conversations = load_conversations(
-        inputs.data, inputs.image_folder, require_image=inputs.stage == "pretrain",
-        limit=inputs.limit,
-    )  # fmt: skip
-    check_images(conversations)  # every referenced image opens, before the model loads
-    recipe = recipe.resolved(len(conversations))
-    probe = None
-    if recipe.monitor is not None:
-        from modalign.data import SampleSource
-
-        source = SampleSource.from_args(images=inputs.mir_images, texts=inputs.mir_texts,
-                                        pairs=inputs.mir_pairs)  # fmt: skip
-        probe = source.sample(recipe.monitor.n, seed=0)
-    import torch
-
-    model = load_model(inputs.model, torch.device("cpu"), parse_dtype(inputs.dtype))
-    processor = load_processor(inputs.model)
-    model, processor = prepare(model, processor, recipe)
-    summary = train_stage(model, processor, conversations, recipe, args.out, probe=probe,
-                          record={INPUTS: inputs.absolute().to_dict()})  # fmt: skip
     from modalign.measure import distributed_context
+    from modalign.train.run import run_training
 
+    inputs, recipe = train_settings(args)
+    summary = run_training(inputs, recipe, args.out, config=getattr(args, "config", None))
     if distributed_context()[0] == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "stopped_early_at", "train_loss")}))
         print(f"model written to {args.out / 'model'}")

@@ -13,9 +13,11 @@ from typing import Any
 _HOMES = {
     "Layers": "modalign.measure.layers",
     "MIRSettings": "modalign.measure.settings",
+    "ReferenceSettings": "modalign.measure.reference",
     "RepeatSummary": "modalign.measure.run",
     "RunOptions": "modalign.measure.run",
     "distributed_context": "modalign.measure.run",
+    "fresh_connector_reference": "modalign.measure.reference",
     "init_distributed_from_env": "modalign.measure.run",
     "locate_nonfinite": "modalign.measure.run",
     "parse_layers": "modalign.measure.layers",
@@ -27,9 +29,11 @@ _HOMES = {
 __all__ = [
     "Layers",
     "MIRSettings",
+    "ReferenceSettings",
     "RepeatSummary",
     "RunOptions",
     "distributed_context",
+    "fresh_connector_reference",
     "init_distributed_from_env",
     "locate_nonfinite",
     "parse_layers",

@@ -19,7 +19,7 @@ from modalign.metrics.frechet import (
 from modalign.metrics.median import MEDIAN_MODES, MedianSearch
 from modalign.metrics.moments import Moments, merge_moments, moments_from_tokens, subtract_moments
 from modalign.metrics.outliers import OUTLIER_MODES, NormBounds, norm_bounds
-from modalign.metrics.result import MIRResult
+from modalign.metrics.result import MIRResult, result_schema
 from modalign.metrics.sqrt_backends import (
     SQRT_BACKENDS,
     SqrtBackend,
@@ -50,6 +50,7 @@ __all__ = [
     "newton_schulz_sqrt",
     "norm_bounds",
     "polynomial_kernel",
+    "result_schema",
     "sqrt_backend",
     "subtract_moments",
     "trace_sqrt_product",

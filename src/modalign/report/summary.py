@@ -60,10 +60,14 @@ def summary_table(result: MIRResult | dict | str) -> str:
     run = MIRResult.load(result)
     n = run.n_samples
     lines = [
-        f"MIR       {run.mir:.4f}   (log10 of the summed per-layer FD over {len(run.layers)} layers)",
+        f"MIR       {run.mir:.4f}   (log10 of the summed per-layer FD over {len(run.layers)} layers; "
+        "lower is better aligned)",
         f"model     {run.model or '(not recorded)'}",
         f"samples   {n if n is not None else '(not recorded)'}",
     ]
+    data = run.metadata.get("data")
+    if isinstance(data, dict) and data:
+        lines.append("data      " + ", ".join(f"{k}={v}" for k, v in data.items()))
     if run.repeats:
         lines.append(f"repeats   {repeats_text(run.repeats)}")
     if run.settings:

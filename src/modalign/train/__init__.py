@@ -2,10 +2,12 @@
 component, the loss with alignment objectives, and the MIR monitor callback."""
 
 from modalign.train.fit import PRECISIONS, SCHEDULES, ResumableTrainer, TrainConfig, fit
+from modalign.train.inputs import TrainInputs
 from modalign.train.loss import LossResult, compute_loss, unwrap
 from modalign.train.monitor import MIRMonitor, first_plateau, plateaued
 from modalign.train.probe import PeriodicProbe, evaluating, is_main_process
 from modalign.train.recipe import MonitorSettings, Recipe, prepare, train_stage
+from modalign.train.run import run_training
 from modalign.train.stage import DEFAULT_LR, Stage, run_stage
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import (
@@ -30,6 +32,7 @@ __all__ = [
     "ResumableTrainer",
     "Stage",
     "TrainConfig",
+    "TrainInputs",
     "Tune",
     "UnlockReport",
     "UnlockSpec",
@@ -44,6 +47,7 @@ __all__ = [
     "plateaued",
     "prepare",
     "run_stage",
+    "run_training",
     "train_stage",
     "unwrap",
 ]

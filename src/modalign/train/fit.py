@@ -144,6 +144,16 @@ def check_loggers(report_to: Sequence[str]) -> None:
             raise ConfigError(f"--report-to {name}: the {name} logger is not installed ({how})")
 
 
+class _LogLastStep(TrainerCallback):
+    """Logs the last step whatever `log_steps` is: a run shorter than it, or ending between two
+    logging steps, still reports its final loss."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
+
 class _RestoreLossSum(TrainerCallback):
     """Puts a resumed run's loss sum back once transformers has reset it for the new `train()`
     call (at train begin), so the run's mean loss counts every step, as uninterrupted."""
@@ -190,6 +200,7 @@ class ResumableTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.add_callback(_RestoreLossSum(self))
+        self.add_callback(_LogLastStep())
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)

@@ -29,6 +29,18 @@ from modalign.train.fit import TrainConfig, check_loggers, fit
 from modalign.train.trainer import AlignmentTrainer
 from modalign.train.unlock import UnlockSpec, apply_unlock, finish_stage
 
+
+def objective_weights() -> str:
+    """'contrastive 1, mfid 0.001, ...': each registered objective's default weight."""
+    import inspect
+
+    from modalign.methods.objectives import OBJECTIVES
+
+    weights = {n: inspect.signature(OBJECTIVES[n].__init__).parameters["weight"].default
+               for n in OBJECTIVES.names()}  # fmt: skip
+    return ", ".join(f"{n} {w:g}" for n, w in weights.items())
+
+
 LR_COMPONENTS = ("connector", "llm", "vision", "moca", "lora")  # --lr-<component>
 SUMMARY = "stage.json"
 STARTED = "stage_settings.json"  # written when a stage starts: a resume must match it
@@ -47,7 +59,7 @@ class Stage:
     )  # fmt: skip
     objectives: tuple[ObjectiveSpec, ...] = option(
         (), help="add an alignment objective to the LM loss, e.g. mfid:0.001 or "
-        "sea:1,labels=cache/ (weights default to each objective's own; see docs/training.md)",
+        f"sea:1,labels=cache/ (default weights: {objective_weights()}; docs/training.md)",
         flag="--objective", metavar="NAME[:W][,K=V]",
     )  # fmt: skip
     max_length: int | None = option(2048, help="truncate longer samples (tokens)")

@@ -13,7 +13,6 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerBase,
 )
-from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from modalign.errors import DataError
 
@@ -82,24 +81,13 @@ def llava_from_towers(
 
 
 def reset_connector(model, seed: int) -> None:
-    """Re-initialise the model's connector in place from `seed` (fresh-connector baselines).
+    """Re-initialise the model's connector in place from `seed` (fresh-connector baselines), by
+    the library's rule (`modalign.methods.connectors.reset_connector`): a registered connector
+    resets itself; HF LLaVA's own two-layer projector gets nn.Linear's default ranges drawn from
+    `seed`, the rule the shipped default was built with."""
+    from modalign.methods.connectors import reset_connector as reset
 
-    A registered connector (`modalign.methods.connectors`) resets itself; HF LLaVA's own
-    two-layer projector gets nn.Linear's default (kaiming-uniform, a = sqrt(5)) ranges drawn
-    from `seed`, the rule the shipped default was built with.
-    """
-    proj = model.model.multi_modal_projector
-    if not isinstance(proj, LlavaMultiModalProjector):
-        from modalign.methods.connectors import reset_connector as reset_registered
-
-        reset_registered(proj, seed)
-        return
-    gen = torch.Generator().manual_seed(seed)
-    for lin in (proj.linear_1, proj.linear_2):
-        bound = 1 / lin.in_features**0.5  # nn.Linear's default (kaiming-uniform a=sqrt(5)) range
-        with torch.no_grad():
-            lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=gen))
-            lin.bias.copy_(torch.empty_like(lin.bias).uniform_(-bound, bound, generator=gen))
+    reset(model.model.multi_modal_projector, seed)
 
 
 def load_llava(path: Path):

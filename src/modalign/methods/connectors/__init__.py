@@ -90,7 +90,28 @@ def build_connector(
 
 
 def reset_connector(connector: nn.Module, seed: int) -> None:
-    """Re-initialise `connector` in place from `seed` (the global RNG state is left untouched)."""
-    with _forked_rng():
-        torch.manual_seed(seed)
-        connector.reset_parameters()
+    """Re-initialise `connector` in place from `seed` (the global RNG state is left untouched).
+
+    A registered connector resets itself (`reset_parameters`); another family's projector (HF
+    LLaVA's two-layer MLP ...) gets nn.Linear's default ranges (kaiming-uniform, a = sqrt(5):
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight, then bias) drawn from `seed`, layer by layer in
+    module order, and its other modules their own `reset_parameters`.
+    """
+    if hasattr(connector, "reset_parameters"):
+        with _forked_rng():
+            torch.manual_seed(seed)
+            connector.reset_parameters()
+        return
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in connector.modules():
+            if isinstance(module, nn.Linear):
+                bound = 1 / module.in_features**0.5
+                for param in (module.weight, module.bias):
+                    if param is not None:
+                        fresh = torch.empty(param.shape, dtype=torch.float32).uniform_(
+                            -bound, bound, generator=gen
+                        )
+                        param.copy_(fresh.to(param.device, param.dtype))
+            elif module is not connector and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
