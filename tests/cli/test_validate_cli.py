@@ -45,7 +45,10 @@ def test_validate_measures_caches_and_reports(probe_and_models, tmp_path, capsys
     report = json.loads((out / "validate.json").read_text())
     rows = report["checkpoints"]
     assert [("measures" in r) for r in rows] == [True, True, True, False]
-    assert (out / "validate.png").stat().st_size > 0 and "## all" in captured.out
+    assert "## all" in captured.out  # one scatter PNG per measure, the points labelled
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(f"validate-{m}.png" for m in rows[0]["measures"])
+    assert all((out / p).stat().st_size > 0 for p in pngs)
     # the MIR is the one `modalign mir` computes on the same pairs
     mir_json = tmp_path / "mir.json"
     assert main(["mir", "--model", str(models[1]), "--images", str(images), "--texts", str(texts),
