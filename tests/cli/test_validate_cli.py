@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from PIL import Image
 
 from modalign.cli import main
 from modalign.testing.tiny_vlms import build_tiny
+from tests.cli.probe import write_probe
 
 
 @pytest.fixture(scope="module")
 def probe_and_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate")
-    images = root / "images"
-    images.mkdir()
-    for k in range(8):
-        g = torch.Generator().manual_seed(k)
-        arr = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr, "RGB").save(images / f"{k}.png")
-    texts = root / "texts.txt"
-    texts.write_text("\n".join(f"a picture of {k} red circles near the top left" for k in range(8)))
+    images, texts = write_probe(root)
     models = [build_tiny("llava", root / f"ck{s}", seed=s) for s in range(3)]
     return root, images, texts, models
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from PIL import Image
 
 from modalign.cli import main
 from modalign.evidence.measures import MEASURES
 from modalign.testing.tiny_vlms import build_tiny
+from tests.cli.probe import write_probe
 from tests.evidence.lmms_fixture import sanitize_model_name, scores_for, write_results
 
 
@@ -22,14 +21,7 @@ def world(tmp_path_factory):
     """Four tiny checkpoints, each scored on mme, pope and textvqa_val by one lmms-eval run,
     a fifth run of a model that is not among them, a probe set and a shared measurement cache."""
     root = tmp_path_factory.mktemp("lmms")
-    images = root / "images"
-    images.mkdir()
-    for k in range(8):
-        g = torch.Generator().manual_seed(k)
-        arr = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr, "RGB").save(images / f"{k}.png")
-    texts = root / "texts.txt"
-    texts.write_text("\n".join(f"a picture of {k} red circles near the top left" for k in range(8)))
+    images, texts = write_probe(root)
     models = [build_tiny("llava", root / "runs" / f"pt_{k}" / "model", seed=k) for k in range(4)]
     out = root / "lmms_out"
     for k, m in enumerate(models):

@@ -149,6 +149,9 @@ def lmms_eval_scores(
                         f"given (they scored: {', '.join(sorted({r.model for r in found}))})")  # fmt: skip
     matched = [found[i] for i in owner]
     present = list(dict.fromkeys(t for r in matched for t in sorted(r.tasks())))
+    if not present:
+        raise DataError(f"the {len(matched)} results file(s) matched hold no task with a "
+                        "numeric metric")  # fmt: skip
     missing = [t for t in selection.named_tasks() if t not in present]
     if missing:
         raise DataError(f"task(s) {', '.join(missing)} not in the results of the checkpoints "

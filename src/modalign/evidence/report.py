@@ -180,7 +180,9 @@ def measure_figure(report: dict[str, Any], name: str, *,
         ax.set_xlabel(MEASURES[name].label, fontsize="small")
         ax.set_ylabel(_ylabel(report, group, ylabel), fontsize="small")
         ax.tick_params(labelsize="x-small")
+        ax.margins(x=0.2, y=0.15)  # room for the labels inside the frame
         ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{MEASURES[name].label} of each checkpoint against its score", fontsize="medium")
     return fig
 
 
