@@ -61,7 +61,7 @@ def simulate(ns: list[int], rhos: list[float], reps: int, resamples: int, seed: 
         truth = 6 / math.pi * math.asin(rho / 2)
         cov = np.array([[1.0, rho], [rho, 1.0]])
         for n in ns:
-            rng = np.random.default_rng([seed, n, int(round(rho * 100)) + 100])
+            rng = np.random.default_rng([seed, n, round(rho * 100) + 100])
             pct, bca = [], []
             for r in range(reps):
                 xy = rng.multivariate_normal([0.0, 0.0], cov, size=n)  # (n, 2)

@@ -23,10 +23,10 @@ STATISTICS = ("spearman", "kendall", "pearson")
 # Spearman known, 1000 data sets per cell; benchmarks/results/bootstrap_coverage.json): at
 # n <= 5 up to 55% of the intervals collapse to one point (three checkpoints in one order give
 # [-1, -1]), the median interval spans all of [-1, 1] (n = 4 and 5, correlation 0 or -0.5)
-# and coverage falls to 0.45-0.91; at n = 6 and 7 still 5% and 3% collapse when the correlation is strong (-0.8);
-# from n = 8 (to 30) coverage is 0.94-0.98 at every correlation tried (0, -0.5, -0.8) and at
-# most 0.5% collapse. Exactly: with n <= 4 even a perfect ranking is not significant at 5% (two-sided
-# permutation p = 2/n! >= 1/12).
+# and coverage falls to 0.45-0.91; at n = 6 and 7 still 5% and 3% collapse when the
+# correlation is strong (-0.8); from n = 8 (to 30) coverage is 0.94-0.98 at every correlation
+# tried (0, -0.5, -0.8) and at most 0.5% collapse. Exactly: with n <= 4 even a perfect ranking
+# is not significant at 5% (two-sided permutation p = 2/n! >= 1/12).
 MIN_INTERVAL_N = 8
 
 

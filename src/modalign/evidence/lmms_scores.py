@@ -48,8 +48,8 @@ class LmmsEvalScores:
                               "--scores-from PATH")  # fmt: skip
         bare = [m for m in self.metric if "=" not in m]
         if len(bare) > 1:
-            raise ConfigError(f"--metric given {len(bare)} times for every task ({', '.join(bare)}); "
-                              "give one, or TASK=KEY per task")  # fmt: skip
+            raise ConfigError(f"--metric given {len(bare)} times for every task "
+                              f"({', '.join(bare)}); give one, or TASK=KEY per task")  # fmt: skip
         named = [m.partition("=") for m in self.metric if "=" in m]
         tasks = [t for t, _, _ in named]
         if any(not t or not key for t, _, key in named) or len(set(tasks)) < len(tasks):
@@ -99,10 +99,41 @@ def local(model: str) -> str:
 def fine_tuned_from(model: str) -> str | None:
     """The model a `modalign train --stage sft` run started from, when `model` is the model
     folder such a run saved (read from its record); else None."""
+    if not Path(model).is_dir():
+        return None
     from modalign.train.inputs import recorded_inputs
 
-    inputs = recorded_inputs(model) if Path(model).is_dir() else None
+    inputs = recorded_inputs(model)
     return local(inputs.model) if inputs is not None and inputs.stage == "sft" else None
+
+
+def _newest_first(results: Sequence[EvalResults]) -> list[EvalResults]:
+    return sorted(results, key=lambda r: (r.stamp, str(r.path)), reverse=True)
+
+
+def _match(
+    found: Sequence[EvalResults], models: Sequence[str], warnings: list[str]
+) -> dict[int, str]:
+    """File index -> the checkpoint it scored: the model given (as the user wrote it) that is
+    the file's model or the model it was fine-tuned from; with none given, that model itself."""
+    given = {local(m): m for m in models}
+    owner: dict[int, str] = {}
+    for i, result in enumerate(found):
+        evaluated = local(result.model)
+        source = fine_tuned_from(evaluated)
+        if not given:
+            owner[i] = source or evaluated
+        elif evaluated in given or source in given:
+            owner[i] = given[evaluated if evaluated in given else source]
+        else:
+            tuned = f" (fine-tuned from {source})" if source else ""
+            warnings.append(f"{result.path}: scored {result.model}{tuned}, which is no "
+                            "checkpoint given; left out")  # fmt: skip
+    if not owner:
+        scored = ", ".join(sorted({r.model for r in found}))
+        raise DataError(f"none of the {len(found)} lmms-eval results file(s) scored a checkpoint "
+                        f"given (they scored: {scored})")  # fmt: skip
+    return owner
 
 
 def _metric_key(spec: str, task: str, have: Sequence[str]) -> str | None:
@@ -118,36 +149,11 @@ def _metric_key(spec: str, task: str, have: Sequence[str]) -> str | None:
     return named[0] if named else None
 
 
-def _describe(result: EvalResults, source: str | None) -> str:
-    return f"{result.model}" + (f" (fine-tuned from {source})" if source else "")
-
-
-def lmms_eval_scores(
-    found: Sequence[EvalResults], selection: LmmsEvalScores, models: Sequence[str] = ()
-) -> LmmsScoreTable:
-    """Match every results file to a checkpoint (`models`, or where none are given, the
-    models the files scored, or the pre-trained model each was fine-tuned from), choose tasks
-    and metrics, and return one Checkpoint per (checkpoint, task); DataError when nothing
-    matches, a task or metric asked for is not there, or fewer than 3 checkpoints are scored.
-    Several files for one checkpoint and task: the newest (by lmms-eval's file-name time
-    stamp) is used, with a warning."""
-    warnings: list[str] = []
-    given = {local(m): m for m in models}
-    owner: dict[int, str] = {}  # file index -> checkpoint (as the user gave it, else resolved)
-    for i, result in enumerate(found):
-        evaluated = local(result.model)
-        source = fine_tuned_from(evaluated)
-        if not given:
-            owner[i] = source or evaluated
-        elif evaluated in given or source in given:
-            owner[i] = given[evaluated if evaluated in given else source]
-        else:
-            warnings.append(f"{result.path}: scored {_describe(result, source)}, which is no "
-                            "checkpoint given; left out")  # fmt: skip
-    if not owner:
-        raise DataError(f"none of the {len(found)} lmms-eval results file(s) scored a checkpoint "
-                        f"given (they scored: {', '.join(sorted({r.model for r in found}))})")  # fmt: skip
-    matched = [found[i] for i in owner]
+def _choose(
+    matched: Sequence[EvalResults], selection: LmmsEvalScores, warnings: list[str]
+) -> dict[str, dict[str, str]]:
+    """Task -> its metric key and how it was chosen: the tasks asked for (else every task
+    found), each with the metric asked for (else its first, in its newest file)."""
     present = list(dict.fromkeys(t for r in matched for t in sorted(r.tasks())))
     if not present:
         raise DataError(f"the {len(matched)} results file(s) matched hold no task with a "
@@ -155,14 +161,13 @@ def lmms_eval_scores(
     missing = [t for t in selection.named_tasks() if t not in present]
     if missing:
         raise DataError(f"task(s) {', '.join(missing)} not in the results of the checkpoints "
-                        f"(found: {', '.join(sorted(present)) or 'none'})")  # fmt: skip
+                        f"(found: {', '.join(sorted(present))})")  # fmt: skip
     chosen: dict[str, dict[str, str]] = {}
     for task in list(dict.fromkeys(selection.task)) or sorted(present):
-        holders = sorted((r for r in matched if task in r.tasks()),
-                         key=lambda r: (r.stamp, str(r.path)))  # fmt: skip
+        holders = _newest_first([r for r in matched if task in r.tasks()])
         spec = selection.metric_for(task)
         if spec is None:
-            key, why = holders[-1].primary(task), "the task's first metric"
+            key, why = holders[0].primary(task), "the task's first metric"
         else:
             have = list(dict.fromkeys(k for r in holders for k in r.metrics(task)))
             key, why = _metric_key(spec, task, have), "--metric"
@@ -178,19 +183,7 @@ def lmms_eval_scores(
     if not chosen:
         raise DataError(f"no task of the results has metric {selection.metric_for('')!r} "
                         f"(tasks: {', '.join(sorted(present))})")  # fmt: skip
-    order = [m for m in dict.fromkeys(models) if m in owner.values()] or list(
-        dict.fromkeys(owner.values())
-    )
-    checkpoints, used = _pick(found, owner, order, chosen, warnings)
-    names = list(dict.fromkeys(c.model for c in checkpoints))
-    for model in models:
-        if model not in names:
-            warnings.append(f"checkpoint {model}: no lmms-eval result scored it (or a model "
-                            "fine-tuned from it); left out")  # fmt: skip
-    if len(names) < 3:
-        raise DataError(f"{len(names)} checkpoint(s) with lmms-eval scores; a correlation needs "
-                        "at least 3")  # fmt: skip
-    return LmmsScoreTable(checkpoints, chosen, used, warnings)
+    return chosen
 
 
 def _pick(
@@ -198,18 +191,18 @@ def _pick(
     chosen: dict[str, dict[str, str]], warnings: list[str],
 ) -> tuple[list[Checkpoint], list[str]]:  # fmt: skip
     """One Checkpoint per (task, checkpoint in `order`) from the newest file that holds the
-    task."""
+    task; the files used."""
     checkpoints, used = [], []
     for task, how in chosen.items():
         for model in order:
-            mine = sorted((found[i] for i, m in owner.items() if m == model and task in found[i].tasks()),
-                          key=lambda r: (r.stamp, str(r.path)))  # fmt: skip
+            mine = _newest_first([found[i] for i, m in owner.items()
+                                  if m == model and task in found[i].tasks()])  # fmt: skip
             if not mine:
                 warnings.append(f"checkpoint {model}: no result for task {task!r}; left out of it")
                 continue
-            newest = mine[-1]
+            newest = mine[0]
             if len(mine) > 1:
-                older = ", ".join(str(r.path) for r in mine[:-1])
+                older = ", ".join(str(r.path) for r in mine[1:])
                 warnings.append(f"checkpoint {model}, task {task!r}: {len(mine)} results files; "
                                 f"the newest, {newest.path}, is used (not {older})")  # fmt: skip
             score = newest.score(task, how["metric"])
@@ -217,3 +210,29 @@ def _pick(
             checkpoints.append(Checkpoint(model, score, task, scored=scored))
             used.append(str(newest.path))
     return checkpoints, list(dict.fromkeys(used))
+
+
+def lmms_eval_scores(
+    found: Sequence[EvalResults], selection: LmmsEvalScores, models: Sequence[str] = ()
+) -> LmmsScoreTable:
+    """Match every results file to a checkpoint (`models`, or where none are given, the
+    models the files scored, or the pre-trained model each was fine-tuned from), choose tasks
+    and metrics, and return one Checkpoint per (checkpoint, task); DataError when nothing
+    matches, a task or metric asked for is not there, or fewer than 3 checkpoints are scored.
+    Several files for one checkpoint and task: the newest (by lmms-eval's file-name time
+    stamp) is used, with a warning."""
+    warnings: list[str] = []
+    owner = _match(found, models, warnings)
+    chosen = _choose([found[i] for i in owner], selection, warnings)
+    named = list(dict.fromkeys(owner.values()))
+    order = [m for m in dict.fromkeys(models) if m in named] or named
+    checkpoints, used = _pick(found, owner, order, chosen, warnings)
+    scored = list(dict.fromkeys(c.model for c in checkpoints))
+    for model in dict.fromkeys(models):
+        if model not in scored:
+            warnings.append(f"checkpoint {model}: no lmms-eval result scored it (or a model "
+                            "fine-tuned from it); left out")  # fmt: skip
+    if len(scored) < 3:
+        raise DataError(f"{len(scored)} checkpoint(s) with lmms-eval scores; a correlation needs "
+                        "at least 3")  # fmt: skip
+    return LmmsScoreTable(checkpoints, chosen, used, warnings)
