@@ -212,3 +212,65 @@ def test_training_config_files(folder, data, suffix):
     config = _expect_clean(read_config, args, ("inputs",))
     if config is not None:
         _expect_clean(recipe_from_options, args, Recipe.defaults("pretrain"), config, given={})
+
+
+# an lmms-eval results file: the keys its reader looks for, with damaged values
+task_entry = st.dictionaries(
+    st.sampled_from(["alias", "samples", " ", "exact_match,none", "exact_match_stderr,none",
+                     "acc,flexible-extract", "score", ","]) | st.text(max_size=8),
+    st.floats(-10, 2000) | scalars, max_size=5,
+)  # fmt: skip
+model_args = st.sampled_from(
+    [
+        "pretrained=a",
+        "pretrained=b,x={'k': [1,2]}",
+        "pretrained=",
+        "pretrained='c,d'",
+        "x=1",
+        ",,=",
+        "pretrained=a,pretrained=b",
+    ]
+)
+lmms_results = st.fixed_dictionaries(
+    {
+        "results": st.dictionaries(st.sampled_from(["mme", "pope", "x"]), task_entry,
+                                   max_size=3),
+        "config": st.fixed_dictionaries({"model_args": model_args}),
+    },
+    optional={
+        "configs": st.dictionaries(st.sampled_from(["mme", "pope"]), st.fixed_dictionaries({}, optional={
+            "metric_list": st.lists(st.fixed_dictionaries({}, optional={"metric": scalars})
+                                    | scalars, max_size=2) | scalars,
+            "filter_list": st.lists(st.fixed_dictionaries({}, optional={"name": scalars})
+                                    | scalars, max_size=2) | scalars}) | scalars, max_size=2),
+        "higher_is_better": st.dictionaries(st.sampled_from(["mme", "pope"]), json_values,
+                                            max_size=2) | scalars,
+    },
+)  # fmt: skip
+
+
+@FUZZ
+@given(files=st.lists(lmms_results | json_values, min_size=1, max_size=4),
+       junk=st.binary(max_size=40), metric=st.sampled_from([(), ("exact_match",),
+       ("mme=exact_match,none",), ("score",)]))  # fmt: skip
+def test_lmms_eval_results_files(folder, files, junk, metric):
+    from modalign.evidence.lmms_results import find_eval_results
+    from modalign.evidence.lmms_scores import LmmsEvalScores, lmms_eval_scores
+
+    root = folder / "lmms_out"
+    if root.exists():
+        for old in root.rglob("*_results.json"):
+            old.unlink()
+    for k, data in enumerate(files):
+        (root / f"m{k}").mkdir(parents=True, exist_ok=True)
+        text = json.dumps(data).encode() if k or not junk else junk
+        (root / f"m{k}" / f"20250101_00000{k}_results.json").write_bytes(text)
+    found = _expect_clean(find_eval_results, root)
+    selection = _expect_clean(LmmsEvalScores, scores_from=root, metric=metric)
+    if found and selection is not None:
+        results, _ = found
+        for r in results:
+            for task in r.tasks():
+                r.primary(task)
+        _expect_clean(lmms_eval_scores, results, selection)
+        _expect_clean(lmms_eval_scores, results, selection, ["a", "b", "c"])

@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from PIL import Image
 
 from modalign.cli import main
 from modalign.testing.tiny_vlms import build_tiny
+from tests.cli.probe import write_probe
 
 
 @pytest.fixture(scope="module")
 def probe_and_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate")
-    images = root / "images"
-    images.mkdir()
-    for k in range(8):
-        g = torch.Generator().manual_seed(k)
-        arr = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr, "RGB").save(images / f"{k}.png")
-    texts = root / "texts.txt"
-    texts.write_text("\n".join(f"a picture of {k} red circles near the top left" for k in range(8)))
+    images, texts = write_probe(root)
     models = [build_tiny("llava", root / f"ck{s}", seed=s) for s in range(3)]
     return root, images, texts, models
 
@@ -45,7 +37,10 @@ def test_validate_measures_caches_and_reports(probe_and_models, tmp_path, capsys
     report = json.loads((out / "validate.json").read_text())
     rows = report["checkpoints"]
     assert [("measures" in r) for r in rows] == [True, True, True, False]
-    assert (out / "validate.png").stat().st_size > 0 and "## all" in captured.out
+    assert "## all" in captured.out  # one scatter PNG per measure, the points labelled
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(f"validate-{m}.png" for m in rows[0]["measures"])
+    assert all((out / p).stat().st_size > 0 for p in pngs)
     # the MIR is the one `modalign mir` computes on the same pairs
     mir_json = tmp_path / "mir.json"
     assert main(["mir", "--model", str(models[1]), "--images", str(images), "--texts", str(texts),

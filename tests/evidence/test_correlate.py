@@ -68,3 +68,21 @@ def test_bootstrap_needs_three_points_and_a_valid_level():
     assert bootstrap_intervals([1, 2], [2, 1])["kendall"] is None
     with pytest.raises(ValueError, match="level"):
         bootstrap_intervals([1, 2, 3], [1, 2, 3], level=1.5)
+
+
+def test_the_small_n_threshold_reproduces_at_small_scale():
+    """MIN_INTERVAL_N's evidence (benchmarks/bench_bootstrap_coverage.py), on fewer data sets:
+    three checkpoints often give a collapsed interval and BCa none at all; at the threshold the
+    percentile interval covers the population Spearman and rarely collapses."""
+    import importlib.util
+    from pathlib import Path
+
+    from modalign.evidence.correlate import MIN_INTERVAL_N
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_bootstrap_coverage.py"
+    spec = importlib.util.spec_from_file_location("bench_bootstrap_coverage", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    small, enough = bench.simulate([3, MIN_INTERVAL_N], [-0.8], reps=120, resamples=400, seed=1)
+    assert small["percentile"]["collapsed"] > 0.3 and small["bca"]["no_interval"] > 0.9
+    assert enough["percentile"]["coverage"] >= 0.9 and enough["percentile"]["collapsed"] < 0.03

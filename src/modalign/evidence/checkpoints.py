@@ -1,13 +1,15 @@
 """The checkpoints a validation compares: a model (directory or hub id), the score the user
-measured after fine-tuning it, and an optional group (e.g. a benchmark or a seed)."""
+measured after fine-tuning it, and an optional group (e.g. a benchmark or a seed); scores read
+from an evaluation tool's files also say where they came from (`scored`)."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modalign.errors import DataError
 
@@ -21,6 +23,7 @@ class Checkpoint:
     model: str
     score: float
     group: str = DEFAULT_GROUP
+    scored: Mapping[str, str] | None = None  # e.g. the results file, model and metric it is from
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -28,8 +31,11 @@ class Checkpoint:
         if not math.isfinite(self.score):
             raise DataError(f"{self.model}: score must be a finite number, got {self.score}")
 
-    def to_dict(self) -> dict[str, str | float]:
-        return {"model": self.model, "score": self.score, "group": self.group}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "score": self.score, "group": self.group}
+        if self.scored is not None:
+            out["scored"] = dict(self.scored)
+        return out
 
 
 def _entry(record: object, where: str, base: Path) -> Checkpoint:

@@ -1,5 +1,8 @@
 """Rank and linear correlation of a measure with scores over checkpoints, with bootstrap
-confidence intervals (checkpoints resampled with replacement, seeded, percentile intervals).
+confidence intervals (checkpoints resampled with replacement, seeded, percentile intervals;
+not scipy.stats.bootstrap's BCa, which gives no interval at all for most data sets of 5 or
+fewer checkpoints - a resample or jackknife sample with a constant column has no correlation -
+and covers no better from 8 on: benchmarks/bench_bootstrap_coverage.py).
 
 The statistics are computed for a whole batch of resamples at once (rows of an (R, n) array):
 Spearman = Pearson of average ranks, Kendall's tau-b from pair signs, Pearson; each matches
@@ -14,6 +17,17 @@ from collections.abc import Sequence
 import numpy as np
 
 STATISTICS = ("spearman", "kendall", "pearson")
+
+# Fewer checkpoints than this and a 95% bootstrap interval of a correlation does not mean
+# anything. Simulated (benchmarks/bench_bootstrap_coverage.py: bivariate normal, population
+# Spearman known, 1000 data sets per cell; benchmarks/results/bootstrap_coverage.json): at
+# n <= 5 up to 55% of the intervals collapse to one point (three checkpoints in one order give
+# [-1, -1]), the median interval spans all of [-1, 1] (n = 4 and 5, correlation 0 or -0.5)
+# and coverage falls to 0.45-0.91; at n = 6 and 7 still 5% and 3% collapse when the
+# correlation is strong (-0.8); from n = 8 (to 30) coverage is 0.94-0.98 at every correlation
+# tried (0, -0.5, -0.8) and at most 0.5% collapse. Exactly: with n <= 4 even a perfect ranking
+# is not significant at 5% (two-sided permutation p = 2/n! >= 1/12).
+MIN_INTERVAL_N = 8
 
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

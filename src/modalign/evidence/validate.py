@@ -22,7 +22,12 @@ from modalign.data.pairs import Pair
 from modalign.errors import DataError
 from modalign.evidence.cache import MeasureCache, cache_key, data_fingerprint, model_identity
 from modalign.evidence.checkpoints import Checkpoint
-from modalign.evidence.correlate import STATISTICS, bootstrap_intervals, correlations
+from modalign.evidence.correlate import (
+    MIN_INTERVAL_N,
+    STATISTICS,
+    bootstrap_intervals,
+    correlations,
+)
 from modalign.evidence.measures import read_measures
 from modalign.measure.layers import Layers
 from modalign.measure.settings import TEMPLATES, MIRSettings
@@ -138,10 +143,12 @@ def validate(
     level: float = 0.95,
     log: Callable[[str], None] = print,
     measure: Callable[[str, Sequence[Pair], ValidateSettings], dict] = measure_checkpoint,
+    pool: bool = True,
 ) -> dict[str, Any]:
     """Measure every checkpoint (cached), then correlate each measure with the scores.
 
     `measure`: how one checkpoint is measured (tests and the lab may pass their own).
+    `pool`: also correlate over all groups together (not for scores on different scales).
     Returns the report: settings, data fingerprint, one row per checkpoint (measures or the
     error), correlations per group and warnings.
     """
@@ -175,7 +182,7 @@ def validate(
         shown = ", ".join(f"{k} {values[k]:.4g}" for k in ("mir", "caption_loss") if k in values)
         log(f"{where}: {shown} ({how})")
     correlations_by_group, warnings = correlate_rows(rows, resamples=resamples, level=level,
-                                                     seed=settings.seed)  # fmt: skip
+                                                     seed=settings.seed, pool=pool)  # fmt: skip
     failed = [r for r in rows if "error" in r]
     if failed:
         warnings.insert(0, f"{len(failed)} checkpoint(s) failed and are left out: "
@@ -191,15 +198,17 @@ def validate(
 
 
 def correlate_rows(
-    rows: Sequence[dict[str, Any]], *, resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Per group (and pooled over groups when there are several): every measure's correlations
-    with the score and their bootstrap intervals; plus warnings for what cannot be computed."""
+    rows: Sequence[dict[str, Any]], *, resamples: int = 1000, level: float = 0.95, seed: int = 0,
+    pool: bool = True,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:  # fmt: skip
+    """Per group (and pooled over groups when there are several and `pool`): every measure's
+    correlations with the score and their bootstrap intervals; plus warnings for what cannot be
+    computed."""
     measured = [r for r in rows if "measures" in r]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in measured:
         groups.setdefault(r["group"], []).append(r)
-    if len(groups) > 1:
+    if len(groups) > 1 and pool:
         groups[POOLED] = measured
     out: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
@@ -234,3 +243,26 @@ def usable(report: dict[str, Any]) -> bool:
         for stats in table.values()
         for s in STATISTICS
     )
+
+
+def small_groups(report: dict[str, Any], threshold: int = MIN_INTERVAL_N) -> dict[str, int]:
+    """The groups whose correlations rest on 3 to `threshold` - 1 checkpoints (their most
+    measured measure's n), where an interval does not mean anything (`MIN_INTERVAL_N`); fewer
+    than 3 have no correlation at all and are warned about already."""
+    out = {}
+    for group, table in report["correlations"].items():
+        n = max((stats["n"] for stats in table.values()), default=0)
+        if 3 <= n < threshold:
+            out[group] = n
+    return out
+
+
+def flag_small_n(report: dict[str, Any], threshold: int = MIN_INTERVAL_N) -> dict[str, Any]:
+    """`report` with `small_n` (the threshold and each group below it) and one warning per such
+    group: its intervals are computed and kept, but mean nothing."""
+    small = small_groups(report, threshold)
+    lines = [f"group {group!r}: {n} checkpoint(s), fewer than {threshold}: too few for a "
+             f"bootstrap interval to mean anything (it collapses or spans [-1, 1]); read its "
+             f"correlations as a hint, not evidence" for group, n in small.items()]  # fmt: skip
+    return {**report, "small_n": {"threshold": threshold, "groups": small},
+            "warnings": [*report["warnings"], *lines]}  # fmt: skip

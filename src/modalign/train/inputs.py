@@ -4,14 +4,16 @@ monitor's probe set. Recorded with the stage (`stage_settings.json`, key `inputs
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from modalign.settings import option, to_dict
-from modalign.train.stage import STAGE_DEFAULTS
+from modalign.errors import DataError, ModalignError
+from modalign.settings import from_mapping, option, to_dict
+from modalign.train.stage import STAGE_DEFAULTS, STARTED, SUMMARY
 
-__all__ = ["TrainInputs"]
+__all__ = ["TrainInputs", "recorded_inputs"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,26 @@ class TrainInputs:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: to_dict(value) for name, value in vars(self).items()}
+
+
+def recorded_inputs(model_dir: str | Path) -> TrainInputs | None:
+    """The inputs a `modalign train` run recorded, found from the model folder it saved
+    (RUN/model -> RUN/stage.json, or RUN/stage_settings.json before it finished); None where
+    `model_dir` is no such folder or its record holds no inputs (a run of the Python API).
+    DataError for a record that cannot be read."""
+    model_dir = Path(model_dir)
+    if model_dir.name != "model" or not model_dir.is_dir():
+        return None
+    for name, key in ((SUMMARY, "settings"), (STARTED, None)):
+        path = model_dir.parent / name
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            settings = record.get(key) if key else record
+            inputs = settings.get("inputs") if isinstance(settings, dict) else None
+            return None if inputs is None else from_mapping(TrainInputs, inputs, "inputs")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError,
+                ModalignError) as exc:  # fmt: skip
+            raise DataError(f"{path}: not a readable stage record ({exc})") from None
+    return None
