@@ -250,7 +250,9 @@ def attach_lora(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def lora_settings(model: nn.Module, state: Mapping[str, Any]) -> tuple[list[str], int, float, float]:
+def lora_settings(
+    model: nn.Module, state: Mapping[str, Any]
+) -> tuple[list[str], int, float, float]:
     """(targets, r, alpha, dropout) from `lora_state` output, checked: the numbers are valid and
     every target is an nn.Linear of `model` (ModelError otherwise)."""
     try:

@@ -18,8 +18,9 @@ from typing import Any
 
 from modalign.atomic import atomic_dir
 from modalign.errors import ModelError
-from modalign.models.export import AUTO, CUSTOM_CODE, LLAVA, choose_format, to_custom_code, to_llava
-from modalign.models.export import write_custom_code
+from modalign.models.export.custom_code import to_custom_code, write_custom_code
+from modalign.models.export.formats import AUTO, CUSTOM_CODE, LLAVA, choose_format
+from modalign.models.export.llava_form import to_llava
 from modalign.models.surgery.extensions import EXTENSIONS, sync_records
 
 __all__ = ["save_model"]

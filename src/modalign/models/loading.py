@@ -123,7 +123,7 @@ def load_processor(path_or_id: str) -> Any:
             processor = cls.from_pretrained(path_or_id, **NO_REMOTE_CODE)
     else:
         processor = transformers.AutoProcessor.from_pretrained(path_or_id, **NO_REMOTE_CODE)
-    from modalign.models.export.llava_form import restore_processor
+    from modalign.models.export.restore import restore_processor
 
     config = read_config_json(path_or_id)
     return restore_processor(processor, config) if isinstance(config, dict) else processor
@@ -145,8 +145,8 @@ def load_model(
     """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype` (names as
     "cpu", "cuda:1", "bfloat16" are accepted; None/"auto": CUDA bf16, else CPU float32). Every
     form modalign writes loads as the model that was saved: custom-code folders with modalign's
-    own classes (the code in the folder is not run), a llava folder written from a connector
-    model as that connector model (`modalign.models.export`)."""
+    own classes (the code in the folder is not run), a folder written in another form than the
+    model's own as the model that was saved (`modalign.models.export.restore`)."""
     from transformers import AutoModelForImageTextToText
 
     device, dtype = resolve_device_dtype(device, dtype)
@@ -156,10 +156,11 @@ def load_model(
     if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
     # Extensions recorded in the checkpoint (MoCa, kept LoRA) are re-attached with their tensors.
+    # A folder written in another form than the model's own comes back as the model saved.
+    from modalign.models.export.restore import restore_model
     from modalign.models.surgery.extensions import load_pretrained
 
-    model = load_pretrained(AutoModelForImageTextToText, path_or_id, **kwargs)
-    # A plain llava folder written from a modalign connector model comes back as that model.
-    from modalign.models.export.llava_form import restore_connector
-
-    return restore_connector(model).to(device).eval()
+    model = load_pretrained(
+        AutoModelForImageTextToText, path_or_id, convert=restore_model, **kwargs
+    )
+    return model.to(device).eval()

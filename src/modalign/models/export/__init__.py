@@ -9,6 +9,7 @@ tools without modalign (lmms-eval, vLLM, any `from_pretrained`) read what `modal
 `modalign.models.save_model` writes the chosen form; `modalign export` converts a folder.
 """
 
+from modalign.models.export.convert import ExportSettings, export_checkpoint, how_to_load
 from modalign.models.export.custom_code import (
     AUTO_MAP,
     custom_code_refusal,
@@ -26,33 +27,37 @@ from modalign.models.export.formats import (
     refusals,
 )
 from modalign.models.export.llava_form import (
-    MARKER,
+    WRITTEN_FROM,
+    llava_model,
     llava_refusal,
-    restore_connector,
-    restore_processor,
     to_connector_llava,
     to_llava,
 )
 from modalign.models.export.portable import ModalignLlavaForConditionalGeneration
 from modalign.models.export.remote_code import MODELING_FILE, modeling_source
+from modalign.models.export.restore import restore_model, restore_processor
 
 __all__ = [
     "AUTO",
     "AUTO_MAP",
     "CUSTOM_CODE",
     "FORMAT_CHOICES",
+    "ExportSettings",
     "LLAVA",
-    "MARKER",
     "MODELING_FILE",
     "NATIVE",
+    "WRITTEN_FROM",
     "ModalignLlavaForConditionalGeneration",
     "choose_format",
     "custom_code_refusal",
+    "export_checkpoint",
+    "how_to_load",
+    "llava_model",
     "llava_refusal",
     "modeling_source",
     "native_refusal",
     "refusals",
-    "restore_connector",
+    "restore_model",
     "restore_processor",
     "to_connector_llava",
     "to_custom_code",

@@ -4,8 +4,8 @@ it does not ship: `auto_map` in config.json (and in processor_config.json) names
 Python file inside the folder, here the generated `modeling_modalign_llava.py` (`remote_code`).
 
 Any connector, MoCa and a kept LoRA are written this way. A plain llava model (with MoCa or a
-LoRA attached) is first seen as the modalign_llava model with the `mlp2x_gelu` connector that
-it computes. modalign itself loads these folders natively (its registered classes; the code in
+LoRA attached) is written as the modalign_llava model with the `mlp2x_gelu` connector that it
+computes, recording that it was a llava model (`restore` turns it back on loading). modalign itself loads these folders natively (its registered classes; the code in
 the folder is never run), and without `trust_remote_code` transformers refuses the unknown
 model_type instead of silently building a model without the connector or MoCa.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from modalign.atomic import atomic_write_text
 from modalign.errors import ConfigError, ModelError
 from modalign.methods.extension_record import recorded_extensions
-from modalign.models.export.llava_form import ACTIVATION, to_connector_llava
+from modalign.models.export.llava_form import ACTIVATION, WRITTEN_FROM, to_connector_llava
 from modalign.models.export.portable import (
     PORTABLE_EXTENSIONS,
     ModalignLlavaForConditionalGeneration,
@@ -89,6 +89,7 @@ def to_custom_code(model: Any, processor: Any = None) -> tuple[Any, Any]:
     if model.config.model_type == MODEL_TYPE:
         return model, processor
     converted = to_connector_llava(model, LLAVA_CONNECTOR)
+    setattr(converted.config, WRITTEN_FROM, {"model_type": "llava"})
     if processor is None or isinstance(processor, ConnectorLlavaProcessor):
         return converted, processor
     count = processor_token_count(processor)
@@ -119,4 +120,3 @@ def write_custom_code(folder: str | Path) -> None:
     processor_config = folder / "processor_config.json"
     if processor_config.is_file():
         _rewrite_json(processor_config, {"auto_map": {"AutoProcessor": AUTO_MAP["AutoProcessor"]}})
-

@@ -68,7 +68,9 @@ def choose_format(
     the first of llava, custom-code, native that fits. `portable`: native must load without
     modalign too, else a ModelError gives every form's reason."""
     if requested not in FORMAT_CHOICES:
-        raise ConfigError(f"unknown format {requested!r}; choose one of {', '.join(FORMAT_CHOICES)}")
+        raise ConfigError(
+            f"unknown format {requested!r}; choose one of {', '.join(FORMAT_CHOICES)}"
+        )
     reasons = refusals(config, processor)
     if requested != AUTO:
         if reasons[requested] is not None:

@@ -7,17 +7,16 @@ activation and linear_2 the identity with a zero bias, which reproduces W x + b 
 output is 1 * y plus exact zeros), as `modalign assemble` writes LLaVA-1 projectors. Deeper MLPs
 and every other connector have no llava form.
 
-The written config records the connector (`modalign_connector`, a key transformers ignores), so
-modalign's loader gives back the modalign_llava model that was saved (`restore_connector`): a
-`linear` connector stays one layer when training goes on.
+The written config records the connector (`modalign_written_from`, a key transformers ignores),
+so modalign's loader gives back the modalign_llava model that was saved (`restore`): a `linear`
+connector stays one layer when training goes on.
 
     model, processor = to_llava(connector_model, connector_processor)   # views, for saving
-    model = restore_connector(llava_model)                               # after loading
+    model = to_connector_llava(llava_model, "linear")                    # and back
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,29 +26,29 @@ from modalign.errors import ModelError
 from modalign.methods.connectors import ConnectorSpec
 from modalign.methods.connectors.mlp import mlp_depth
 from modalign.methods.extension_record import recorded_extensions
-from modalign.models.surgery.llava_projector import parse_projector, projector_state
 from modalign.models.surgery.connector_llava import (
     MODEL_TYPE,
     ConnectorLlavaProcessor,
     config_connector,
     connector_llava_config,
     connector_model,
-    connector_processor,
     processor_token_count,
 )
+from modalign.models.surgery.llava_projector import parse_projector, projector_state
 
 __all__ = [
-    "MARKER",
+    "WRITTEN_FROM",
     "connector_depth",
+    "llava_model",
+    "llava_processor",
     "llava_refusal",
-    "restore_connector",
-    "restore_processor",
     "to_connector_llava",
     "to_llava",
 ]
 
-# Key of a llava config.json that records the modalign connector it was written from.
-MARKER = "modalign_connector"
+# Key of a config.json written in another form than the model's own: what it was written from
+# ({"model_type": ..., "connector": ...}), so modalign's loader gives that model back.
+WRITTEN_FROM = "modalign_written_from"
 # Connector depth (linear layers) -> transformers' projector_hidden_act for it.
 ACTIVATION = {1: "linear", 2: "gelu"}
 # Keys of the config that describe a modalign_llava model and not a llava one.
@@ -66,6 +65,8 @@ def llava_refusal(config: Mapping[str, Any], processor: Any = None) -> str | Non
     """Why a model with this config (a `to_dict()` or config.json) cannot be written as plain
     llava, or None when it can; with `processor`, its token count is checked too."""
     model_type = config.get("model_type")
+    if model_type not in ("llava", MODEL_TYPE):
+        return f"a {model_type!r} model is not a LLaVA model"
     records = recorded_extensions(config)
     if "moca" in records:
         return (
@@ -79,8 +80,6 @@ def llava_refusal(config: Mapping[str, Any], processor: Any = None) -> str | Non
         )
     if model_type == "llava":
         return None
-    if model_type != MODEL_TYPE:
-        return f"a {model_type!r} model is not a LLaVA model"
     spec = ConnectorSpec.from_dict(config["connector"])
     if connector_depth(spec) not in ACTIVATION:
         return (
@@ -88,7 +87,7 @@ def llava_refusal(config: Mapping[str, Any], processor: Any = None) -> str | Non
             "Linear -> activation -> Linear, which holds mlp2x_gelu and linear (mlp1x_gelu) only"
         )
     if processor is not None:
-        llava = _llava_processor(processor)
+        llava = llava_processor(processor)
         count = processor_token_count(llava)
         if count != config.get("image_seq_length"):
             return (
@@ -98,7 +97,7 @@ def llava_refusal(config: Mapping[str, Any], processor: Any = None) -> str | Non
     return None
 
 
-def _llava_processor(processor: Any) -> Any:
+def llava_processor(processor: Any) -> Any:
     """A LlavaProcessor with `processor`'s parts (the same objects) and token settings."""
     from transformers import LlavaProcessor
 
@@ -125,27 +124,41 @@ def _connector_state(connector: torch.nn.Module, depth: int) -> dict[str, torch.
 
 def to_llava(model: Any, processor: Any = None) -> tuple[Any, Any]:
     """The plain LlavaForConditionalGeneration (+ LlavaProcessor) computing what the
-    modalign_llava `model` computes: its tower, LLM and lm_head (the same modules) and a new
-    projector holding the connector's weights. A llava model is returned as it is. ModelError
-    when there is no llava form (`llava_refusal` says why)."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
+    modalign_llava `model` computes (`llava_model`), its config recording the connector it was
+    written from; a llava model is returned as it is. ModelError when there is no llava form
+    (`llava_refusal` says why)."""
     config = model.config.to_dict()
     reason = llava_refusal(config, processor)
     if reason is not None:
         raise ModelError(f"no plain llava form: {reason}")
     if config["model_type"] == "llava":
         return model, processor
+    llava = llava_model(model)
+    setattr(
+        llava.config, WRITTEN_FROM, {"model_type": MODEL_TYPE, "connector": config["connector"]}
+    )
+    return llava, llava_processor(processor) if processor is not None else None
+
+
+def llava_model(model: Any) -> Any:
+    """The LlavaForConditionalGeneration that a modalign_llava `model` with a linear,
+    mlp1x_gelu or mlp2x_gelu connector is: its tower, LLM and lm_head (the same modules) and a
+    new projector holding the connector's weights. Other config keys (an extension record)
+    are kept; the modules of attached extensions are not carried over."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    config = model.config.to_dict()
     spec = ConnectorSpec.from_dict(config["connector"])
     depth = connector_depth(spec)
+    if depth not in ACTIVATION:
+        raise ModelError(f"connector {spec.name} has no llava projector form")
     connector = model.model.multi_modal_projector
     weights = parse_projector(_connector_state(connector, depth), "linear" if depth == 1 else None)
     dim = model.config.text_config.hidden_size
-    data = {k: v for k, v in config.items() if k not in CONNECTOR_KEYS}
-    for key in ("model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"):
-        data.pop(key, None)
+    skip = (*CONNECTOR_KEYS, "model_type", "architectures", "transformers_version",
+            "_name_or_path", "auto_map", WRITTEN_FROM)  # fmt: skip
+    data = {k: v for k, v in config.items() if k not in skip}
     data.update(projector_hidden_act=ACTIVATION[depth], multimodal_projector_bias=weights.bias)
-    data[MARKER] = spec.to_dict()
     llava_config = LlavaConfig(**data)
     with torch.device("meta"):  # skeleton only; the real parts are put in below
         llava = LlavaForConditionalGeneration(llava_config)
@@ -161,7 +174,7 @@ def to_llava(model: Any, processor: Any = None) -> tuple[Any, Any]:
     if getattr(model, "generation_config", None) is not None:
         llava.generation_config = model.generation_config
     llava.train(model.training)
-    return llava, _llava_processor(processor) if processor is not None else None
+    return llava
 
 
 def _projector_layers(model: Any, depth: int) -> dict[str, torch.Tensor]:
@@ -198,8 +211,8 @@ def to_connector_llava(model: Any, spec: ConnectorSpec | str | Mapping[str, Any]
     if depth == 1 and spec.name != "linear":
         state = {f"0.{k}": v for k, v in state.items()}
     config = connector_llava_config(model.config, spec)
-    if hasattr(config, MARKER):
-        delattr(config, MARKER)
+    if hasattr(config, WRITTEN_FROM):
+        delattr(config, WRITTEN_FROM)
     ref = model.model.multi_modal_projector.linear_1.weight
     connector = config_connector(config).to(ref.device, ref.dtype)
     connector.load_state_dict(state, strict=True)
@@ -208,33 +221,3 @@ def to_connector_llava(model: Any, spec: ConnectorSpec | str | Mapping[str, Any]
     if moca is not None:  # its hooks stay on the shared decoder layers and on `model`
         new.add_module("moca", moca)
     return new
-
-
-def restore_connector(model: Any) -> Any:
-    """A llava model loaded from a folder written by `to_llava`, as the modalign_llava model it
-    was written from; any other model unchanged. A projector changed since (trained by another
-    tool) keeps the model plain llava, with a warning saying why."""
-    spec = getattr(model.config, MARKER, None)
-    if model.config.model_type != "llava" or spec is None:
-        return model
-    if recorded_extensions(model.config):
-        return model  # modified after export: the plain model carries the extensions
-    try:
-        return to_connector_llava(model, spec).train(model.training)
-    except ModelError as exc:
-        warnings.warn(
-            f"the llava checkpoint was written from a modalign {ConnectorSpec.coerce(spec).name} "
-            f"connector but {exc}; loaded as plain llava",
-            stacklevel=2,
-        )
-        return model
-
-
-def restore_processor(processor: Any, config: Mapping[str, Any]) -> Any:
-    """The ConnectorLlavaProcessor of a folder written by `to_llava` (same tokens); any other
-    processor unchanged."""
-    if config.get("model_type") != "llava" or config.get(MARKER) is None:
-        return processor
-    if not isinstance(processor, ConnectorLlavaProcessor) and processor_token_count(processor):
-        return connector_processor(processor, processor_token_count(processor))
-    return processor

@@ -154,7 +154,9 @@ def _inner_imports(
         if inner is node:
             continue
         if isinstance(inner, ast.Import) and any(_is_ours(a.name) for a in inner.names):
-            raise CodegenError(f"{where}:{inner.lineno}: `import modalign...`; use `from ... import`")
+            raise CodegenError(
+                f"{where}:{inner.lineno}: `import modalign...`; use `from ... import`"
+            )
         if not (isinstance(inner, ast.ImportFrom) and _is_ours(inner.module)):
             continue
         first, last = _whole_lines(lines, inner, where)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -325,13 +325,17 @@ def load_pretrained(
     path_or_id: str | os.PathLike[str],
     *,
     extensions: Registry[ModelExtension] = EXTENSIONS,
+    convert: Callable[[Any], Any] | None = None,
     **kwargs: Any,
 ) -> Any:
     """`auto_cls.from_pretrained(path_or_id, **kwargs)` with the checkpoint's extensions
     re-attached (contract steps a-c); transformers' load report is shown only for keys that no
-    recorded extension accounts for."""
+    recorded extension accounts for. `convert`, if given, replaces the loaded model before the
+    extensions attach (it must keep every state-dict key they own)."""
     with _held_load_report() as hold:
         model, info = auto_cls.from_pretrained(path_or_id, output_loading_info=True, **kwargs)
+    if convert is not None:
+        model = convert(model)
     records = recorded_extensions(model.config)
     for name in records:
         extensions[name]
