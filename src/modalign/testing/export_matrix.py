@@ -2,8 +2,9 @@
 process where modalign cannot be imported (`isolated_load`) and compared with what modalign's
 own loader (`load_model`, `load_processor`) computes from the same folder.
 
-    cases = write_cases(llava_dir, out_root)     # save_model(format=...) per cell, or the refusal
-    cells = measure(cases, work_dir)             # one subprocess loads every written folder
+    images = probe_images(work_dir / "images")
+    cases = write_cases(llava_dir, out_root, images)  # save_model(format=...), or the refusal
+    cells = measure(cases, images, work_dir)          # one subprocess loads every written folder
     print(markdown_table(cells))
 
 Equal means `torch.equal` (bit for bit): both sides run the same operations on the same weights
@@ -40,6 +41,8 @@ __all__ = [
     "markdown_table",
     "measure",
     "probe_images",
+    "run_isolated",
+    "run_probe",
     "write_cases",
 ]
 
@@ -64,30 +67,36 @@ ISOLATED_SCRIPT = Path(__file__).with_name("isolated_load.py")
 
 @dataclass
 class Case:
-    """One cell's folder: what was asked, and where it was written (or why it was refused)."""
+    """One cell's folder: what was asked, where it was written (or why it was refused), how
+    (`via`), and what the model in memory computed on the probe before it was written."""
 
     connector: str
     moca: bool
     format: str
     folder: Path | None = None
     refused: str | None = None
+    via: str = "save_model"
+    reference: dict[str, torch.Tensor] | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.connector}-{'moca' if self.moca else 'plain'}-{self.format}"
+        return f"{self.connector}-{'moca' if self.moca else 'plain'}-{self.format}-{self.via}"
 
 
 @dataclass
 class Cell:
-    """A case and what the process without modalign made of it."""
+    """A case, what the process without modalign made of it (`outputs`, `record`) and how that
+    compares with modalign's loader; `same_as_saved`: the loader's outputs equal the reference."""
 
     case: Case
     loads: bool = False
     logits_equal: bool = False
     generations_equal: bool = False
     inputs_equal: bool = False
+    same_as_saved: bool | None = None
     error: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _perturb(module: torch.nn.Module, seed: int) -> None:
@@ -112,15 +121,16 @@ def make_model(llava_dir: str | Path, connector: str, moca: bool, seed: int = 0)
     return model.eval(), processor
 
 
-def write_cases(llava_dir: str | Path, out_root: str | Path) -> list[Case]:
+def write_cases(llava_dir: str | Path, out_root: str | Path, images: list[Path]) -> list[Case]:
     """Every connector x MoCa x format folder under `out_root` (save_model with that format), or
-    the refusal's message where the model has no such form."""
+    the refusal's message where the model has no such form; each with its reference outputs."""
     cases = []
     for connector in CONNECTORS:
         for moca in (False, True):
             model, processor = make_model(llava_dir, connector, moca)
+            reference = run_probe(model, processor, images)
             for form in FORMATS:
-                case = Case(connector, moca, form)
+                case = Case(connector, moca, form, reference=reference)
                 try:
                     case.folder = save_model(
                         model, processor, Path(out_root) / case.name, format=form
@@ -144,18 +154,26 @@ def probe_images(folder: Path) -> list[Path]:
     return paths
 
 
-def expected_outputs(folder: Path, images: list[Path]) -> dict[str, torch.Tensor]:
-    """What modalign's own loader computes from `folder` on the probe: the processor's batch,
-    the logits and a greedy generation."""
-    model = load_model(str(folder), "cpu", torch.float32)
-    processor = load_processor(str(folder))
+def run_probe(model: Any, processor: Any, images: list[Path]) -> dict[str, torch.Tensor]:
+    """The processor's batch for the probe (one prompt per image), the logits and a greedy
+    generation of `model`."""
     pictures = [Image.open(p).convert("RGB") for p in images]
     batch = processor(images=pictures, text=[PROMPT] * len(pictures), return_tensors="pt")
     with torch.no_grad():
-        logits = model(**batch).logits
+        logits = model(**batch).logits  # (B, T, V)
         generated = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
-    return {"logits": logits, "generated": generated, "input_ids": batch["input_ids"],
-            "pixel_values": batch["pixel_values"]}  # fmt: skip
+    return {"logits": logits.float(), "generated": generated, "input_ids": batch["input_ids"],
+            "pixel_values": batch["pixel_values"].float()}  # fmt: skip
+
+
+def expected_outputs(folder: Path, images: list[Path], dtype: Any = torch.float32) -> dict:
+    """What modalign's own loader (`load_model`, `load_processor`) computes from `folder`."""
+    model = load_model(str(folder), "cpu", dtype)
+    return run_probe(model, load_processor(str(folder)), images)
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *keys: str) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in keys)
 
 
 def run_isolated(jobs: list[dict], images: list[Path], work: Path, timeout: float = 600) -> Path:
@@ -175,16 +193,17 @@ def run_isolated(jobs: list[dict], images: list[Path], work: Path, timeout: floa
     return out
 
 
-def measure(cases: list[Case], work: str | Path) -> list[Cell]:
-    """Load every written case without modalign (one subprocess) and compare it with modalign's
-    loader on the same folder."""
+def measure(
+    cases: list[Case], images: list[Path], work: str | Path, dtype: str = "float32"
+) -> list[Cell]:
+    """Load every written case without modalign (one subprocess, weights in `dtype`) and compare
+    it with modalign's loader on the same folder, and the loader with each case's reference."""
     from safetensors.torch import load_file
 
     work = Path(work)
-    images = probe_images(work / "images")
     written = [c for c in cases if c.folder is not None]
-    jobs = [{"name": c.name, "path": str(c.folder), "trust_remote_code": c.format == CUSTOM_CODE}
-            for c in written]  # fmt: skip
+    jobs = [{"name": c.name, "path": str(c.folder), "trust_remote_code": c.format == CUSTOM_CODE,
+             "dtype": dtype} for c in written]  # fmt: skip
     out = run_isolated(jobs, images, work / "isolated")
     cells = []
     for case in cases:
@@ -196,13 +215,14 @@ def measure(cases: list[Case], work: str | Path) -> list[Cell]:
         if "error" in cell.record or cell.record["blocked_modules_loaded"]:
             cell.error = cell.record.get("error") or str(cell.record["blocked_modules_loaded"])
             continue
-        got = load_file(str(out / f"{case.name}.safetensors"))
-        want = expected_outputs(case.folder, images)
+        cell.outputs = got = load_file(str(out / f"{case.name}.safetensors"))
+        want = expected_outputs(case.folder, images, getattr(torch, dtype))
         cell.loads = True
-        cell.inputs_equal = all(torch.equal(got[k], want[k].float() if k == "pixel_values"
-                                            else want[k]) for k in ("input_ids", "pixel_values"))  # fmt: skip
-        cell.logits_equal = torch.equal(got["logits"], want["logits"].float())
-        cell.generations_equal = torch.equal(got["generated"], want["generated"])
+        cell.inputs_equal = _equal(got, want, "input_ids", "pixel_values")
+        cell.logits_equal = _equal(got, want, "logits")
+        cell.generations_equal = _equal(got, want, "generated")
+        if case.reference is not None:
+            cell.same_as_saved = _equal(want, case.reference, *want)
     return cells
 
 
@@ -214,19 +234,20 @@ def markdown_table(cells: list[Cell]) -> str:
 
     lines = [
         "| connector | MoCa | format | written | loads without modalign | inputs equal "
-        "| logits equal | generations equal |",
-        "|---|---|---|---|---|---|---|---|",
+        "| logits equal | generations equal | modalign's loader: the saved model |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         case = cell.case
         head = f"| {case.connector} | {'on' if case.moca else 'off'} | {case.format} |"
         if case.folder is None:
             reason = (case.refused or "").replace("|", "/")
-            lines.append(f"{head} refused: {reason} | - | - | - | - |")
+            lines.append(f"{head} refused: {reason} | - | - | - | - | - |")
             continue
         if not cell.loads:
-            lines.append(f"{head} yes | **no**: {cell.error} | - | - | - |")
+            lines.append(f"{head} yes | **no**: {cell.error} | - | - | - | - |")
             continue
+        same = "-" if cell.same_as_saved is None else yes(cell.same_as_saved)
         lines.append(f"{head} yes | yes | {yes(cell.inputs_equal)} | {yes(cell.logits_equal)} "
-                     f"| {yes(cell.generations_equal)} |")  # fmt: skip
+                     f"| {yes(cell.generations_equal)} | {same} |")  # fmt: skip
     return "\n".join(lines)

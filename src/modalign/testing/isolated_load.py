@@ -9,7 +9,7 @@ transformers and the code shipped in a folder can build the models. JOBS.json:
 
     {"images": [PNG, ...], "prompt": "USER: <image>\\n... ASSISTANT:", "new_tokens": 4,
      "threads": 1, "models": [{"name": "qformer-custom-code", "path": DIR,
-                               "trust_remote_code": true}, ...]}
+                               "trust_remote_code": true, "dtype": "float32"}, ...]}
 
 For each model, `AutoModelForImageTextToText` and `AutoProcessor.from_pretrained(path,
 trust_remote_code=...)`, the processor's batch (one prompt per image), the logits and a greedy
@@ -59,7 +59,10 @@ def run_model(job: dict, images: list, prompt: str, new_tokens: int, out: Path) 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     trust = bool(job["trust_remote_code"])
-    model = AutoModelForImageTextToText.from_pretrained(job["path"], trust_remote_code=trust)
+    dtype = getattr(torch, job.get("dtype", "float32"))
+    model = AutoModelForImageTextToText.from_pretrained(
+        job["path"], trust_remote_code=trust, dtype=dtype
+    )
     processor = AutoProcessor.from_pretrained(job["path"], trust_remote_code=trust)
     model.eval()
     batch = processor(images=images, text=[prompt] * len(images), return_tensors="pt")
@@ -74,6 +77,7 @@ def run_model(job: dict, images: list, prompt: str, new_tokens: int, out: Path) 
     }
     save_file(tensors, str(out / f"{job['name']}.safetensors"))
     return {
+        "kept_dtypes": {n: str(p.dtype) for n, p in model.named_parameters() if p.dtype != dtype},
         "model_class": f"{type(model).__module__}.{type(model).__name__}",
         "processor_class": f"{type(processor).__module__}.{type(processor).__name__}",
         "model_type": model.config.model_type,

@@ -36,6 +36,7 @@ __all__ = [
     "MODELING_FILE",
     "MODULES",
     "WHOLE",
+    "CodegenError",
     "amalgamate",
     "modeling_source",
 ]
@@ -92,17 +93,21 @@ class _Piece:
 class _Module:
     name: str
     pieces: list[_Piece] = field(default_factory=list)
-    defs: dict[str, _Piece] = field(default_factory=dict)
+    defs: dict[str, list[_Piece]] = field(default_factory=dict)  # a name may be re-bound
     links: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (module, name)
     builtins_used: set[str] = field(default_factory=set)
 
 
-def _source_path(module: str) -> Path:
-    """The .py file of a modalign module, found from the package folder (nothing is imported)."""
+def _package_folder() -> Path:
     import modalign
 
+    return Path(modalign.__file__).parent
+
+
+def _source_path(module: str, root: Path) -> Path:
+    """The .py file of a modalign module under the package folder `root` (nothing is imported)."""
     parts = module.split(".")[1:]
-    base = Path(modalign.__file__).parent.joinpath(*parts)
+    base = root.joinpath(*parts)
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -117,19 +122,26 @@ def _names_used(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
+def _target_names(target: ast.expr) -> set[str]:
+    """Names an assignment target binds (`x`, `x, y`; not `x[k]` or `x.a`, which use x)."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return set().union(*(_target_names(t) for t in target.elts))
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return set()
+
+
 def _bound(node: ast.stmt) -> set[str]:
     """Names a top-level statement binds."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {node.name}
-    targets: list[ast.expr] = []
     if isinstance(node, ast.Assign):
-        targets = node.targets
-    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-        targets = [node.target]
-    out: set[str] = set()
-    for target in targets:
-        out |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
-    return out
+        return set().union(*(_target_names(t) for t in node.targets))
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        return _target_names(node.target)
+    return set()
 
 
 def _whole_lines(lines: list[str], node: ast.stmt, where: str) -> tuple[int, int]:
@@ -175,8 +187,8 @@ def _comment_start(lines: list[str], first: int) -> int:
     return first
 
 
-def _parse(module: str) -> _Module:
-    path = _source_path(module)
+def _parse(module: str, root: Path) -> _Module:
+    path = _source_path(module, root)
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     where = f"{module} ({path.name})"
@@ -199,7 +211,7 @@ def _parse(module: str) -> _Module:
                     piece = _Piece(module, order, f"{name} = {alias.name}\n", {name},
                                    links={(node.module, alias.name)})  # type: ignore[arg-type]  # fmt: skip
                     out.pieces.append(piece)
-                    out.defs[name] = piece
+                    out.defs.setdefault(name, []).append(piece)
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             if isinstance(node, ast.Import) and any(_is_ours(a.name) for a in node.names):
@@ -217,7 +229,7 @@ def _parse(module: str) -> _Module:
                     )
                 piece = _Piece(module, order, line + "\n", {name}, is_import=True)
                 out.pieces.append(piece)
-                out.defs[name] = piece
+                out.defs.setdefault(name, []).append(piece)
             continue
         start = node.decorator_list[0].lineno - 1 if getattr(node, "decorator_list", None) else None
         first = node.lineno - 1 if start is None else start
@@ -232,13 +244,15 @@ def _parse(module: str) -> _Module:
         piece = _Piece(module, order, "".join(chunk), _bound(node), _names_used(node), links)
         out.pieces.append(piece)
         for name in piece.defines:
-            out.defs[name] = piece
+            out.defs.setdefault(name, []).append(piece)
         out.builtins_used |= piece.uses & set(dir(builtins))
     return out
 
 
-def _resolve(modules: dict[str, _Module], module: str, name: str, seen: frozenset = frozenset()):
-    """The piece that defines `name` as seen from `module` (None: a builtin or a local)."""
+def _resolve(
+    modules: dict[str, _Module], module: str, name: str, seen: frozenset = frozenset()
+) -> list[_Piece]:
+    """The pieces that bind `name` as seen from `module` (none: a builtin or a local)."""
     if (module, name) in seen:
         raise CodegenError(f"import cycle resolving {name} from {module}")
     mod = modules.get(module)
@@ -251,24 +265,26 @@ def _resolve(modules: dict[str, _Module], module: str, name: str, seen: frozense
         return mod.defs[name]
     if name in mod.links:
         return _resolve(modules, *mod.links[name], seen | {(module, name)})
-    return None
+    return []
 
 
 def _dependencies(modules: dict[str, _Module], piece: _Piece) -> Iterable[_Piece]:
     for name in piece.uses:
-        found = _resolve(modules, piece.module, name)
-        if found is not None and found is not piece:
-            yield found
+        yield from (p for p in _resolve(modules, piece.module, name) if p is not piece)
     for module, name in piece.links:
         found = _resolve(modules, module, name)
-        if found is None:
+        if not found:
             raise CodegenError(f"{piece.module} imports {name} from {module}, which defines none")
-        yield found
+        yield from found
 
 
-def amalgamate(modules: Sequence[str], whole: Iterable[str], header: str = "") -> str:
-    """One module's source made of `modules` (dependency order; see the module docstring)."""
-    parsed = {name: _parse(name) for name in modules}
+def amalgamate(
+    modules: Sequence[str], whole: Iterable[str], header: str = "", root: Path | None = None
+) -> str:
+    """One module's source made of `modules` (dependency order; see the module docstring), read
+    from the package folder `root` (default: the installed modalign's)."""
+    root = _package_folder() if root is None else Path(root)
+    parsed = {name: _parse(name, root) for name in modules}
     whole = set(whole)
     keep: set[int] = set()
     todo = [p for name in whole for p in parsed[name].pieces if not p.is_import]
@@ -283,7 +299,8 @@ def amalgamate(modules: Sequence[str], whole: Iterable[str], header: str = "") -
     for piece in kept:
         for name in piece.defines:
             other = owners.setdefault(name, piece)
-            if other is not piece and not (other.is_import and other.text == piece.text):
+            same_import = other.is_import and other.text == piece.text
+            if other.module != piece.module and not same_import:
                 raise CodegenError(
                     f"{name} is defined both in {other.module} and in {piece.module}; rename one"
                 )
@@ -296,6 +313,8 @@ def amalgamate(modules: Sequence[str], whole: Iterable[str], header: str = "") -
         top = line.split()[1].split(".")[0]
         if top not in ALLOWED_IMPORTS and top not in sys.stdlib_module_names:
             raise CodegenError(f"the joined code would import {top!r}: {line.strip()}")
+    imports.sort(key=lambda line: (line.split()[1].split(".")[0] not in sys.stdlib_module_names,
+                                   line.split()[1], line))  # fmt: skip
     parts = [header, "from __future__ import annotations\n\n", *imports]
     for name in modules:
         body = [p.text for p in kept if p.module == name and not p.is_import]
