@@ -351,3 +351,14 @@ def test_llava_form_of_linear_is_exact_and_keeps_moca_tensors_out(llava_dir, tmp
     weight = next(t for t in second if t.dim() == 2)
     bias = next(t for t in second if t.dim() == 1)
     assert torch.equal(weight, torch.eye(weight.shape[0])) and not bias.any()
+
+
+def test_a_connector_in_another_dtype_than_the_tower_is_not_plain_llava(llava_dir, tmp_path):
+    """transformers' llava does not cast the tower's features to the projector's dtype, so a
+    float64 connector on a float32 tower has no llava form; auto writes custom code instead."""
+    model, processor = make_model(llava_dir, "mlp2x_gelu", moca=False)
+    model.model.multi_modal_projector.double()
+    with pytest.raises(ModelError, match="the connector is in torch.float64"):
+        save_model(model, processor, tmp_path / "llava", format=LLAVA)
+    out = save_model(model, processor, tmp_path / "auto")
+    assert json.loads((out / "config.json").read_text())["model_type"] == MODEL_TYPE

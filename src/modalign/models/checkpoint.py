@@ -44,8 +44,13 @@ def save_model(
     records = sync_records(model)
     chosen = choose_format(format, model.config.to_dict(), processor)
     if chosen == LLAVA:
-        model, processor = to_llava(model, processor)
-    elif chosen == CUSTOM_CODE:
+        try:
+            model, processor = to_llava(model, processor)
+        except ModelError:  # what the config cannot show (the connector's dtype): auto goes on
+            if format != AUTO:
+                raise
+            chosen = CUSTOM_CODE
+    if chosen == CUSTOM_CODE:
         model, processor = to_custom_code(model, processor)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)

@@ -133,6 +133,13 @@ def to_llava(model: Any, processor: Any = None) -> tuple[Any, Any]:
         raise ModelError(f"no plain llava form: {reason}")
     if config["model_type"] == "llava":
         return model, processor
+    connector = next(model.model.multi_modal_projector.parameters())
+    tower = next(model.model.vision_tower.parameters())
+    if connector.dtype != tower.dtype:  # modalign casts the features; transformers' llava not
+        raise ModelError(
+            f"no plain llava form: the connector is in {connector.dtype} and the vision tower in "
+            f"{tower.dtype}; transformers' llava feeds the tower's output to its projector as it is"
+        )
     llava = llava_model(model)
     setattr(
         llava.config, WRITTEN_FROM, {"model_type": MODEL_TYPE, "connector": config["connector"]}
