@@ -358,7 +358,7 @@ def test_a_connector_in_another_dtype_than_the_tower_is_not_plain_llava(llava_di
     float64 connector on a float32 tower has no llava form; auto writes custom code instead."""
     model, processor = make_model(llava_dir, "mlp2x_gelu", moca=False)
     model.model.multi_modal_projector.double()
-    with pytest.raises(ModelError, match="the connector is in torch.float64"):
+    with pytest.raises(ModelError, match=r"the connector is in torch\.float64"):
         save_model(model, processor, tmp_path / "llava", format=LLAVA)
     out = save_model(model, processor, tmp_path / "auto")
     assert json.loads((out / "config.json").read_text())["model_type"] == MODEL_TYPE
