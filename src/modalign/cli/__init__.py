@@ -75,6 +75,12 @@ COMMANDS.register("validate")(
         "does MIR of pre-trained checkpoints predict their post-fine-tuning scores?",
     )
 )
+COMMANDS.register("export")(
+    Command(
+        "modalign.cli.export_cmd",
+        "write a checkpoint as plain llava or transformers custom code (loads without modalign)",
+    )
+)
 COMMANDS.register("assemble")(
     Command(
         "modalign.cli.assemble_cmd",

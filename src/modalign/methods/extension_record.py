@@ -25,8 +25,11 @@ CONFIG_KEY = "modalign_extensions"
 
 
 def recorded_extensions(config: Any) -> dict[str, dict[str, Any]]:
-    """{name: settings} recorded in `config` (empty when none); a malformed record is an error."""
-    raw = getattr(config, CONFIG_KEY, None)
+    """{name: settings} recorded in `config` (a config object, or a config.json dict; empty when
+    none); a malformed record is an error."""
+    raw = (
+        config.get(CONFIG_KEY) if isinstance(config, Mapping) else getattr(config, CONFIG_KEY, None)
+    )
     if raw is None:
         return {}
     if not isinstance(raw, Mapping) or not all(

@@ -37,6 +37,7 @@ __all__ = [
     "inject_lora",
     "is_lora_param",
     "lora_layers",
+    "lora_settings",
     "lora_state",
     "lora_target_names",
     "merge_lora",
@@ -244,6 +245,16 @@ def attach_lora(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
     checkpoint: the layers are created with peft's initialisation). Returns the wrapped names."""
     if has_lora(model):
         raise ModelError("the model already has LoRA adapters; cannot attach another set")
+    names, r, alpha, dropout = lora_settings(model, state)
+    _inject(model, names, r, alpha, dropout)
+    return names
+
+
+def lora_settings(
+    model: nn.Module, state: Mapping[str, Any]
+) -> tuple[list[str], int, float, float]:
+    """(targets, r, alpha, dropout) from `lora_state` output, checked: the numbers are valid and
+    every target is an nn.Linear of `model` (ModelError otherwise)."""
     try:
         names = [str(n) for n in state["targets"]]
         r, alpha, dropout = int(state["r"]), float(state["alpha"]), float(state["dropout"])
@@ -253,8 +264,7 @@ def attach_lora(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
     missing = [n for n in names if not isinstance(_find(model, n), nn.Linear)]
     if not names or missing:
         raise ModelError(f"LoRA targets not found as nn.Linear in this model: {missing or names}")
-    _inject(model, names, r, alpha, dropout)
-    return names
+    return names, r, alpha, dropout
 
 
 def _find(model: nn.Module, name: str) -> nn.Module | None:

@@ -38,7 +38,7 @@ Image tokens only (not Qwen's video tokens): the official code and MIR's vision 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -49,10 +49,16 @@ from torch import nn
 from modalign.errors import ConfigError, ModelError
 from modalign.methods.extension_record import forget_extension, record_extension
 
-__all__ = ["MoCa", "attach_moca", "detach_moca", "get_moca", "image_token_id"]
+__all__ = ["MoCa", "attach_moca", "detach_moca", "get_moca", "image_token_id", "rebuild_moca"]
 
 # Name of the submodule on the top-level model (so state-dict keys are `moca.scale/shift`).
 ATTR = "moca"
+
+
+def _check_std(std: float) -> None:
+    """ConfigError unless `std` (the initial spread of u and v) is finite and >= 0."""
+    if not std >= 0.0 or std == float("inf"):
+        raise ConfigError(f"MoCa std must be a finite number >= 0, got {std!r}")
 
 
 class MoCa(nn.Module):
@@ -70,11 +76,10 @@ class MoCa(nn.Module):
         super().__init__()
         if num_layers < 1 or hidden_size < 1:
             raise ConfigError(f"MoCa needs >= 1 layer and width, got {num_layers}x{hidden_size}")
-        if not std >= 0.0 or std == float("inf"):
-            raise ConfigError(f"MoCa std must be a finite number >= 0, got {std!r}")
+        _check_std(std)
         self.std, self.seed, self.image_token_id = float(std), int(seed), image_token_id
-        scale = torch.ones(num_layers, hidden_size)  # (K, d)
-        shift = torch.zeros(num_layers, hidden_size)  # (K, d)
+        scale = torch.ones(num_layers, hidden_size, dtype=torch.float32)  # (K, d)
+        shift = torch.zeros(num_layers, hidden_size, dtype=torch.float32)  # (K, d)
         if std > 0:  # the official moca_std: per layer, scale ~ N(1, std) then shift ~ N(0, std)
             g = torch.Generator().manual_seed(self.seed)
             for k in range(num_layers):
@@ -266,6 +271,25 @@ def attach_moca(model: nn.Module, *, std: float = 0.0, seed: int = 0) -> MoCa:
     model.register_forward_hook(moca._post_hook, with_kwargs=True, always_call=True)
     for k, layer in enumerate(layers):
         layer.register_forward_hook(partial(moca._layer_hook, k), prepend=True)
+    record_extension(model, ATTR, moca.settings())
+    return moca
+
+
+def rebuild_moca(model: nn.Module, settings: Mapping[str, Any]) -> MoCa:
+    """MoCa attached from its recorded `settings` (`MoCa.settings()`), for a checkpoint being
+    loaded: u, v are placeholders (the identity) until the checkpoint's values are copied in. A
+    record made for another number of layers or width is a ModelError (nothing stays attached)."""
+    std, seed = float(settings.get("std", 0.0)), int(settings.get("seed", 0))
+    _check_std(std)
+    moca = attach_moca(model)
+    saved = (settings.get("num_layers"), settings.get("hidden_size"))
+    if saved != (moca.num_layers, moca.hidden_size):
+        detach_moca(model)
+        raise ModelError(
+            f"MoCa was saved for {saved[0]} layers x {saved[1]} dims but this model has "
+            f"{moca.num_layers} x {moca.hidden_size}"
+        )
+    moca.std, moca.seed = std, seed
     record_extension(model, ATTR, moca.settings())
     return moca
 

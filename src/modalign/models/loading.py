@@ -50,25 +50,32 @@ def resolve_device_dtype(
 NO_REMOTE_CODE: dict[str, Any] = {"trust_remote_code": False}
 
 
+def read_config_json(path_or_id: str) -> Any:
+    """The parsed config.json of a checkpoint (local or hub), or None where there is none; a file
+    that is not JSON is a ModelError."""
+    from transformers.utils import cached_file
+
+    try:
+        file = cached_file(path_or_id, "config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None  # no config here: from_pretrained gives its own error
+    if not file or not Path(file).is_file():
+        return None
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path_or_id}: config.json is not valid JSON ({exc})") from exc
+
+
 def refuse_remote_code(path_or_id: str) -> None:
     """ModelError when a checkpoint's config needs code shipped with it (an `auto_map` for a
     `model_type` transformers and modalign do not know): one line instead of a prompt."""
     from transformers import CONFIG_MAPPING
-    from transformers.utils import cached_file
 
     from modalign.models.surgery.connector_llava import register_auto_classes
 
     register_auto_classes()  # modalign's own model types are known, not remote code
-    try:
-        file = cached_file(path_or_id, "config.json", _raise_exceptions_for_missing_entries=False)
-    except OSError:
-        return  # no config here: from_pretrained gives its own error
-    if not file or not Path(file).is_file():
-        return
-    try:
-        config = json.loads(Path(file).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path_or_id}: config.json is not valid JSON ({exc})") from exc
+    config = read_config_json(path_or_id)
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if isinstance(config, dict) and config.get("auto_map") and model_type not in CONFIG_MAPPING:
         raise ModelError(
@@ -111,9 +118,15 @@ def load_processor(path_or_id: str) -> Any:
     if cls is not None:
         chosen = processor_class_for(cls)
         if chosen is not cls:  # image-only variant: the (required) video argument is None
-            return chosen.from_pretrained(path_or_id, video_processor=None, **NO_REMOTE_CODE)
-        return cls.from_pretrained(path_or_id, **NO_REMOTE_CODE)
-    return transformers.AutoProcessor.from_pretrained(path_or_id, **NO_REMOTE_CODE)
+            processor = chosen.from_pretrained(path_or_id, video_processor=None, **NO_REMOTE_CODE)
+        else:
+            processor = cls.from_pretrained(path_or_id, **NO_REMOTE_CODE)
+    else:
+        processor = transformers.AutoProcessor.from_pretrained(path_or_id, **NO_REMOTE_CODE)
+    from modalign.models.export.restore import restore_processor
+
+    config = read_config_json(path_or_id)
+    return restore_processor(processor, config) if isinstance(config, dict) else processor
 
 
 def _dtype_kwarg() -> str:
@@ -130,7 +143,10 @@ def load_model(
     dtype: str | torch.dtype | None = None,
 ) -> Any:
     """AutoModelForImageTextToText in eval mode on `device` with weights in `dtype` (names as
-    "cpu", "cuda:1", "bfloat16" are accepted; None/"auto": CUDA bf16, else CPU float32)."""
+    "cpu", "cuda:1", "bfloat16" are accepted; None/"auto": CUDA bf16, else CPU float32). Every
+    form modalign writes loads as the model that was saved: custom-code folders with modalign's
+    own classes (the code in the folder is not run), a folder written in another form than the
+    model's own as the model that was saved (`modalign.models.export.restore`)."""
     from transformers import AutoModelForImageTextToText
 
     device, dtype = resolve_device_dtype(device, dtype)
@@ -140,7 +156,11 @@ def load_model(
     if device.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # load weights straight onto the GPU
     # Extensions recorded in the checkpoint (MoCa, kept LoRA) are re-attached with their tensors.
+    # A folder written in another form than the model's own comes back as the model saved.
+    from modalign.models.export.restore import restore_model
     from modalign.models.surgery.extensions import load_pretrained
 
-    model = load_pretrained(AutoModelForImageTextToText, path_or_id, **kwargs)
+    model = load_pretrained(
+        AutoModelForImageTextToText, path_or_id, convert=restore_model, **kwargs
+    )
     return model.to(device).eval()

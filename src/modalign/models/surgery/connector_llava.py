@@ -45,9 +45,12 @@ __all__ = [
     "ConnectorLlavaForConditionalGeneration",
     "ConnectorLlavaModel",
     "ConnectorLlavaProcessor",
+    "config_connector",
     "connector_llava_config",
+    "connector_model",
     "connector_processor",
     "processor_class_named",
+    "processor_token_count",
     "register_auto_classes",
     "swap_connector",
 ]
@@ -137,6 +140,19 @@ def connector_llava_config(
     return ConnectorLlavaConfig(**data)
 
 
+def config_connector(config: ConnectorLlavaConfig, seed: int | None = None) -> nn.Module:
+    """A new connector as `config` describes it: its spec, the vision and LLM widths, N vision
+    tokens, the LLM vocabulary (for text-reading connectors); seeded as `build_connector`."""
+    return build_connector(
+        config.connector,
+        _vision_dim(config),
+        config.text_config.hidden_size,
+        config.vision_seq_length,
+        vocab_size=config.text_config.vocab_size,
+        seed=seed,
+    )
+
+
 def select_vision_features(
     hidden_states: tuple[torch.Tensor, ...], layer: int | list[int], strategy: str
 ) -> torch.Tensor:
@@ -159,13 +175,7 @@ class ConnectorLlavaModel(LlavaModel):
     def __init__(self, config: ConnectorLlavaConfig) -> None:
         LlavaPreTrainedModel.__init__(self, config)  # not LlavaModel's: no MLP projector
         self.vision_tower = AutoModel.from_config(config.vision_config)
-        self.multi_modal_projector = build_connector(
-            config.connector,
-            _vision_dim(config),
-            config.text_config.hidden_size,
-            config.vision_seq_length,
-            vocab_size=config.text_config.vocab_size,
-        )
+        self.multi_modal_projector = config_connector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -418,7 +428,7 @@ def _sized_image_processor(image_processor: Any, grid: Any, old: Any) -> Any:
     return sized
 
 
-def _processor_token_count(processor: Any) -> int | None:
+def processor_token_count(processor: Any) -> int | None:
     """Tokens a plain LlavaProcessor expands `<image>` into (N for an MLP projector), if known."""
     if isinstance(processor, ConnectorLlavaProcessor) or not isinstance(processor, LlavaProcessor):
         return None
@@ -446,7 +456,7 @@ def _check_swappable(model: Any, processor: Any) -> None:
             f"cannot swap the connector of this llava model: its vision tower {tower!r} is not a "
             f"fixed-size tower with a known token count ({', '.join(CLS_TOKENS)})"
         )
-    expected = _processor_token_count(processor)
+    expected = processor_token_count(processor)
     if expected is not None and model_type == "llava":
         n = vision_token_count(model.config)
         if expected != n:
@@ -473,6 +483,18 @@ def swap_connector(
     config = connector_llava_config(model.config, spec)
     old = next(model.model.multi_modal_projector.parameters(), None)
     ref = old if old is not None else next(model.model.language_model.parameters())
+    connector = config_connector(config, seed=seed).to(device=ref.device, dtype=ref.dtype)
+    new = connector_model(model, config, connector)
+    grid = getattr(new.model.multi_modal_projector, "view_grid", None)
+    return new, connector_processor(processor, config.image_seq_length, grid)
+
+
+def connector_model(
+    model: Any, config: ConnectorLlavaConfig, connector: nn.Module
+) -> ConnectorLlavaForConditionalGeneration:
+    """A ConnectorLlavaForConditionalGeneration of `config` made of `model`'s vision tower,
+    language model and lm_head (the same module objects, not copies) and `connector`; the
+    generation config and train/eval mode are `model`'s."""
     with torch.device("meta"):  # no memory, no init: the big parts are reused below
         new = ConnectorLlavaForConditionalGeneration(config)
     new.model.vision_tower = model.model.vision_tower
@@ -480,22 +502,14 @@ def swap_connector(
     new.lm_head = model.lm_head
     new.config.vision_config = model.model.vision_tower.config
     new.config.text_config = model.model.language_model.config
-    new.model.multi_modal_projector = build_connector(
-        config.connector,
-        _vision_dim(config),
-        config.text_config.hidden_size,
-        config.vision_seq_length,
-        vocab_size=config.text_config.vocab_size,
-        seed=seed,
-    ).to(device=ref.device, dtype=ref.dtype)
+    new.model.multi_modal_projector = connector
     if getattr(model, "generation_config", None) is not None:
         new.generation_config = copy.deepcopy(model.generation_config)
     left = [n for n, t in [*new.named_parameters(), *new.named_buffers()] if t.is_meta]
     if left:
-        raise RuntimeError(f"swap_connector left tensors on the meta device: {left[:5]}")
+        raise RuntimeError(f"the connector model has tensors on the meta device: {left[:5]}")
     new.train(model.training)
-    grid = getattr(new.model.multi_modal_projector, "view_grid", None)
-    return new, connector_processor(processor, config.image_seq_length, grid)
+    return new
 
 
 def processor_class_named(name: str) -> type | None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from modalign.methods.extension_record import (
 from modalign.methods.lora import EXTENSION as LORA_EXTENSION
 from modalign.methods.lora import attach_lora, is_lora_param, lora_state
 from modalign.methods.moca import ATTR as MOCA_ATTR
-from modalign.methods.moca import attach_moca, detach_moca, get_moca
+from modalign.methods.moca import get_moca, rebuild_moca
 from modalign.registry import Registry
 
 __all__ = [
@@ -106,15 +106,7 @@ class MoCaExtension(ModelExtension):
         return None if moca is None else moca.settings()
 
     def attach(self, model: Any, settings: Mapping[str, Any]) -> None:
-        std, seed = float(settings.get("std", 0.0)), int(settings.get("seed", 0))
-        moca = attach_moca(model, std=std, seed=seed)  # values: loaded from the checkpoint next
-        saved = (settings.get("num_layers"), settings.get("hidden_size"))
-        if saved != (moca.num_layers, moca.hidden_size):
-            detach_moca(model)
-            raise ModelError(
-                f"MoCa was saved for {saved[0]} layers x {saved[1]} dims but this model has "
-                f"{moca.num_layers} x {moca.hidden_size}"
-            )
+        rebuild_moca(model, settings)  # values: loaded from the checkpoint next
 
     def owns(self, key: str) -> bool:
         return key.split(".", 1)[0] == MOCA_ATTR
@@ -333,13 +325,17 @@ def load_pretrained(
     path_or_id: str | os.PathLike[str],
     *,
     extensions: Registry[ModelExtension] = EXTENSIONS,
+    convert: Callable[[Any], Any] | None = None,
     **kwargs: Any,
 ) -> Any:
     """`auto_cls.from_pretrained(path_or_id, **kwargs)` with the checkpoint's extensions
     re-attached (contract steps a-c); transformers' load report is shown only for keys that no
-    recorded extension accounts for."""
+    recorded extension accounts for. `convert`, if given, replaces the loaded model before the
+    extensions attach (it must keep every state-dict key they own)."""
     with _held_load_report() as hold:
         model, info = auto_cls.from_pretrained(path_or_id, output_loading_info=True, **kwargs)
+    if convert is not None:
+        model = convert(model)
     records = recorded_extensions(model.config)
     for name in records:
         extensions[name]
