@@ -250,7 +250,12 @@ def _describe(schema: dict[str, Any], plural: bool = False) -> str:
 
 
 def result_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a written MIR result, derived from MIRResult's fields."""
+    """The JSON Schema (draft 2020-12) of a written MIR result, derived from MIRResult's fields.
+
+    >>> schema = result_schema()
+    >>> schema["required"][:3], schema["properties"]["mir"]["type"]
+    (['mir', 'per_layer', 'layers'], 'number')
+    """
     from modalign.metrics.outliers import OUTLIER_MODES
     from modalign.metrics.sqrt_backends import SQRT_BACKENDS
 
