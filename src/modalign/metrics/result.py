@@ -252,6 +252,9 @@ def _describe(schema: dict[str, Any], plural: bool = False) -> str:
 def result_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a written MIR result, derived from MIRResult's fields.
 
+    Returns:
+        The schema as a dict (every field's type, bounds and description; the required keys).
+
     >>> schema = result_schema()
     >>> schema["required"][:3], schema["properties"]["mir"]["type"]
     (['mir', 'per_layer', 'layers'], 'number')
